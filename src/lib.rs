@@ -1,0 +1,22 @@
+//! histoshard: histopathology image sets (Warwick-QU / GlaS, Pascal-VOC, CSV, a
+//! folder per class) to sharded TFRecord files of augmented patches that both
+//! TensorFlow and histoshard's own reader load, plus a Polars manifest.
+//!
+//! Data flows one way — inputs → samples → splits → patches → examples → shards +
+//! manifest — and each module owns one arrow:
+//! - [`dataset`]: reading what users have into [`dataset::Sample`]s.
+//! - [`split`]: patient-grouped train/val/test and folds, and the leakage report.
+//! - [`patch`]: tiling, tissue detection, augmentation, stain normalisation.
+//! - [`shard`]: the record format (from `schemas/`), writer, reader, manifest.
+//! - [`prepare`]: the rayon pipeline wiring the above together.
+//! - [`synth`]: a GlaS-layout generator for tests and the demo.
+
+pub mod dataset;
+pub mod error;
+pub mod patch;
+pub mod prepare;
+pub mod shard;
+pub mod split;
+pub mod synth;
+
+pub use error::{Error, Result};

@@ -1,0 +1,1 @@
+//! The record format, shard writer and reader, and the manifest.

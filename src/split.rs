@@ -1,0 +1,1 @@
+//! Patient-grouped splits.
