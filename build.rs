@@ -23,20 +23,29 @@ fn main() {
     println!("cargo:rerun-if-changed=schemas/features.json");
     let out = PathBuf::from(env::var("OUT_DIR").expect("cargo sets OUT_DIR"));
 
-    let fds = protox::compile(["example.proto"], ["schemas"]).expect("schemas/example.proto compiles");
+    let fds =
+        protox::compile(["example.proto"], ["schemas"]).expect("schemas/example.proto compiles");
     let mut config = prost_build::Config::new();
     // BTreeMap keeps the feature map sorted, so encoding is byte-deterministic.
     config.btree_map(["."]);
-    config.compile_fds(fds).expect("prost generates the Example types");
+    config
+        .compile_fds(fds)
+        .expect("prost generates the Example types");
 
     let spec: Spec = serde_json::from_str(
         &fs::read_to_string("schemas/features.json").expect("schemas/features.json is readable"),
     )
     .expect("schemas/features.json is valid");
     let mut code = String::new();
-    writeln!(code, "/// Version of `schemas/features.json` this build was made from.").unwrap();
+    writeln!(
+        code,
+        "/// Version of `schemas/features.json` this build was made from."
+    )
+    .unwrap();
     writeln!(code, "pub const SCHEMA_VERSION: u32 = {};", spec.version).unwrap();
-    let mut table = String::from("/// Every key of a record, in `features.json` order.\npub const FEATURES: &[FeatureSpec] = &[\n");
+    let mut table = String::from(
+        "/// Every key of a record, in `features.json` order.\npub const FEATURES: &[FeatureSpec] = &[\n",
+    );
     for f in &spec.features {
         let ident = f.key.to_uppercase().replace(['/', '-'], "_");
         let kind = match f.kind.as_str() {
@@ -45,7 +54,12 @@ fn main() {
             "float" => "FeatureKind::Float",
             other => panic!("features.json: unknown type {other:?} for {}", f.key),
         };
-        writeln!(code, "/// {}\npub const {ident}: &str = {:?};", f.description, f.key).unwrap();
+        writeln!(
+            code,
+            "/// {}\npub const {ident}: &str = {:?};",
+            f.description, f.key
+        )
+        .unwrap();
         writeln!(table, "    FeatureSpec {{ key: {ident}, kind: {kind} }},").unwrap();
     }
     table.push_str("];\n");

@@ -28,7 +28,11 @@ impl Default for AugmentConfig {
 }
 
 /// One augmented copy of `patch` and the names of the operations applied, in order.
-pub fn augment<R: Rng>(patch: &RgbImage, cfg: &AugmentConfig, rng: &mut R) -> (RgbImage, Vec<&'static str>) {
+pub fn augment<R: Rng>(
+    patch: &RgbImage,
+    cfg: &AugmentConfig,
+    rng: &mut R,
+) -> (RgbImage, Vec<&'static str>) {
     let _ = (patch, cfg, rng);
     todo!("patch helper")
 }

@@ -1,0 +1,174 @@
+//! Writing one shard file. Records go to a hidden `.NAME.partial` file that is
+//! renamed to its final name only once complete and flushed to disk, so a file
+//! with a shard's name is always a whole shard.
+
+use std::{
+    fs::File,
+    io::{BufWriter, Write},
+    path::{Path, PathBuf},
+};
+
+use flate2::{GzBuilder, write::GzEncoder};
+use sha2::{Digest, Sha256};
+
+use super::Compression;
+use crate::error::{Error, IoContext, Result};
+
+/// Suffix of shards being written; files with it are never complete.
+pub const PARTIAL_SUFFIX: &str = ".partial";
+
+/// Where a record landed, for the manifest.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RecordLocation {
+    /// 0-based position in the shard.
+    pub index: u64,
+    /// Byte offset of the record's frame in the (uncompressed) shard stream.
+    pub offset: u64,
+}
+
+/// A finished shard.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct ShardSummary {
+    pub file: String,
+    pub records: u64,
+    /// Size of the file on disk.
+    pub bytes: u64,
+    /// sha256 of the file on disk, so a resumed run can trust a shard it skips.
+    pub sha256: String,
+}
+
+enum Sink {
+    Plain(HashingWriter<BufWriter<File>>),
+    Gzip(GzEncoder<HashingWriter<BufWriter<File>>>),
+}
+
+/// Hashes and counts what passes through to the file.
+struct HashingWriter<W> {
+    inner: W,
+    hasher: Sha256,
+    bytes: u64,
+}
+
+impl<W: Write> Write for HashingWriter<W> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let n = self.inner.write(buf)?;
+        self.hasher.update(&buf[..n]);
+        self.bytes += n as u64;
+        Ok(n)
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.inner.flush()
+    }
+}
+
+/// Writes TFRecord frames (length, masked CRC32C of length, data, masked CRC32C
+/// of data) through the `tfrecord` crate.
+pub struct ShardWriter {
+    final_path: PathBuf,
+    partial_path: PathBuf,
+    sink: Option<Sink>,
+    records: u64,
+    offset: u64,
+}
+
+/// The hidden temporary name of a shard while it is written.
+pub fn partial_path(final_path: &Path) -> PathBuf {
+    let name = final_path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    final_path.with_file_name(format!(".{name}{PARTIAL_SUFFIX}"))
+}
+
+impl ShardWriter {
+    pub fn create(final_path: &Path, compression: Compression) -> Result<Self> {
+        let partial_path = partial_path(final_path);
+        let file = File::create(&partial_path).at(&partial_path)?;
+        let hashing = HashingWriter {
+            inner: BufWriter::with_capacity(1 << 20, file),
+            hasher: Sha256::new(),
+            bytes: 0,
+        };
+        let sink = match compression {
+            Compression::None => Sink::Plain(hashing),
+            // mtime 0 and no file name keep the bytes deterministic.
+            Compression::Gzip => Sink::Gzip(
+                GzBuilder::new()
+                    .mtime(0)
+                    .write(hashing, flate2::Compression::new(6)),
+            ),
+        };
+        Ok(Self {
+            final_path: final_path.to_path_buf(),
+            partial_path,
+            sink: Some(sink),
+            records: 0,
+            offset: 0,
+        })
+    }
+
+    /// Appends one serialized record.
+    pub fn write(&mut self, record: Vec<u8>) -> Result<RecordLocation> {
+        let len = record.len() as u64;
+        let result = match self.sink.as_mut() {
+            Some(Sink::Plain(w)) => tfrecord::io::sync::try_write_record(w, record),
+            Some(Sink::Gzip(w)) => tfrecord::io::sync::try_write_record(w, record),
+            None => return Err(Error::output(&self.final_path, "shard already finished")),
+        };
+        result.map_err(|e| match e {
+            tfrecord::Error::IoError(io) => Error::io(&self.partial_path, io),
+            other => Error::output(&self.partial_path, other.to_string()),
+        })?;
+        let location = RecordLocation {
+            index: self.records,
+            offset: self.offset,
+        };
+        self.records += 1;
+        self.offset += 8 + 4 + len + 4;
+        Ok(location)
+    }
+
+    pub fn records(&self) -> u64 {
+        self.records
+    }
+
+    /// Flushes, syncs and renames the shard to its final name.
+    pub fn finish(mut self) -> Result<ShardSummary> {
+        let path = self.partial_path.clone();
+        let hashing = match self.sink.take() {
+            Some(Sink::Plain(w)) => w,
+            Some(Sink::Gzip(w)) => w.finish().at(&path)?,
+            None => return Err(Error::output(&self.final_path, "shard already finished")),
+        };
+        let HashingWriter {
+            inner,
+            hasher,
+            bytes,
+        } = hashing;
+        let file = inner
+            .into_inner()
+            .map_err(|e| Error::io(&path, e.into_error()))?;
+        file.sync_all().at(&path)?;
+        drop(file);
+        std::fs::rename(&path, &self.final_path).at(&self.final_path)?;
+        Ok(ShardSummary {
+            file: self
+                .final_path
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default(),
+            records: self.records,
+            bytes,
+            sha256: hex::encode(hasher.finalize()),
+        })
+    }
+}
+
+impl Drop for ShardWriter {
+    fn drop(&mut self) {
+        // Abandoned before `finish` (an error elsewhere): leave nothing behind.
+        if self.sink.is_some() {
+            let _ = std::fs::remove_file(&self.partial_path);
+        }
+    }
+}
