@@ -1,11 +1,19 @@
 //! Decoding untrusted image files safely: dimensions are checked against a
 //! pixel limit before any pixel buffer is allocated.
+//!
+//! The format is recognised from the file's content (its magic bytes), never
+//! from its extension: a text file named `x.bmp` is "not a supported image".
+//! Accepted: PNG, JPEG, BMP and TIFF. Every error is one line naming the file.
 
+use std::fs::File;
+use std::io::{BufReader, ErrorKind};
 use std::path::Path;
 
-use image::{GrayImage, RgbImage};
+use image::{
+    DynamicImage, GrayImage, ImageDecoder, ImageError, ImageFormat, ImageReader, RgbImage,
+};
 
-use crate::error::Result;
+use crate::error::{Error, Result};
 
 /// Default refusal threshold: 100 megapixels (GlaS images are 0.4 MP).
 pub const DEFAULT_MAX_PIXELS: u64 = 100_000_000;
@@ -24,21 +32,558 @@ impl Default for DecodeLimits {
     }
 }
 
+/// The formats histoshard reads (the `image` features it is built with).
+const SUPPORTED: [ImageFormat; 4] = [
+    ImageFormat::Png,
+    ImageFormat::Jpeg,
+    ImageFormat::Bmp,
+    ImageFormat::Tiff,
+];
+
+/// Decoder allocations allowed while reading a header only.
+const HEADER_ALLOC: u64 = 64 * 1024 * 1024;
+
+/// Opens `path` as an image reader whose format comes from the content.
+fn open(path: &Path, limits: image::Limits) -> Result<ImageReader<BufReader<File>>> {
+    let md = std::fs::metadata(path).map_err(|e| match e.kind() {
+        ErrorKind::NotFound => Error::image(path, "not found"),
+        _ => Error::io(path, e),
+    })?;
+    if !md.is_file() {
+        return Err(Error::image(path, "not a regular file"));
+    }
+    if md.len() == 0 {
+        return Err(Error::image(path, "empty file (0 bytes)"));
+    }
+    let file = File::open(path).map_err(|e| Error::io(path, e))?;
+    let mut reader = ImageReader::new(BufReader::new(file))
+        .with_guessed_format()
+        .map_err(|e| Error::io(path, e))?;
+    match reader.format() {
+        Some(f) if SUPPORTED.contains(&f) => {}
+        Some(f) => {
+            return Err(Error::image(
+                path,
+                format!(
+                    "not a supported image ({} content; expected PNG, JPEG, BMP or TIFF)",
+                    f.extensions_str()
+                        .first()
+                        .unwrap_or(&"unknown")
+                        .to_uppercase()
+                ),
+            ));
+        }
+        None => {
+            return Err(Error::image(
+                path,
+                "not a supported image (content is not PNG, JPEG, BMP or TIFF)",
+            ));
+        }
+    }
+    reader.limits(limits);
+    Ok(reader)
+}
+
+/// Turns a decoder error into one line a user can act on.
+fn describe(e: &ImageError) -> String {
+    let one_line = |s: String| s.replace(['\n', '\r'], " ");
+    match e {
+        ImageError::IoError(io) if io.kind() == ErrorKind::UnexpectedEof => {
+            "truncated (the file ends before the image data does)".to_string()
+        }
+        ImageError::IoError(io) => one_line(format!("read error: {io}")),
+        ImageError::Decoding(d) => {
+            let text = d.to_string();
+            let lower = text.to_ascii_lowercase();
+            if lower.contains("eof")
+                || lower.contains("end of")
+                || lower.contains("truncat")
+                || lower.contains("unexpected end")
+                || lower.contains("not enough")
+                || lower.contains("no more data")
+            {
+                one_line(format!("truncated or corrupt image ({text})"))
+            } else {
+                one_line(format!("corrupt image ({text})"))
+            }
+        }
+        ImageError::Limits(l) => one_line(format!(
+            "over the decoder's size/memory limits ({l}); raise --max-pixels if the image is genuine"
+        )),
+        ImageError::Unsupported(u) => one_line(format!("not a supported image ({u})")),
+        other => one_line(other.to_string()),
+    }
+}
+
 /// Width and height from the header alone.
 pub fn dimensions(path: &Path) -> Result<(u32, u32)> {
-    let _ = path;
-    todo!("dataset helper")
+    let limits = {
+        let mut l = image::Limits::default();
+        l.max_alloc = Some(HEADER_ALLOC);
+        l
+    };
+    let reader = open(path, limits)?;
+    let decoder = reader
+        .into_decoder()
+        .map_err(|e| Error::image(path, describe(&e)))?;
+    let (w, h) = decoder.dimensions();
+    if w == 0 || h == 0 {
+        return Err(Error::image(path, format!("image is {w}×{h}: empty")));
+    }
+    Ok((w, h))
+}
+
+/// Refuses images over `limits.max_pixels` from the header, then decodes with
+/// `image::Limits` set as a second guard.
+fn decode_limited(path: &Path, limits: DecodeLimits) -> Result<DynamicImage> {
+    let (w, h) = dimensions(path)?;
+    let pixels = u64::from(w) * u64::from(h);
+    if pixels > limits.max_pixels {
+        let (mut have, mut limit) = (amount(pixels), amount(limits.max_pixels));
+        if have == limit {
+            (have, limit) = (
+                format!("{pixels} pixels"),
+                format!("{} pixels", limits.max_pixels),
+            );
+        }
+        return Err(Error::image(
+            path,
+            format!(
+                "image is {w}×{h} = {have}, over the {limit} limit (raise it with --max-pixels)"
+            ),
+        ));
+    }
+    let side = u32::try_from(limits.max_pixels).unwrap_or(u32::MAX);
+    let mut il = image::Limits::default();
+    il.max_image_width = Some(side);
+    il.max_image_height = Some(side);
+    // Room for the widest buffer (RGBA, 32-bit float per channel) plus slack.
+    il.max_alloc = Some(
+        limits
+            .max_pixels
+            .saturating_mul(16)
+            .saturating_add(HEADER_ALLOC),
+    );
+    let reader = open(path, il)?;
+    let is_jpeg = reader.format() == Some(ImageFormat::Jpeg);
+    let decoder = reader
+        .into_decoder()
+        .map_err(|e| Error::image(path, describe(&e)))?;
+    if decoder.dimensions() != (w, h) {
+        return Err(Error::image(path, "the file changed while being read"));
+    }
+    let img = DynamicImage::from_decoder(decoder).map_err(|e| Error::image(path, describe(&e)))?;
+    if is_jpeg && !jpeg_is_complete(&std::fs::read(path).map_err(|e| Error::io(path, e))?) {
+        // The JPEG decoder fills a cut-off scan with grey instead of failing.
+        return Err(Error::image(
+            path,
+            "truncated (the JPEG has no end-of-image marker after its last scan)",
+        ));
+    }
+    Ok(img)
+}
+
+/// Whether a JPEG ends its last scan with an EOI marker (`FF D9`). Inside
+/// entropy-coded data `FF` is always followed by `00` or a restart marker, so
+/// the last `FF DA` (start of scan) must be followed by an `FF D9` somewhere.
+fn jpeg_is_complete(bytes: &[u8]) -> bool {
+    let last = |marker: u8| bytes.windows(2).rposition(|w| w == [0xFF, marker]);
+    match (last(0xDA), last(0xD9)) {
+        (Some(sos), Some(eoi)) => eoi > sos,
+        _ => false,
+    }
+}
+
+/// A pixel count for messages: `10000 MP`, `2.5 MP`, or `1200 pixels` below 1 MP.
+fn amount(pixels: u64) -> String {
+    let mp = pixels as f64 / 1e6;
+    if mp >= 10.0 {
+        format!("{mp:.0} MP")
+    } else if mp >= 1.0 {
+        format!("{mp:.1} MP")
+    } else {
+        format!("{pixels} pixels")
+    }
 }
 
 /// Decodes any supported image to 8-bit RGB (16-bit is scaled, gray expanded,
 /// alpha dropped, palettes resolved).
 pub fn decode_rgb(path: &Path, limits: DecodeLimits) -> Result<RgbImage> {
-    let _ = (path, limits);
-    todo!("dataset helper")
+    Ok(decode_limited(path, limits)?.into_rgb8())
 }
 
 /// Decodes a mask to 8-bit gray (0 = background, anything else = gland).
+///
+/// - 8-bit gray (and palette BMPs with a gray palette, like GlaS `_anno.bmp`):
+///   values kept, so instance labels 0..N survive.
+/// - 16-bit gray: values kept when all are ≤ 255 (label masks); otherwise
+///   scaled to 8 bits with any non-zero value kept ≥ 1.
+/// - Colour: the maximum channel, so any non-black pixel is foreground; with
+///   alpha, fully transparent pixels are background.
 pub fn decode_mask(path: &Path, limits: DecodeLimits) -> Result<GrayImage> {
-    let _ = (path, limits);
-    todo!("dataset helper")
+    let img = decode_limited(path, limits)?;
+    let (w, h) = (img.width(), img.height());
+    let out = match img {
+        DynamicImage::ImageLuma8(g) => g,
+        DynamicImage::ImageLumaA8(g) => GrayImage::from_fn(w, h, |x, y| {
+            let p = g.get_pixel(x, y).0;
+            image::Luma([if p[1] == 0 { 0 } else { p[0] }])
+        }),
+        DynamicImage::ImageLuma16(g) => {
+            let max = g.pixels().map(|p| p.0[0]).max().unwrap_or(0);
+            GrayImage::from_fn(w, h, |x, y| {
+                image::Luma([narrow16(g.get_pixel(x, y).0[0], max)])
+            })
+        }
+        DynamicImage::ImageLumaA16(g) => {
+            let max = g.pixels().map(|p| p.0[0]).max().unwrap_or(0);
+            GrayImage::from_fn(w, h, |x, y| {
+                let p = g.get_pixel(x, y).0;
+                image::Luma([if p[1] == 0 { 0 } else { narrow16(p[0], max) }])
+            })
+        }
+        other => {
+            let has_alpha = other.color().has_alpha();
+            let rgba = other.into_rgba8();
+            GrayImage::from_fn(w, h, |x, y| {
+                let [r, g, b, a] = rgba.get_pixel(x, y).0;
+                image::Luma([if has_alpha && a == 0 {
+                    0
+                } else {
+                    r.max(g).max(b)
+                }])
+            })
+        }
+    };
+    Ok(out)
+}
+
+/// A 16-bit mask value to 8 bits: kept when the mask's maximum is ≤ 255,
+/// otherwise scaled, never turning foreground into background.
+fn narrow16(v: u16, max: u16) -> u8 {
+    if max <= 255 {
+        v as u8
+    } else if v == 0 {
+        0
+    } else {
+        ((u32::from(v) * 255 / 65535) as u8).max(1)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use image::{ImageBuffer, Luma, LumaA, Rgb, Rgba};
+    use std::time::{Duration, Instant};
+
+    fn tmp() -> tempfile::TempDir {
+        tempfile::tempdir().unwrap()
+    }
+
+    fn msg(e: Error) -> String {
+        e.to_string()
+    }
+
+    #[test]
+    fn rgb_png_round_trips() {
+        let d = tmp();
+        let p = d.path().join("a.png");
+        let img = RgbImage::from_fn(5, 3, |x, y| Rgb([x as u8 * 10, y as u8 * 20, 7]));
+        img.save(&p).unwrap();
+        assert_eq!(dimensions(&p).unwrap(), (5, 3));
+        assert_eq!(decode_rgb(&p, DecodeLimits::default()).unwrap(), img);
+    }
+
+    #[test]
+    fn sixteen_bit_png_scales_to_eight_bit() {
+        let d = tmp();
+        let p = d.path().join("deep.png");
+        let img: ImageBuffer<Rgb<u16>, Vec<u16>> =
+            ImageBuffer::from_fn(4, 2, |x, _| Rgb([65535, 257 * x as u16, 0]));
+        img.save(&p).unwrap();
+        let out = decode_rgb(&p, DecodeLimits::default()).unwrap();
+        assert_eq!(out.get_pixel(0, 0).0, [255, 0, 0]);
+        assert_eq!(out.get_pixel(3, 1).0, [255, 3, 0]);
+    }
+
+    #[test]
+    fn gray_expands_and_alpha_is_dropped() {
+        let d = tmp();
+        let g = d.path().join("g.png");
+        GrayImage::from_fn(3, 3, |x, _| Luma([x as u8 * 100]))
+            .save(&g)
+            .unwrap();
+        let out = decode_rgb(&g, DecodeLimits::default()).unwrap();
+        assert_eq!(out.get_pixel(2, 0).0, [200, 200, 200]);
+
+        let a = d.path().join("a.png");
+        image::RgbaImage::from_fn(2, 2, |_, _| Rgba([10, 20, 30, 0]))
+            .save(&a)
+            .unwrap();
+        let out = decode_rgb(&a, DecodeLimits::default()).unwrap();
+        assert_eq!(out.get_pixel(1, 1).0, [10, 20, 30]);
+
+        let la = d.path().join("la.png");
+        ImageBuffer::<LumaA<u8>, Vec<u8>>::from_fn(2, 2, |_, _| LumaA([77, 255]))
+            .save(&la)
+            .unwrap();
+        let out = decode_rgb(&la, DecodeLimits::default()).unwrap();
+        assert_eq!(out.get_pixel(0, 0).0, [77, 77, 77]);
+    }
+
+    /// Writes an 8-bit indexed PNG with the given palette and indices.
+    fn write_palette_png(path: &Path, w: u32, h: u32, palette: &[u8], idx: &[u8]) {
+        let f = File::create(path).unwrap();
+        let mut enc = png::Encoder::new(std::io::BufWriter::new(f), w, h);
+        enc.set_color(png::ColorType::Indexed);
+        enc.set_depth(png::BitDepth::Eight);
+        enc.set_palette(palette.to_vec());
+        let mut wr = enc.write_header().unwrap();
+        wr.write_image_data(idx).unwrap();
+    }
+
+    #[test]
+    fn palette_png_resolves_to_rgb() {
+        let d = tmp();
+        let p = d.path().join("pal.png");
+        write_palette_png(&p, 2, 1, &[255, 0, 0, 0, 0, 255], &[0, 1]);
+        let out = decode_rgb(&p, DecodeLimits::default()).unwrap();
+        assert_eq!(out.get_pixel(0, 0).0, [255, 0, 0]);
+        assert_eq!(out.get_pixel(1, 0).0, [0, 0, 255]);
+        let m = decode_mask(&p, DecodeLimits::default()).unwrap();
+        assert_eq!(m.get_pixel(0, 0).0, [255]);
+    }
+
+    #[test]
+    fn bmp_and_tiff_and_jpeg_decode() {
+        let d = tmp();
+        let img = RgbImage::from_fn(8, 8, |x, y| Rgb([x as u8 * 30, y as u8 * 30, 100]));
+        for ext in ["bmp", "tif", "jpg"] {
+            let p = d.path().join(format!("x.{ext}"));
+            img.save(&p).unwrap();
+            assert_eq!(dimensions(&p).unwrap(), (8, 8), "{ext}");
+            let out = decode_rgb(&p, DecodeLimits::default()).unwrap();
+            assert_eq!(out.dimensions(), (8, 8));
+        }
+    }
+
+    #[test]
+    fn masks_keep_labels_and_take_max_channel() {
+        let d = tmp();
+        let g = d.path().join("m.png");
+        GrayImage::from_fn(3, 1, |x, _| Luma([x as u8]))
+            .save(&g)
+            .unwrap();
+        let m = decode_mask(&g, DecodeLimits::default()).unwrap();
+        assert_eq!(m.as_raw(), &vec![0, 1, 2]);
+
+        let c = d.path().join("c.png");
+        RgbImage::from_fn(3, 1, |x, _| match x {
+            0 => Rgb([0, 0, 0]),
+            1 => Rgb([0, 0, 9]),
+            _ => Rgb([200, 40, 0]),
+        })
+        .save(&c)
+        .unwrap();
+        let m = decode_mask(&c, DecodeLimits::default()).unwrap();
+        assert_eq!(m.as_raw(), &vec![0, 9, 200]);
+
+        let l16 = d.path().join("l16.png");
+        ImageBuffer::<Luma<u16>, Vec<u16>>::from_fn(3, 1, |x, _| Luma([x as u16 * 3]))
+            .save(&l16)
+            .unwrap();
+        let m = decode_mask(&l16, DecodeLimits::default()).unwrap();
+        assert_eq!(m.as_raw(), &vec![0, 3, 6]);
+
+        let big16 = d.path().join("big16.png");
+        ImageBuffer::<Luma<u16>, Vec<u16>>::from_fn(3, 1, |x, _| Luma([[0, 1, 65535][x as usize]]))
+            .save(&big16)
+            .unwrap();
+        let m = decode_mask(&big16, DecodeLimits::default()).unwrap();
+        assert_eq!(m.as_raw(), &vec![0, 1, 255]);
+    }
+
+    #[test]
+    fn real_glas_mask_keeps_label_values() {
+        let p = Path::new("/work/shared/glas-sample/testA_25_anno.bmp");
+        if !p.exists() {
+            return;
+        }
+        let m = decode_mask(p, DecodeLimits::default()).unwrap();
+        assert_eq!(m.dimensions(), (775, 522));
+        let max = *m.as_raw().iter().max().unwrap();
+        assert!(max >= 1, "labels present");
+        assert!(m.as_raw().contains(&0), "background present");
+        // Every label 1..=max is a small integer, not a palette colour like 255.
+        assert!(max < 100, "max label {max}");
+        let img = Path::new("/work/shared/glas-sample/testA_25.bmp");
+        assert_eq!(
+            decode_rgb(img, DecodeLimits::default())
+                .unwrap()
+                .dimensions(),
+            (775, 522)
+        );
+    }
+
+    #[test]
+    fn empty_truncated_and_text_files_are_one_line_errors() {
+        let d = tmp();
+        let empty = d.path().join("empty.png");
+        std::fs::write(&empty, b"").unwrap();
+        let e = msg(decode_rgb(&empty, DecodeLimits::default()).unwrap_err());
+        assert!(e.contains("empty.png") && e.contains("empty file"), "{e}");
+
+        let text = d.path().join("notes.bmp");
+        std::fs::write(&text, b"hello, this is not a bitmap\n").unwrap();
+        let e = msg(dimensions(&text).unwrap_err());
+        assert!(
+            e.contains("notes.bmp") && e.contains("not a supported image"),
+            "{e}"
+        );
+
+        let full = d.path().join("full.png");
+        RgbImage::from_fn(64, 64, |x, y| Rgb([(x * y) as u8, x as u8, y as u8]))
+            .save(&full)
+            .unwrap();
+        let bytes = std::fs::read(&full).unwrap();
+        let cut = d.path().join("cut.png");
+        std::fs::write(&cut, &bytes[..bytes.len() / 2]).unwrap();
+        let e = msg(decode_rgb(&cut, DecodeLimits::default()).unwrap_err());
+        assert!(e.contains("cut.png") && e.contains("truncated"), "{e}");
+        assert!(!e.contains('\n'));
+
+        let bmp = d.path().join("full.bmp");
+        RgbImage::new(64, 64).save(&bmp).unwrap();
+        let bytes = std::fs::read(&bmp).unwrap();
+        let cut = d.path().join("cut.bmp");
+        std::fs::write(&cut, &bytes[..bytes.len() / 2]).unwrap();
+        let e = msg(decode_rgb(&cut, DecodeLimits::default()).unwrap_err());
+        assert!(e.contains("cut.bmp") && e.contains("truncated"), "{e}");
+
+        let jpg = d.path().join("full.jpg");
+        RgbImage::from_fn(64, 64, |x, y| Rgb([(x * y) as u8, x as u8, y as u8]))
+            .save(&jpg)
+            .unwrap();
+        assert!(decode_rgb(&jpg, DecodeLimits::default()).is_ok());
+        let mut bytes = std::fs::read(&jpg).unwrap();
+        bytes.extend_from_slice(b"\0\0trailing padding");
+        std::fs::write(&jpg, &bytes).unwrap();
+        assert!(
+            decode_rgb(&jpg, DecodeLimits::default()).is_ok(),
+            "junk after EOI is fine"
+        );
+        let cut = d.path().join("cut.jpg");
+        std::fs::write(&cut, &bytes[..bytes.len() / 2]).unwrap();
+        let e = msg(decode_rgb(&cut, DecodeLimits::default()).unwrap_err());
+        assert!(e.contains("cut.jpg") && e.contains("truncated"), "{e}");
+
+        let missing = d.path().join("missing.png");
+        let e = msg(dimensions(&missing).unwrap_err());
+        assert!(e.contains("missing.png") && e.contains("not found"), "{e}");
+
+        let gif = d.path().join("x.png");
+        std::fs::write(&gif, b"GIF89a\x01\x00\x01\x00\x00\x00\x00;").unwrap();
+        let e = msg(dimensions(&gif).unwrap_err());
+        assert!(
+            e.contains("GIF") && e.contains("not a supported image"),
+            "{e}"
+        );
+    }
+
+    fn png_chunk(out: &mut Vec<u8>, kind: &[u8; 4], data: &[u8]) {
+        out.extend_from_slice(&(data.len() as u32).to_be_bytes());
+        let mut crc_input = kind.to_vec();
+        crc_input.extend_from_slice(data);
+        out.extend_from_slice(kind);
+        out.extend_from_slice(data);
+        out.extend_from_slice(&crc32(&crc_input).to_be_bytes());
+    }
+
+    fn crc32(data: &[u8]) -> u32 {
+        let mut crc = 0xFFFF_FFFFu32;
+        for &b in data {
+            crc ^= u32::from(b);
+            for _ in 0..8 {
+                crc = if crc & 1 != 0 {
+                    (crc >> 1) ^ 0xEDB8_8320
+                } else {
+                    crc >> 1
+                };
+            }
+        }
+        !crc
+    }
+
+    /// A PNG whose IHDR claims `w`×`h` RGB, with a tiny IDAT and IEND.
+    fn huge_png(w: u32, h: u32) -> Vec<u8> {
+        let mut out = b"\x89PNG\r\n\x1a\n".to_vec();
+        let mut ihdr = Vec::new();
+        ihdr.extend_from_slice(&w.to_be_bytes());
+        ihdr.extend_from_slice(&h.to_be_bytes());
+        ihdr.extend_from_slice(&[8, 2, 0, 0, 0]);
+        png_chunk(&mut out, b"IHDR", &ihdr);
+        png_chunk(
+            &mut out,
+            b"IDAT",
+            &[0x78, 0x9c, 0x03, 0x00, 0x00, 0x00, 0x00, 0x01],
+        );
+        png_chunk(&mut out, b"IEND", &[]);
+        out
+    }
+
+    /// A BMP whose header claims `w`×`h` 24-bit, with no pixel data.
+    fn huge_bmp(w: i32, h: i32) -> Vec<u8> {
+        let mut out = b"BM".to_vec();
+        out.extend_from_slice(&54u32.to_le_bytes()); // file size (a lie)
+        out.extend_from_slice(&[0; 4]);
+        out.extend_from_slice(&54u32.to_le_bytes()); // pixel data offset
+        out.extend_from_slice(&40u32.to_le_bytes()); // BITMAPINFOHEADER
+        out.extend_from_slice(&w.to_le_bytes());
+        out.extend_from_slice(&h.to_le_bytes());
+        out.extend_from_slice(&1u16.to_le_bytes()); // planes
+        out.extend_from_slice(&24u16.to_le_bytes()); // bpp
+        out.extend_from_slice(&[0; 24]); // compression .. important colours
+        out
+    }
+
+    #[test]
+    fn huge_headers_are_refused_fast() {
+        let d = tmp();
+        let p = d.path().join("huge.png");
+        std::fs::write(&p, huge_png(100_000, 100_000)).unwrap();
+        assert_eq!(dimensions(&p).unwrap(), (100_000, 100_000));
+        let t = Instant::now();
+        let e = msg(decode_rgb(&p, DecodeLimits::default()).unwrap_err());
+        assert!(t.elapsed() < Duration::from_secs(1));
+        assert!(e.contains("huge.png"), "{e}");
+        assert!(
+            e.contains(
+                "100000×100000 = 10000 MP, over the 100 MP limit (raise it with --max-pixels)"
+            ),
+            "{e}"
+        );
+        let e = msg(decode_mask(&p, DecodeLimits::default()).unwrap_err());
+        assert!(e.contains("over the 100 MP limit"), "{e}");
+
+        let b = d.path().join("huge.bmp");
+        // The BMP decoder itself refuses sides over 65535; stay under that.
+        std::fs::write(&b, huge_bmp(60_000, 60_000)).unwrap();
+        let t = Instant::now();
+        let e = msg(decode_rgb(&b, DecodeLimits::default()).unwrap_err());
+        assert!(t.elapsed() < Duration::from_secs(1));
+        assert!(
+            e.contains("huge.bmp") && e.contains("60000×60000 = 3600 MP, over the 100 MP limit"),
+            "{e}"
+        );
+
+        // A small limit refuses a small real image too, with the numbers in the message.
+        let s = d.path().join("small.png");
+        RgbImage::new(40, 30).save(&s).unwrap();
+        let e = msg(decode_rgb(&s, DecodeLimits { max_pixels: 1000 }).unwrap_err());
+        assert!(
+            e.contains("40×30 = 1200 pixels, over the 1000 pixels limit"),
+            "{e}"
+        );
+        assert!(decode_rgb(&s, DecodeLimits { max_pixels: 1200 }).is_ok());
+    }
 }

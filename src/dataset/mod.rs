@@ -1,6 +1,7 @@
 //! Reading the labelled images users have. Every layout produces the same
 //! [`Sample`]s, so nothing downstream knows where the labels came from.
 
+mod common;
 pub mod csv_labels;
 pub mod folders;
 pub mod image_io;
@@ -11,7 +12,9 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use crate::error::Result;
+use crate::error::{Error, Result};
+
+pub use common::{IMAGE_EXTENSIONS, is_image_file_name};
 
 /// How the input folder is organised.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, clap::ValueEnum)]
@@ -85,12 +88,100 @@ impl Dataset {
     }
 }
 
-/// Guesses the layout of `input`: a file ending in `.csv` or a folder holding
-/// `Grade.csv` → Warwick; `.xml` files → VOC; one `.csv` → CSV; class
-/// sub-folders → folders.
+/// Guesses the layout of `input`, checking in this order:
+/// 1. a file ending in `.csv` → CSV;
+/// 2. a folder holding `Grade.csv` (any case) → Warwick;
+/// 3. a folder with `.xml` files at its top level (or in `Annotations/`) → VOC;
+/// 4. a folder with exactly one `.csv` at its top level → CSV;
+/// 5. a folder with sub-folders holding images → folders.
+///
+/// Hidden entries (leading `.`) are ignored. Anything else is an error that
+/// lists what was looked for.
 pub fn detect_layout(input: &Path) -> Result<Layout> {
-    let _ = input;
-    todo!("dataset helper")
+    let md = std::fs::metadata(input).map_err(|e| match e.kind() {
+        std::io::ErrorKind::NotFound => Error::input(input, "not found"),
+        _ => Error::io(input, e),
+    })?;
+    if md.is_file() {
+        return if common::ext_lower(input).as_deref() == Some("csv") {
+            Ok(Layout::Csv)
+        } else {
+            Err(Error::input(
+                input,
+                "not a folder or a .csv file; pass the data set's folder (or its labels .csv)",
+            ))
+        };
+    }
+    if !md.is_dir() {
+        return Err(Error::input(input, "not a folder or a .csv file"));
+    }
+    let entries = common::list_dir(input)?;
+    let is_file = |p: &&PathBuf| p.is_file();
+    let name_lower = |p: &PathBuf| {
+        p.file_name()
+            .map(|n| n.to_string_lossy().to_lowercase())
+            .unwrap_or_default()
+    };
+    if entries
+        .iter()
+        .filter(is_file)
+        .any(|p| name_lower(p) == "grade.csv")
+    {
+        return Ok(Layout::Warwick);
+    }
+    let has_xml = |dir: &Path| {
+        common::list_dir(dir).is_ok_and(|es| {
+            es.iter()
+                .any(|p| p.is_file() && common::ext_lower(p).as_deref() == Some("xml"))
+        })
+    };
+    // Top-level .xml files, or the classic VOC tree's `Annotations/` folder.
+    if has_xml(input)
+        || entries
+            .iter()
+            .any(|p| p.is_dir() && name_lower(p) == "annotations" && has_xml(p))
+    {
+        return Ok(Layout::Voc);
+    }
+    let csvs: Vec<&PathBuf> = entries
+        .iter()
+        .filter(is_file)
+        .filter(|p| common::ext_lower(p).as_deref() == Some("csv"))
+        .collect();
+    if csvs.len() == 1 {
+        return Ok(Layout::Csv);
+    }
+    if entries
+        .iter()
+        .any(|p| p.is_dir() && common::holds_images(p))
+    {
+        return Ok(Layout::Folders);
+    }
+    if csvs.len() > 1 {
+        let names: Vec<String> = csvs
+            .iter()
+            .map(|p| {
+                p.file_name()
+                    .unwrap_or_default()
+                    .to_string_lossy()
+                    .into_owned()
+            })
+            .collect();
+        return Err(Error::input(
+            input,
+            format!(
+                "holds {} .csv files ({}); pass the one to use",
+                csvs.len(),
+                names.join(", ")
+            ),
+        ));
+    }
+    Err(Error::input(
+        input,
+        "cannot tell the layout: found no Grade.csv (Warwick-QU/GlaS), no .xml files (Pascal-VOC), \
+         no .csv file (CSV labels) and no sub-folders holding images (a folder per class); \
+         check the path or pass --layout",
+    ))
 }
 
 /// Reads `input` in the given (or detected) layout.
@@ -104,5 +195,93 @@ pub fn load(input: &Path, layout: Option<Layout>) -> Result<Dataset> {
         Layout::Voc => voc::load(input),
         Layout::Csv => csv_labels::load(input),
         Layout::Folders => folders::load(input),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::fs;
+
+    fn png(path: &Path) {
+        fs::create_dir_all(path.parent().unwrap()).unwrap();
+        image::RgbImage::new(4, 4).save(path).unwrap();
+    }
+
+    #[test]
+    fn detects_each_layout() {
+        let d = tempfile::tempdir().unwrap();
+        let r = d.path();
+
+        let csv_file = r.join("x/labels.CSV");
+        fs::create_dir_all(r.join("x")).unwrap();
+        fs::write(&csv_file, "filename,label\n").unwrap();
+        assert_eq!(detect_layout(&csv_file).unwrap(), Layout::Csv);
+        assert_eq!(detect_layout(&r.join("x")).unwrap(), Layout::Csv);
+
+        let w = r.join("w");
+        png(&w.join("train_1.bmp"));
+        fs::write(w.join("Grade.csv"), "name\n").unwrap();
+        fs::write(w.join("other.csv"), "").unwrap();
+        fs::write(w.join("a.xml"), "").unwrap();
+        assert_eq!(detect_layout(&w).unwrap(), Layout::Warwick);
+
+        let v = r.join("v");
+        png(&v.join("a.png"));
+        fs::write(v.join("a.xml"), "").unwrap();
+        fs::write(v.join("labels.csv"), "").unwrap();
+        assert_eq!(detect_layout(&v).unwrap(), Layout::Voc);
+
+        let t = r.join("voc_tree");
+        png(&t.join("JPEGImages/1.jpg"));
+        fs::create_dir_all(t.join("Annotations")).unwrap();
+        fs::write(t.join("Annotations/1.xml"), "").unwrap();
+        assert_eq!(detect_layout(&t).unwrap(), Layout::Voc);
+
+        let f = r.join("f");
+        png(&f.join("tumour/deep/a.png"));
+        fs::write(f.join("a.csv"), "").unwrap();
+        fs::write(f.join("b.csv"), "").unwrap();
+        assert_eq!(detect_layout(&f).unwrap(), Layout::Folders);
+    }
+
+    #[test]
+    fn detection_errors() {
+        let d = tempfile::tempdir().unwrap();
+        let r = d.path();
+        let e = detect_layout(&r.join("missing")).unwrap_err().to_string();
+        assert!(e.contains("missing: not found"), "{e}");
+
+        let e = detect_layout(r).unwrap_err().to_string();
+        assert!(e.contains("cannot tell the layout"), "{e}");
+        assert!(
+            e.contains("Grade.csv") && e.contains(".xml") && e.contains("--layout"),
+            "{e}"
+        );
+
+        fs::write(r.join("a.csv"), "").unwrap();
+        fs::write(r.join("b.csv"), "").unwrap();
+        fs::create_dir_all(r.join("sub")).unwrap();
+        fs::write(r.join("sub/notes.txt"), "").unwrap();
+        let e = detect_layout(r).unwrap_err().to_string();
+        assert!(
+            e.contains("holds 2 .csv files (a.csv, b.csv); pass the one to use"),
+            "{e}"
+        );
+
+        let txt = r.join("x.txt");
+        fs::write(&txt, "").unwrap();
+        let e = detect_layout(&txt).unwrap_err().to_string();
+        assert!(e.contains("x.txt: not a folder or a .csv file"), "{e}");
+    }
+
+    #[test]
+    fn load_dispatches_on_detection() {
+        let d = tempfile::tempdir().unwrap();
+        png(&d.path().join("a/x.png"));
+        let ds = load(d.path(), None).unwrap();
+        assert_eq!(ds.layout, Layout::Folders);
+        assert_eq!(ds.label_of("a"), Some(0));
+        assert_eq!(ds.label_of("b"), None);
     }
 }

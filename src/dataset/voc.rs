@@ -1,11 +1,531 @@
-//! TODO(dataset helper)
+//! labelImg Pascal-VOC: one `.xml` per image, anywhere under the input folder.
+//!
+//! From each `<annotation>` we read `<filename>` (resolved relative to the
+//! XML's own folder; for the classic VOC tree, `Annotations/x.xml` may also
+//! point into the sibling `JPEGImages/`) and every `<object>` with its
+//! `<name>` and `<bndbox>`. `<path>` is ignored: labelImg fills it with the
+//! annotator's absolute path. `<folder>` and `<size>` are ignored too: the
+//! image header gives the size.
+//!
+//! Boxes are pixel edges `[xmin, xmax) × [ymin, ymax)`, rounded when written as
+//! floats, and clamped to the image. One sample per (image, class): named after
+//! the image's path without extension (`sub/img`), or `sub/img#class` when the
+//! image has objects of several classes.
+//!
+//! Skipped with a reason (not errors): XMLs without any `<object>`, images no
+//! XML refers to, and other files.
 
-use std::path::Path;
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::fs;
+use std::path::{Path, PathBuf};
 
-use super::Dataset;
-use crate::error::Result;
+use rayon::prelude::*;
+use roxmltree::Node;
+
+use super::common::{self, IMAGE_EXTENSIONS};
+use super::{BBox, Dataset, Layout, Sample, Skipped, image_io};
+use crate::error::{Error, IoContext, Result};
+
+/// Annotation files larger than this are refused (labelImg's are ~1 KiB).
+const MAX_XML_BYTES: u64 = 16 * 1024 * 1024;
+
+/// What one XML gave.
+enum Outcome {
+    /// Samples for one image.
+    Samples(Vec<Sample>),
+    /// No `<object>`: skipped; the image path (lexical) it named, if any.
+    NoObjects(Option<PathBuf>),
+}
 
 pub fn load(input: &Path) -> Result<Dataset> {
-    let _ = input;
-    todo!("dataset helper")
+    common::require_dir(input, "the Pascal-VOC layout is a folder of .xml files")?;
+    let root_canon = common::canonical_root(input)?;
+    let files = common::walk_files(input)?;
+    let xmls: Vec<&PathBuf> = files
+        .iter()
+        .filter(|p| common::ext_lower(p).as_deref() == Some("xml"))
+        .collect();
+    if xmls.is_empty() {
+        return Err(Error::input(
+            input,
+            "no .xml annotation files found (expected labelImg Pascal-VOC files next to the images)",
+        ));
+    }
+
+    let outcomes: Vec<Result<Outcome>> = xmls
+        .par_iter()
+        .map(|xml| read_one(input, &root_canon, xml))
+        .collect();
+
+    let mut samples = Vec::new();
+    let mut skipped = Vec::new();
+    let mut referenced: HashSet<PathBuf> = HashSet::new();
+    let mut annotated_by: HashMap<String, &Path> = HashMap::new();
+    for (xml, outcome) in xmls.iter().zip(outcomes) {
+        match outcome? {
+            Outcome::Samples(s) => {
+                let Some(first) = s.first() else { continue };
+                if let Some(prev) = annotated_by.insert(first.rel_path.clone(), xml) {
+                    return Err(Error::input(
+                        xml,
+                        format!(
+                            "<filename>: {} is also annotated by {}; keep one annotation per image",
+                            first.rel_path,
+                            prev.display()
+                        ),
+                    ));
+                }
+                referenced.insert(first.image_path.clone());
+                samples.extend(s);
+            }
+            Outcome::NoObjects(image) => {
+                if let Some(image) = image {
+                    referenced.insert(image);
+                }
+                skipped.push(Skipped {
+                    file: (*xml).clone(),
+                    reason: "no <object>".into(),
+                });
+            }
+        }
+    }
+    for f in &files {
+        if common::ext_lower(f).as_deref() == Some("xml") || referenced.contains(f) {
+            continue;
+        }
+        let reason = if common::is_image_file_name(f) {
+            "image without a .xml annotation"
+        } else {
+            "not an image or a .xml annotation"
+        };
+        skipped.push(Skipped {
+            file: f.clone(),
+            reason: reason.into(),
+        });
+    }
+    common::finish(Layout::Voc, input, samples, skipped, None, false)
+}
+
+/// The first child element of `node` called `name`.
+fn child<'a, 'i>(node: Node<'a, 'i>, name: &str) -> Option<Node<'a, 'i>> {
+    node.children()
+        .find(|c| c.is_element() && c.tag_name().name() == name)
+}
+
+/// The trimmed text of `node`'s child `name`, when present and not blank.
+fn child_text<'a>(node: Node<'a, '_>, name: &str) -> Option<&'a str> {
+    child(node, name)
+        .and_then(|c| c.text())
+        .map(str::trim)
+        .filter(|t| !t.is_empty())
+}
+
+fn read_one(root: &Path, root_canon: &Path, xml: &Path) -> Result<Outcome> {
+    let size = fs::metadata(xml).at(xml)?.len();
+    if size > MAX_XML_BYTES {
+        return Err(Error::input(
+            xml,
+            format!("{size} bytes, too large for an annotation (limit {MAX_XML_BYTES})"),
+        ));
+    }
+    let bytes = fs::read(xml).at(xml)?;
+    let text = String::from_utf8(bytes)
+        .map_err(|_| Error::input(xml, "not UTF-8 text; save the annotation as UTF-8"))?;
+    let text = text.strip_prefix('\u{feff}').unwrap_or(&text);
+    let doc = roxmltree::Document::parse(text)
+        .map_err(|e| Error::input(xml, format!("malformed XML: {e}")))?;
+    let ann = doc.root_element();
+    if ann.tag_name().name() != "annotation" {
+        return Err(Error::input(
+            xml,
+            format!(
+                "root element is <{}>, expected <annotation> (Pascal-VOC)",
+                ann.tag_name().name()
+            ),
+        ));
+    }
+    let filename = child_text(ann, "filename");
+    let objects: Vec<Node> = ann
+        .children()
+        .filter(|c| c.is_element() && c.tag_name().name() == "object")
+        .collect();
+
+    let xml_dir = common::parent_or_dot(xml);
+    if objects.is_empty() {
+        let image = filename.map(|f| xml_dir.join(f.replace('\\', "/")));
+        return Ok(Outcome::NoObjects(image));
+    }
+    let filename = filename.ok_or_else(|| Error::input(xml, "no <filename> (or it is empty)"))?;
+
+    // Where to resolve <filename> from: the XML's folder, or for
+    // `Annotations/x.xml` the sibling `JPEGImages/` when the image is there.
+    let mut base_rel = common::rel_string(root, &xml_dir)?;
+    let normalized = filename.replace('\\', "/");
+    if !xml_dir.join(&normalized).exists()
+        && xml_dir
+            .file_name()
+            .is_some_and(|n| n.eq_ignore_ascii_case("Annotations"))
+    {
+        let sibling = xml_dir.with_file_name("JPEGImages");
+        if sibling.join(&normalized).exists() {
+            base_rel = common::rel_string(root, &sibling)?;
+        }
+    }
+    let resolved =
+        common::resolve_inside(root, root_canon, &base_rel, filename, xml, "<filename>")?;
+    if !common::is_image_file_name(&resolved.image_path) {
+        return Err(Error::input(
+            xml,
+            format!(
+                "<filename> \"{filename}\" is not an image file (expected {})",
+                IMAGE_EXTENSIONS.join(", ")
+            ),
+        ));
+    }
+    let dims = image_io::dimensions(&resolved.image_path)?;
+
+    let mut by_class: BTreeMap<String, Vec<BBox>> = BTreeMap::new();
+    for (i, obj) in objects.iter().enumerate() {
+        let index = i + 1;
+        let name = child_text(*obj, "name")
+            .ok_or_else(|| Error::input(xml, format!("object {index}: missing <name>")))?;
+        let at = |msg: String| Error::input(xml, format!("object {index} (\"{name}\"): {msg}"));
+        let bndbox = child(*obj, "bndbox").ok_or_else(|| at("missing <bndbox>".to_string()))?;
+        let mut coords = [0.0f64; 4];
+        for (slot, tag) in coords.iter_mut().zip(["xmin", "ymin", "xmax", "ymax"]) {
+            let t = child_text(bndbox, tag).ok_or_else(|| at(format!("missing <{tag}>")))?;
+            *slot = common::parse_coord(t, tag).map_err(at)?;
+        }
+        let b = common::make_box(coords, dims).map_err(at)?;
+        by_class.entry(name.to_string()).or_default().push(b);
+    }
+    let base = common::strip_ext(&resolved.rel_path).to_string();
+    Ok(Outcome::Samples(common::samples_per_class(
+        &base,
+        &resolved.image_path,
+        &resolved.rel_path,
+        by_class,
+    )))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use image::{Rgb, RgbImage};
+
+    fn img(path: &Path, w: u32, h: u32) {
+        if let Some(p) = path.parent() {
+            fs::create_dir_all(p).unwrap();
+        }
+        RgbImage::from_pixel(w, h, Rgb([1, 2, 3]))
+            .save(path)
+            .unwrap();
+    }
+
+    fn obj(name: &str, b: [&str; 4]) -> String {
+        format!(
+            "<object><name>{name}</name><pose>Unspecified</pose><difficult>0</difficult>\
+             <bndbox><xmin>{}</xmin><ymin>{}</ymin><xmax>{}</xmax><ymax>{}</ymax></bndbox></object>",
+            b[0], b[1], b[2], b[3]
+        )
+    }
+
+    fn xml(filename: &str, objects: &[String]) -> String {
+        format!(
+            "<annotation>\n<folder>imgs</folder>\n<filename>{filename}</filename>\n\
+             <path>C:\\Users\\someone\\imgs\\{filename}</path>\n\
+             <size><width>1</width><height>1</height><depth>3</depth></size>\n{}\n</annotation>\n",
+            objects.join("\n")
+        )
+    }
+
+    fn err(dir: &Path) -> String {
+        load(dir).unwrap_err().to_string()
+    }
+
+    #[test]
+    fn two_classes_give_two_samples() {
+        let d = tempfile::tempdir().unwrap();
+        let r = d.path();
+        img(&r.join("a.png"), 100, 80);
+        img(&r.join("b.jpg"), 50, 50);
+        fs::write(
+            r.join("a.xml"),
+            xml(
+                "a.png",
+                &[
+                    obj("gland", ["10", "10", "40", "40"]),
+                    obj("tumour", ["50.4", "20.6", "500", "79"]),
+                    obj("gland", ["0", "0", "5", "5"]),
+                ],
+            ),
+        )
+        .unwrap();
+        fs::write(
+            r.join("b.xml"),
+            xml("b.jpg", &[obj("gland", ["1", "2", "3", "4"])]),
+        )
+        .unwrap();
+        fs::write(r.join("notes.txt"), "hi").unwrap();
+        img(&r.join("c.png"), 10, 10);
+
+        let ds = load(r).unwrap();
+        assert_eq!(ds.layout, Layout::Voc);
+        assert_eq!(ds.classes, ["gland", "tumour"]);
+        let names: Vec<&str> = ds.samples.iter().map(|s| s.name.as_str()).collect();
+        assert_eq!(names, ["a#gland", "a#tumour", "b"]);
+        let g = &ds.samples[0];
+        assert_eq!(g.class, "gland");
+        assert_eq!(g.rel_path, "a.png");
+        assert_eq!(g.image_path, r.join("a.png"));
+        assert_eq!(
+            g.boxes,
+            [
+                BBox {
+                    xmin: 10,
+                    ymin: 10,
+                    xmax: 40,
+                    ymax: 40
+                },
+                BBox {
+                    xmin: 0,
+                    ymin: 0,
+                    xmax: 5,
+                    ymax: 5
+                }
+            ]
+        );
+        // Rounded and clamped to the 100×80 image.
+        assert_eq!(
+            ds.samples[1].boxes,
+            [BBox {
+                xmin: 50,
+                ymin: 21,
+                xmax: 100,
+                ymax: 79
+            }]
+        );
+        let skipped: Vec<(String, &str)> = ds
+            .skipped
+            .iter()
+            .map(|s| {
+                (
+                    s.file.file_name().unwrap().to_string_lossy().into_owned(),
+                    s.reason.as_str(),
+                )
+            })
+            .collect();
+        assert_eq!(
+            skipped,
+            [
+                ("c.png".to_string(), "image without a .xml annotation"),
+                ("notes.txt".to_string(), "not an image or a .xml annotation"),
+            ]
+        );
+    }
+
+    #[test]
+    fn subfolders_and_voc_tree() {
+        let d = tempfile::tempdir().unwrap();
+        let r = d.path();
+        img(&r.join("set1/x.png"), 20, 20);
+        fs::write(
+            r.join("set1/x.xml"),
+            xml("x.png", &[obj("a", ["1", "1", "9", "9"])]),
+        )
+        .unwrap();
+        img(&r.join("VOC/JPEGImages/000001.jpg"), 20, 20);
+        fs::create_dir_all(r.join("VOC/Annotations")).unwrap();
+        fs::write(
+            r.join("VOC/Annotations/000001.xml"),
+            xml("000001.jpg", &[obj("b", ["1", "1", "9", "9"])]),
+        )
+        .unwrap();
+        let ds = load(r).unwrap();
+        let got: Vec<(&str, &str)> = ds
+            .samples
+            .iter()
+            .map(|s| (s.name.as_str(), s.rel_path.as_str()))
+            .collect();
+        assert_eq!(
+            got,
+            [
+                ("VOC/JPEGImages/000001", "VOC/JPEGImages/000001.jpg"),
+                ("set1/x", "set1/x.png")
+            ]
+        );
+    }
+
+    #[test]
+    fn no_objects_is_skipped() {
+        let d = tempfile::tempdir().unwrap();
+        let r = d.path();
+        img(&r.join("a.png"), 10, 10);
+        img(&r.join("b.png"), 10, 10);
+        fs::write(r.join("a.xml"), xml("a.png", &[])).unwrap();
+        fs::write(
+            r.join("b.xml"),
+            xml("b.png", &[obj("x", ["1", "1", "5", "5"])]),
+        )
+        .unwrap();
+        let ds = load(r).unwrap();
+        assert_eq!(ds.samples.len(), 1);
+        assert_eq!(ds.skipped.len(), 1);
+        assert_eq!(ds.skipped[0].file, r.join("a.xml"));
+        assert_eq!(ds.skipped[0].reason, "no <object>");
+
+        fs::remove_file(r.join("b.xml")).unwrap();
+        let e = err(r);
+        assert!(
+            e.contains("no images found") && e.contains("no <object>"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn path_traversal_is_refused() {
+        let outer = tempfile::tempdir().unwrap();
+        let r = outer.path().join("data");
+        fs::create_dir(&r).unwrap();
+        img(&outer.path().join("secret.png"), 10, 10);
+        let o = [obj("x", ["1", "1", "5", "5"])];
+
+        fs::write(r.join("a.xml"), xml("../secret.png", &o)).unwrap();
+        let e = err(&r);
+        assert!(
+            e.contains("a.xml: <filename>: \"../secret.png\" contains \"..\""),
+            "{e}"
+        );
+
+        fs::write(r.join("a.xml"), xml("..\\secret.png", &o)).unwrap();
+        assert!(err(&r).contains("contains \"..\""));
+
+        fs::write(r.join("a.xml"), xml("/etc/passwd", &o)).unwrap();
+        let e = err(&r);
+        assert!(
+            e.contains("a.xml: <filename>: \"/etc/passwd\" is an absolute path"),
+            "{e}"
+        );
+
+        #[cfg(unix)]
+        {
+            std::os::unix::fs::symlink(outer.path().join("secret.png"), r.join("link.png"))
+                .unwrap();
+            fs::write(r.join("a.xml"), xml("link.png", &o)).unwrap();
+            let e = err(&r);
+            assert!(
+                e.contains("a.xml: <filename>: \"link.png\" resolves to"),
+                "{e}"
+            );
+            assert!(e.contains("outside"), "{e}");
+        }
+    }
+
+    #[test]
+    fn bad_boxes_name_the_object() {
+        let d = tempfile::tempdir().unwrap();
+        let r = d.path();
+        img(&r.join("a.png"), 100, 50);
+        let cases = [
+            (
+                ["30", "10", "20", "40"],
+                "object 2 (\"bad\"): inverted or empty box",
+            ),
+            (
+                ["-3", "10", "20", "40"],
+                "object 2 (\"bad\"): negative coordinate",
+            ),
+            (
+                ["100", "10", "120", "40"],
+                "object 2 (\"bad\"): box (100, 10)–(120, 40) lies wholly outside the 100×50 image",
+            ),
+            (
+                ["1", "x1", "20", "40"],
+                "object 2 (\"bad\"): ymin \"x1\" is not a number",
+            ),
+        ];
+        for (b, want) in cases {
+            let o = [obj("ok", ["1", "1", "5", "5"]), obj("bad", b)];
+            fs::write(r.join("a.xml"), xml("a.png", &o)).unwrap();
+            let e = err(r);
+            assert!(e.contains("a.xml: ") && e.contains(want), "{want}: {e}");
+        }
+        fs::write(
+            r.join("a.xml"),
+            "<annotation><filename>a.png</filename><object><name>q</name></object></annotation>",
+        )
+        .unwrap();
+        assert!(err(r).contains("a.xml: object 1 (\"q\"): missing <bndbox>"));
+        fs::write(
+            r.join("a.xml"),
+            "<annotation><filename>a.png</filename><object><bndbox/></object></annotation>",
+        )
+        .unwrap();
+        assert!(err(r).contains("a.xml: object 1: missing <name>"));
+    }
+
+    #[test]
+    fn malformed_and_wrong_xml() {
+        let d = tempfile::tempdir().unwrap();
+        let r = d.path();
+        img(&r.join("a.png"), 10, 10);
+        fs::write(r.join("a.xml"), "<annotation><filename>a.png</filename>").unwrap();
+        let e = err(r);
+        assert!(e.contains("a.xml: malformed XML:"), "{e}");
+        assert!(!e.contains('\n'));
+
+        fs::write(r.join("a.xml"), "<svg></svg>").unwrap();
+        assert!(err(r).contains("a.xml: root element is <svg>, expected <annotation>"));
+
+        // External entities are refused by the parser, never fetched.
+        fs::write(
+            r.join("a.xml"),
+            "<?xml version=\"1.0\"?><!DOCTYPE a [<!ENTITY x SYSTEM \"file:///etc/passwd\">]>\
+             <annotation><filename>&x;</filename></annotation>",
+        )
+        .unwrap();
+        assert!(err(r).contains("a.xml: malformed XML:"));
+
+        fs::write(
+            r.join("a.xml"),
+            xml("missing.png", &[obj("x", ["1", "1", "5", "5"])]),
+        )
+        .unwrap();
+        let e = err(r);
+        assert!(
+            e.contains("a.xml: <filename>: image \"missing.png\" not found"),
+            "{e}"
+        );
+
+        fs::write(
+            r.join("a.xml"),
+            xml("a.xml", &[obj("x", ["1", "1", "5", "5"])]),
+        )
+        .unwrap();
+        assert!(err(r).contains("is not an image file"));
+
+        fs::write(r.join("a.png"), b"not a png").unwrap();
+        fs::write(
+            r.join("a.xml"),
+            xml("a.png", &[obj("x", ["1", "1", "5", "5"])]),
+        )
+        .unwrap();
+        assert!(err(r).contains("a.png: not a supported image"));
+    }
+
+    #[test]
+    fn one_image_two_xmls_and_empty_folder() {
+        let d = tempfile::tempdir().unwrap();
+        let r = d.path();
+        assert!(err(r).contains("no .xml annotation files found"));
+        img(&r.join("a.png"), 10, 10);
+        let o = [obj("x", ["1", "1", "5", "5"])];
+        fs::write(r.join("a.xml"), xml("a.png", &o)).unwrap();
+        fs::write(r.join("b.xml"), xml("a.png", &o)).unwrap();
+        let e = err(r);
+        assert!(
+            e.contains("b.xml: <filename>: a.png is also annotated by"),
+            "{e}"
+        );
+    }
 }
