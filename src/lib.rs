@@ -11,10 +11,12 @@
 //! - [`prepare`]: the rayon pipeline wiring the above together.
 //! - [`synth`]: a GlaS-layout generator for tests and the demo.
 
+pub mod atomic;
 pub mod dataset;
 pub mod error;
 pub mod patch;
 pub mod prepare;
+pub mod progress;
 pub mod shard;
 pub mod split;
 pub mod synth;

@@ -3,10 +3,7 @@
 //! are declared once, in the [`table!`] invocations below; writing and reading
 //! are generated from that one list.
 
-use std::{
-    fs::File,
-    path::{Path, PathBuf},
-};
+use std::{fs::File, path::Path};
 
 use polars::prelude::*;
 
@@ -83,7 +80,7 @@ impl ColumnValue for Option<String> {
 macro_rules! table {
     ($(#[$meta:meta])* $name:ident { $($(#[$fmeta:meta])* $field:ident : $ty:ty),* $(,)? }) => {
         $(#[$meta])*
-        #[derive(Clone, Debug, PartialEq, serde::Serialize)]
+        #[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
         pub struct $name { $($(#[$fmeta])* pub $field: $ty),* }
 
         impl $name {
@@ -173,7 +170,7 @@ fn polars_err(path: &Path, e: PolarsError) -> Error {
 
 /// Writes `df` to `path` through a temporary name, as Parquet or CSV by extension.
 pub fn write_table(df: &mut DataFrame, path: &Path) -> Result<()> {
-    let tmp: PathBuf = path.with_extension("tmp");
+    let tmp = crate::atomic::tmp_path(path);
     let file = File::create(&tmp).at(&tmp)?;
     let result = if path.extension().is_some_and(|e| e == "csv") {
         CsvWriter::new(file).include_header(true).finish(df)
@@ -187,8 +184,7 @@ pub fn write_table(df: &mut DataFrame, path: &Path) -> Result<()> {
         let _ = std::fs::remove_file(&tmp);
         return Err(polars_err(path, e));
     }
-    File::open(&tmp).and_then(|f| f.sync_all()).at(&tmp)?;
-    std::fs::rename(&tmp, path).at(path)
+    crate::atomic::commit(&tmp, path)
 }
 
 /// Reads a Parquet table.
@@ -256,6 +252,10 @@ mod tests {
         let text = std::fs::read_to_string(&csv).unwrap();
         assert!(text.starts_with(&ManifestRow::COLUMNS.join(",")));
         assert_eq!(text.lines().count(), 6);
-        assert!(!dir.path().join("manifest.tmp").exists());
+        assert_eq!(
+            std::fs::read_dir(dir.path()).unwrap().count(),
+            2,
+            "no temporary files left"
+        );
     }
 }

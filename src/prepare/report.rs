@@ -1,0 +1,150 @@
+//! `prepare.json`: the resolved configuration, what was read and written, and
+//! how long it took — enough to reproduce or audit a data set.
+
+use std::{collections::BTreeMap, path::Path, time::Instant};
+
+use serde::{Deserialize, Serialize};
+
+use super::{options::PrepareOptions, output, plan::ImagePlan};
+use crate::{
+    atomic,
+    dataset::Dataset,
+    error::{Error, IoContext, Result},
+    shard::{manifest::ManifestRow, schema, writer::ShardSummary},
+    split::SplitReport,
+};
+
+/// Seconds spent per stage.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct Timings {
+    pub ingest: f64,
+    pub write: f64,
+    pub manifest: f64,
+    pub total: f64,
+}
+
+/// The contents of `prepare.json`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct PrepareReport {
+    pub tool: String,
+    pub version: String,
+    pub schema_version: u32,
+    /// Hash of options and inputs; a rerun with the same one resumes.
+    pub fingerprint: String,
+    pub config: serde_json::Value,
+    pub layout: String,
+    pub classes: Vec<String>,
+    pub images: usize,
+    pub skipped: serde_json::Value,
+    pub split: serde_json::Value,
+    pub candidate_patches: u64,
+    pub kept_patches: u64,
+    /// Records per split.
+    pub records: BTreeMap<String, u64>,
+    /// Records per split and class.
+    pub records_by_class: BTreeMap<String, BTreeMap<String, u64>>,
+    pub records_total: u64,
+    pub mean_bytes_per_record: f64,
+    pub shards: BTreeMap<String, Vec<ShardSummary>>,
+    /// Shards kept from an interrupted earlier run.
+    pub resumed_shards: usize,
+    pub timings_s: Timings,
+    pub records_per_s: f64,
+}
+
+/// What the report is made from.
+pub struct Parts<'a> {
+    pub opts: &'a PrepareOptions,
+    pub ds: &'a Dataset,
+    pub fingerprint: String,
+    pub split: &'a SplitReport,
+    pub plans: &'a [ImagePlan],
+    pub rows: &'a [ManifestRow],
+    pub shards: &'a [ShardSummary],
+    pub resumed_shards: usize,
+    pub ingest_s: f64,
+    pub write_s: f64,
+    pub started: Instant,
+}
+
+fn json<T: Serialize>(v: &T) -> Result<serde_json::Value> {
+    serde_json::to_value(v).map_err(|e| Error::Config(format!("cannot serialise report: {e}")))
+}
+
+impl PrepareReport {
+    pub fn new(p: Parts) -> Result<Self> {
+        let mut records: BTreeMap<String, u64> = BTreeMap::new();
+        let mut records_by_class: BTreeMap<String, BTreeMap<String, u64>> = BTreeMap::new();
+        for r in p.rows {
+            *records.entry(r.split.clone()).or_default() += 1;
+            *records_by_class
+                .entry(r.split.clone())
+                .or_default()
+                .entry(r.label_text.clone())
+                .or_default() += 1;
+        }
+        let mut shards: BTreeMap<String, Vec<ShardSummary>> = BTreeMap::new();
+        for s in p.shards {
+            let split = s.file.split('-').next().unwrap_or_default().to_string();
+            shards.entry(split).or_default().push(s.clone());
+        }
+        let total = p.rows.len() as u64;
+        let encoded: u64 = p.rows.iter().map(|r| r.encoded_bytes).sum();
+        let elapsed = p.started.elapsed().as_secs_f64();
+        Ok(Self {
+            tool: "histoshard".into(),
+            version: env!("CARGO_PKG_VERSION").into(),
+            schema_version: schema::SCHEMA_VERSION,
+            fingerprint: p.fingerprint,
+            config: json(p.opts)?,
+            layout: json(&p.ds.layout)?.as_str().unwrap_or_default().to_string(),
+            classes: p.ds.classes.clone(),
+            images: p.ds.samples.len(),
+            skipped: json(&p.ds.skipped)?,
+            split: json(p.split)?,
+            candidate_patches: p.plans.iter().map(|x| x.candidates as u64).sum(),
+            kept_patches: p.plans.iter().map(|x| x.patches.len() as u64).sum(),
+            records,
+            records_by_class,
+            records_total: total,
+            mean_bytes_per_record: if total > 0 {
+                encoded as f64 / total as f64
+            } else {
+                0.0
+            },
+            shards,
+            resumed_shards: p.resumed_shards,
+            timings_s: Timings {
+                ingest: p.ingest_s,
+                write: p.write_s,
+                manifest: 0.0,
+                total: elapsed,
+            },
+            records_per_s: if elapsed > 0.0 {
+                total as f64 / elapsed
+            } else {
+                0.0
+            },
+        })
+    }
+
+    pub fn with_manifest_time(mut self, seconds: f64) -> Self {
+        self.timings_s.manifest = seconds;
+        self.timings_s.total += seconds;
+        self.records_per_s = self.records_total as f64 / self.timings_s.total.max(1e-9);
+        self
+    }
+
+    pub fn write(&self, dir: &Path) -> Result<()> {
+        let text = serde_json::to_string_pretty(self).map_err(|e| Error::Config(e.to_string()))?;
+        atomic::write(&dir.join(output::REPORT_FILE), text.as_bytes())
+    }
+}
+
+/// Reads `prepare.json` of a prepared folder.
+pub fn read(dir: &Path) -> Result<PrepareReport> {
+    let path = dir.join(output::REPORT_FILE);
+    let text = std::fs::read_to_string(&path).at(&path)?;
+    serde_json::from_str(&text)
+        .map_err(|e| Error::input(&path, format!("not a histoshard prepare.json: {e}")))
+}
