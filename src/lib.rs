@@ -20,5 +20,6 @@ pub mod progress;
 pub mod shard;
 pub mod split;
 pub mod synth;
+pub mod verify;
 
 pub use error::{Error, Result};

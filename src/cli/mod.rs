@@ -1,0 +1,90 @@
+//! Command-line interface: one file per subcommand, each an `Args` struct and
+//! a `run` that calls the library.
+
+mod config;
+mod inspect;
+mod prepare;
+mod synth;
+mod verify;
+
+use std::{io::IsTerminal, process::ExitCode};
+
+use clap::{Parser, Subcommand};
+use tracing_subscriber::EnvFilter;
+
+/// Histopathology images → TFRecord shards of augmented patches, for burn and TensorFlow.
+#[derive(Debug, Parser)]
+#[command(name = "histoshard", version, about, long_about = None)]
+pub struct Cli {
+    /// More log output (-v debug, -vv trace).
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    pub verbose: u8,
+    /// Only errors; no progress bars.
+    #[arg(short, long, global = true, conflicts_with = "verbose")]
+    pub quiet: bool,
+    /// Worker threads (default: one per core).
+    #[arg(long, global = true)]
+    pub threads: Option<usize>,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Write a synthetic data set in the Warwick-QU (GlaS) download's layout.
+    Synth(synth::Args),
+    /// Convert labelled images into shards of patches plus a manifest.
+    Prepare(Box<prepare::Args>),
+    /// Re-read every shard and check it against the manifest.
+    Verify(verify::Args),
+    /// Counts per split, class and patient, and a contact sheet of patches.
+    Inspect(inspect::Args),
+}
+
+/// Logs go to stderr; `RUST_LOG` overrides the level chosen by -v/-q.
+pub fn init_logging(verbose: u8, quiet: bool) {
+    let level = match (quiet, verbose) {
+        (true, _) => "error",
+        (false, 0) => "info",
+        (false, 1) => "debug",
+        _ => "trace",
+    };
+    let filter = EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| EnvFilter::new(format!("histoshard={level},warn")));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
+        .with_target(false)
+        .compact();
+    // Timestamps only help when debugging; plain runs stay readable.
+    if verbose > 0 {
+        builder.init();
+    } else {
+        builder.without_time().init();
+    }
+}
+
+/// Progress bars unless `--quiet`.
+fn progress(quiet: bool) -> histoshard::progress::Progress {
+    histoshard::progress::Progress::new(!quiet)
+}
+
+pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    let global = Global {
+        quiet: cli.quiet,
+        threads: cli.threads,
+    };
+    match cli.command {
+        Command::Synth(a) => synth::run(a, &global),
+        Command::Prepare(a) => prepare::run(*a, &global),
+        Command::Verify(a) => verify::run(a, &global),
+        Command::Inspect(a) => inspect::run(a, &global),
+    }
+}
+
+/// Flags every subcommand sees.
+pub struct Global {
+    pub quiet: bool,
+    pub threads: Option<usize>,
+}

@@ -1,0 +1,175 @@
+use std::{path::PathBuf, process::ExitCode};
+
+use anyhow::bail;
+use histoshard::{
+    dataset::Layout,
+    patch::{augment::AugmentConfig, stain::StainMethod, tiling::EdgePolicy},
+    prepare::{
+        self, PrepareOptions,
+        encode::{EncodeFormat, PngCompression},
+    },
+    shard::Compression,
+};
+use serde::Deserialize;
+
+use super::Global;
+
+/// Every option is optional here: the value comes from the flag, else the
+/// config file, else the default in `PrepareOptions::new`.
+#[derive(Debug, Default, clap::Args, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct Args {
+    /// TOML file with any of these options (keys as the flags: `patch-size = 224`); flags win.
+    #[arg(long)]
+    #[serde(skip)]
+    config: Option<PathBuf>,
+    /// The labelled images: a Warwick-QU folder, VOC XML folder, CSV file, or a folder per class.
+    #[arg(long, short)]
+    input: Option<PathBuf>,
+    /// Folder for shards, manifest and prepare.json.
+    #[arg(long, short)]
+    output: Option<PathBuf>,
+    /// Input layout (default: detected).
+    #[arg(long, value_enum)]
+    layout: Option<Layout>,
+    /// Patch side in pixels [default: 224].
+    #[arg(long)]
+    patch_size: Option<u32>,
+    /// Step between patches [default: the patch size].
+    #[arg(long)]
+    stride: Option<u32>,
+    /// Resize factor applied before tiling [default: 1.0].
+    #[arg(long)]
+    scale: Option<f32>,
+    /// What to do with the strip a whole stride does not cover [default: drop].
+    #[arg(long, value_enum)]
+    edge: Option<EdgePolicy>,
+    /// Minimum tissue fraction (Otsu on optical density) of a kept patch [default: 0.25].
+    #[arg(long)]
+    min_tissue: Option<f32>,
+    /// Keep only patches whose gland-mask fraction reaches this (Warwick masks).
+    #[arg(long)]
+    min_gland_fraction: Option<f32>,
+    /// Augmented copies per train patch [default: 0].
+    #[arg(long)]
+    augment: Option<u32>,
+    /// Augmentation strengths (config file only: an `[augmentation]` table).
+    #[arg(skip)]
+    augmentation: Option<AugmentConfig>,
+    /// Normalise stain colour on every split.
+    #[arg(long, value_enum)]
+    stain_normalize: Option<StainMethod>,
+    /// Reference image for stain normalisation (default: a built-in H&E target).
+    #[arg(long)]
+    stain_reference: Option<PathBuf>,
+    /// Patch encoding [default: png].
+    #[arg(long, value_enum)]
+    format: Option<EncodeFormat>,
+    /// JPEG quality [default: 90].
+    #[arg(long)]
+    quality: Option<u8>,
+    /// PNG speed/size trade-off [default: balanced].
+    #[arg(long, value_enum)]
+    png_compression: Option<PngCompression>,
+    /// Shards per split [default: from --shard-size-mb].
+    #[arg(long)]
+    shards: Option<u32>,
+    /// Target shard size when --shards is not given [default: 64].
+    #[arg(long)]
+    shard_size_mb: Option<f64>,
+    /// Whole-file shard compression (TF: compression_type="GZIP") [default: none].
+    #[arg(long, value_enum)]
+    compression: Option<Compression>,
+    /// Fraction of train carved out as val, grouped by patient [default: 0.15].
+    #[arg(long)]
+    val_fraction: Option<f64>,
+    /// Test fraction when the input has no split of its own [default: 0.2].
+    #[arg(long)]
+    test_fraction: Option<f64>,
+    /// Assign every image a patient-grouped cross-validation fold 0..K.
+    #[arg(long)]
+    folds: Option<u32>,
+    /// Seed of the split, shard order and augmentation [default: 42].
+    #[arg(long)]
+    seed: Option<u64>,
+    /// Refuse images larger than this many pixels [default: 100000000].
+    #[arg(long)]
+    max_pixels: Option<u64>,
+    /// Replace a data set already in the output folder.
+    #[arg(long)]
+    overwrite: bool,
+    #[arg(skip)]
+    threads: Option<usize>,
+}
+
+impl Args {
+    /// Flags first, then the config file, then the defaults.
+    fn resolve(self, file: Args, threads: Option<usize>) -> anyhow::Result<PrepareOptions> {
+        let (Some(input), Some(output)) = (self.input.or(file.input), self.output.or(file.output))
+        else {
+            bail!("prepare needs --input and --output (as flags or in the config file)");
+        };
+        let mut o = PrepareOptions::new(input, output);
+        macro_rules! merge {
+            ($($field:ident),*) => {$(
+                if let Some(v) = self.$field.or(file.$field) { o.$field = v; }
+            )*};
+        }
+        merge!(
+            patch_size,
+            scale,
+            edge,
+            min_tissue,
+            augment,
+            augmentation,
+            format,
+            quality,
+            png_compression
+        );
+        merge!(
+            shard_size_mb,
+            compression,
+            val_fraction,
+            test_fraction,
+            seed,
+            max_pixels
+        );
+        o.stride = self.stride.or(file.stride).unwrap_or(o.patch_size);
+        o.layout = self.layout.or(file.layout);
+        o.min_gland_fraction = self.min_gland_fraction.or(file.min_gland_fraction);
+        o.stain_normalize = self.stain_normalize.or(file.stain_normalize);
+        o.stain_reference = self.stain_reference.or(file.stain_reference);
+        o.shards = self.shards.or(file.shards);
+        o.folds = self.folds.or(file.folds);
+        o.overwrite = self.overwrite || file.overwrite;
+        o.threads = threads.or(file.threads);
+        Ok(o)
+    }
+}
+
+pub fn run(a: Args, g: &Global) -> anyhow::Result<ExitCode> {
+    let file: Args = match &a.config {
+        Some(path) => super::config::load(path)?,
+        None => Args::default(),
+    };
+    let opts = a.resolve(file, g.threads)?;
+    let report = prepare::run(&opts, &super::progress(g.quiet))?;
+    if !g.quiet {
+        let per_split: Vec<String> = report
+            .records
+            .iter()
+            .map(|(s, n)| format!("{s} {n}"))
+            .collect();
+        let shards: usize = report.shards.values().map(Vec::len).sum();
+        println!(
+            "{} records ({}) in {shards} shards, {:.0} KB/record, {:.1}s ({:.0} records/s) → {}",
+            report.records_total,
+            per_split.join(", "),
+            report.mean_bytes_per_record / 1000.0,
+            report.timings_s.total,
+            report.records_per_s,
+            opts.output.display()
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
