@@ -85,6 +85,7 @@ pub fn run(opts: &PrepareOptions, progress: &Progress) -> Result<PrepareReport> 
                 .map_err(|e| Error::input(r, format!("cannot fit stain normalisation: {e}")))?,
         ),
     };
+    crate::failpoint::reached("after-ingest", 1);
     let layout = Layout::new(&plans, &assignments, opts);
     let ingest_s = started.elapsed().as_secs_f64();
     info!(
@@ -181,6 +182,7 @@ pub fn run(opts: &PrepareOptions, progress: &Progress) -> Result<PrepareReport> 
     manifest::write_table(&mut df, &dir.join(manifest::MANIFEST_CSV))?;
     let report = report.with_manifest_time(manifest_started.elapsed().as_secs_f64());
     report.write(dir)?;
+    crate::failpoint::reached("before-manifest", 1);
     manifest::write_table(&mut df, &dir.join(manifest::MANIFEST_PARQUET))?;
     out.finish()?;
     Ok(report)
@@ -291,6 +293,8 @@ struct Writer<'a> {
     current: Option<(usize, ShardWriter, Vec<ManifestRow>)>,
     done: Vec<bool>,
     resumed: usize,
+    /// Shards finished by this run.
+    written: usize,
     rows: Vec<ManifestRow>,
     shards: Vec<Option<ShardSummary>>,
 }
@@ -309,6 +313,7 @@ impl<'a> Writer<'a> {
             current: None,
             done: vec![false; layout.shards.len()],
             resumed: 0,
+            written: 0,
             rows: Vec::new(),
             shards: vec![None; layout.shards.len()],
         };
@@ -358,6 +363,8 @@ impl<'a> Writer<'a> {
             self.out.record_shard(&summary, &rows)?;
             self.rows.extend(rows);
             self.shards[k] = Some(summary);
+            self.written += 1;
+            crate::failpoint::reached("after-shard", self.written);
         }
         Ok(())
     }

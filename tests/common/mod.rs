@@ -1,0 +1,116 @@
+//! Helpers for tests that run the `histoshard` binary as a user does.
+#![allow(dead_code)]
+
+use std::{
+    collections::BTreeMap,
+    path::{Path, PathBuf},
+    process::{Command, Output},
+};
+
+pub fn bin() -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_histoshard"));
+    c.arg("--quiet");
+    c
+}
+
+/// Runs histoshard with `args`; returns (success, stdout, stderr).
+pub fn run(args: &[&str]) -> (bool, String, String) {
+    run_env(args, &[])
+}
+
+pub fn run_env<S: AsRef<std::ffi::OsStr>>(
+    args: &[S],
+    env: &[(&str, &str)],
+) -> (bool, String, String) {
+    let mut c = bin();
+    c.args(args);
+    for (k, v) in env {
+        c.env(k, v);
+    }
+    let Output {
+        status,
+        stdout,
+        stderr,
+    } = c.output().expect("binary runs");
+    (
+        status.success(),
+        String::from_utf8_lossy(&stdout).into(),
+        String::from_utf8_lossy(&stderr).into(),
+    )
+}
+
+pub fn ok(args: &[&str]) -> String {
+    let (success, out, err) = run(args);
+    assert!(success, "histoshard {args:?} failed:\n{err}");
+    out
+}
+
+/// Asserts failure with exactly one `error:` line mentioning every `needle`, and no panic.
+pub fn fails_with(args: &[&str], needles: &[&str]) -> String {
+    let (success, _, err) = run(args);
+    assert!(!success, "histoshard {args:?} should fail");
+    assert!(
+        !err.contains("panicked") && !err.contains("RUST_BACKTRACE"),
+        "panic: {err}"
+    );
+    let lines: Vec<&str> = err.lines().filter(|l| l.starts_with("error:")).collect();
+    assert_eq!(lines.len(), 1, "one error line expected, got:\n{err}");
+    for n in needles {
+        assert!(lines[0].contains(n), "error line lacks {n:?}: {}", lines[0]);
+    }
+    lines[0].to_string()
+}
+
+/// A synthetic GlaS-layout set of `n` images.
+pub fn synth(dir: &Path, n: usize, seed: u64) -> PathBuf {
+    let out = dir.join(format!("glas-{n}-{seed}"));
+    ok(&[
+        "synth",
+        "--output",
+        out.to_str().unwrap(),
+        "--images",
+        &n.to_string(),
+        "--seed",
+        &seed.to_string(),
+    ]);
+    out
+}
+
+pub fn s(p: &Path) -> &str {
+    p.to_str().unwrap()
+}
+
+/// Every regular file in `dir` (not hidden) with its bytes.
+pub fn files(dir: &Path) -> BTreeMap<String, Vec<u8>> {
+    std::fs::read_dir(dir)
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .filter(|e| e.path().is_file())
+        .map(|e| {
+            (
+                e.file_name().to_string_lossy().into_owned(),
+                std::fs::read(e.path()).unwrap(),
+            )
+        })
+        .collect()
+}
+
+/// The files that must be byte-identical between equivalent runs (prepare.json holds timings).
+pub fn deterministic_files(dir: &Path) -> BTreeMap<String, Vec<u8>> {
+    let mut f = files(dir);
+    f.remove("prepare.json");
+    f
+}
+
+pub fn report(dir: &Path) -> serde_json::Value {
+    serde_json::from_str(&std::fs::read_to_string(dir.join("prepare.json")).unwrap()).unwrap()
+}
+
+/// Copies a folder (flat).
+pub fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for e in std::fs::read_dir(from).unwrap() {
+        let e = e.unwrap();
+        std::fs::copy(e.path(), to.join(e.file_name())).unwrap();
+    }
+}

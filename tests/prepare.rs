@@ -1,0 +1,373 @@
+//! `prepare` end to end on generated GlaS-layout data, as a user runs it.
+
+mod common;
+
+use common::*;
+use histoshard::shard::manifest::{self, ImageRow};
+
+#[test]
+fn synth_to_verified_shards_with_manifest() {
+    let t = tempfile::tempdir().unwrap();
+    let input = synth(t.path(), 12, 3);
+    let out = t.path().join("out");
+    ok(&[
+        "prepare",
+        "-i",
+        s(&input),
+        "-o",
+        s(&out),
+        "--augment",
+        "2",
+        "--shards",
+        "2",
+        "--folds",
+        "3",
+    ]);
+    ok(&["verify", s(&out)]);
+
+    let rows = manifest::read_manifest(&out).unwrap();
+    let report = report(&out);
+    assert_eq!(report["records_total"].as_u64().unwrap(), rows.len() as u64);
+    assert_eq!(report["images"].as_u64().unwrap(), 12);
+    for split in ["train", "val", "test"] {
+        let n = rows.iter().filter(|r| r.split == split).count() as u64;
+        assert!(n > 0, "no {split} records");
+        assert_eq!(report["records"][split].as_u64().unwrap(), n);
+        assert_eq!(report["shards"][split].as_array().unwrap().len(), 2);
+        assert!(
+            out.join(format!("{split}-00001-of-00002.tfrecord"))
+                .exists()
+        );
+    }
+    // Train patches have 2 augmented copies; val and test are never augmented.
+    for r in &rows {
+        if r.split == "train" {
+            assert!(r.aug_index <= 2);
+            assert_eq!(r.augmentation == "none", r.aug_index == 0);
+        } else {
+            assert_eq!((r.aug_index, r.augmentation.as_str()), (0, "none"));
+        }
+        assert!(r.fold.is_some_and(|f| (0..3).contains(&f)));
+        assert!(r.patient.is_some());
+    }
+    let train = rows.iter().filter(|r| r.split == "train");
+    assert_eq!(
+        train.clone().filter(|r| r.aug_index == 0).count() * 3,
+        train.count()
+    );
+    // Record ids are 0..n in manifest order; images.parquet agrees on counts.
+    assert!(
+        rows.iter()
+            .enumerate()
+            .all(|(i, r)| r.record_id == i as u64)
+    );
+    let images =
+        ImageRow::from_dataframe(&manifest::read_parquet(&out.join("images.parquet")).unwrap())
+            .unwrap();
+    assert_eq!(images.len(), 12);
+    assert_eq!(
+        images.iter().map(|i| i.records as usize).sum::<usize>(),
+        rows.len()
+    );
+    // The official split is kept; val comes out of train only.
+    for img in &images {
+        if img.name.starts_with("test") {
+            assert_eq!(img.split, "test");
+            assert!(img.subset == "testA" || img.subset == "testB");
+        } else {
+            assert_ne!(img.split, "test");
+        }
+    }
+    // The schema travels with the data; no temporary or state files remain.
+    assert_eq!(
+        std::fs::read_to_string(out.join("features.json")).unwrap(),
+        histoshard::shard::schema::FEATURES_JSON
+    );
+    let hidden: Vec<_> = std::fs::read_dir(&out)
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .filter(|e| e.file_name().to_string_lossy().starts_with('.'))
+        .collect();
+    assert!(hidden.is_empty(), "leftovers: {hidden:?}");
+    let csv = std::fs::read_to_string(out.join("manifest.csv")).unwrap();
+    assert_eq!(csv.lines().count(), rows.len() + 1);
+}
+
+#[test]
+fn byte_identical_for_any_thread_count() {
+    let t = tempfile::tempdir().unwrap();
+    let input = synth(t.path(), 8, 5);
+    let mut outputs = Vec::new();
+    for threads in ["1", "2", "8"] {
+        let out = t.path().join(format!("out{threads}"));
+        ok(&[
+            "--threads",
+            threads,
+            "prepare",
+            "-i",
+            s(&input),
+            "-o",
+            s(&out),
+            "--augment",
+            "1",
+            "--shards",
+            "3",
+        ]);
+        outputs.push(deterministic_files(&out));
+    }
+    assert!(
+        outputs[0].len() >= 9,
+        "shards and tables: {:?}",
+        outputs[0].keys()
+    );
+    assert_eq!(outputs[0], outputs[1], "1 vs 2 threads");
+    assert_eq!(outputs[0], outputs[2], "1 vs 8 threads");
+}
+
+#[test]
+fn seed_changes_augmentation_but_not_originals() {
+    let t = tempfile::tempdir().unwrap();
+    let input = synth(t.path(), 6, 1);
+    let (a, b) = (t.path().join("a"), t.path().join("b"));
+    ok(&[
+        "prepare",
+        "-i",
+        s(&input),
+        "-o",
+        s(&a),
+        "--augment",
+        "1",
+        "--val-fraction",
+        "0",
+    ]);
+    ok(&[
+        "prepare",
+        "-i",
+        s(&input),
+        "-o",
+        s(&b),
+        "--augment",
+        "1",
+        "--val-fraction",
+        "0",
+        "--seed",
+        "7",
+    ]);
+    let key = |r: &manifest::ManifestRow| (r.source_image.clone(), r.x, r.y, r.aug_index);
+    let mut ra = manifest::read_manifest(&a).unwrap();
+    let mut rb = manifest::read_manifest(&b).unwrap();
+    ra.sort_by_key(key);
+    rb.sort_by_key(key);
+    assert_eq!(ra.len(), rb.len());
+    let same_orig = ra
+        .iter()
+        .zip(&rb)
+        .filter(|(x, _)| x.aug_index == 0)
+        .all(|(x, y)| x.sha256 == y.sha256);
+    let diff_aug = ra
+        .iter()
+        .zip(&rb)
+        .filter(|(x, _)| x.aug_index > 0)
+        .any(|(x, y)| x.sha256 != y.sha256);
+    assert!(same_orig && diff_aug);
+}
+
+#[test]
+fn gzip_and_jpeg_shards_verify() {
+    let t = tempfile::tempdir().unwrap();
+    let input = synth(t.path(), 6, 2);
+    let out = t.path().join("gz");
+    ok(&[
+        "prepare",
+        "-i",
+        s(&input),
+        "-o",
+        s(&out),
+        "--compression",
+        "gzip",
+        "--format",
+        "jpeg",
+        "--quality",
+        "85",
+        "--shards",
+        "1",
+    ]);
+    ok(&["verify", s(&out)]);
+    let shard = std::fs::read(out.join("train-00000-of-00001.tfrecord.gz")).unwrap();
+    assert_eq!(&shard[..2], &[0x1f, 0x8b]);
+    let rows = manifest::read_manifest(&out).unwrap();
+    assert!(rows.iter().all(|r| r.format == "jpeg"));
+}
+
+#[test]
+fn interrupted_runs_resume_to_identical_output() {
+    let t = tempfile::tempdir().unwrap();
+    let input = synth(t.path(), 8, 4);
+    let clean = t.path().join("clean");
+    let args = |out: &std::path::Path| {
+        [
+            "prepare",
+            "-i",
+            s(&input),
+            "-o",
+            s(out),
+            "--augment",
+            "1",
+            "--shards",
+            "2",
+        ]
+        .map(String::from)
+    };
+    let run_args = |a: [String; 9], env: &[(&str, &str)]| run_env(&a, env);
+    assert!(run_args(args(&clean), &[]).0);
+    let expected = deterministic_files(&clean);
+
+    for (failpoint, resumed) in [
+        ("after-ingest", 0),
+        ("after-shard:1", 1),
+        ("after-shard:4", 4),
+        ("before-manifest", 6),
+    ] {
+        let out = t
+            .path()
+            .join(format!("killed-{}", failpoint.replace(':', "-")));
+        let (success, _, err) = run_args(args(&out), &[("HISTOSHARD_FAILPOINT", failpoint)]);
+        assert!(!success && err.contains("aborting"), "{failpoint}: {err}");
+        assert!(
+            !out.join("manifest.parquet").exists(),
+            "{failpoint}: looks complete"
+        );
+        let (vok, _, _) = run(&["verify", s(&out)]);
+        assert!(
+            !vok,
+            "{failpoint}: verify must refuse an interrupted folder"
+        );
+
+        assert!(run_args(args(&out), &[]).0, "{failpoint}: rerun");
+        assert_eq!(
+            report(&out)["resumed_shards"].as_u64().unwrap(),
+            resumed,
+            "{failpoint}"
+        );
+        assert_eq!(
+            deterministic_files(&out),
+            expected,
+            "{failpoint}: resumed output differs"
+        );
+        let leftovers: Vec<_> = std::fs::read_dir(&out)
+            .unwrap()
+            .filter_map(|e| e.ok())
+            .map(|e| e.file_name())
+            .filter(|n| n.to_string_lossy().starts_with('.'))
+            .collect();
+        assert!(leftovers.is_empty(), "{failpoint}: {leftovers:?}");
+    }
+}
+
+#[test]
+fn refuses_to_mix_data_sets_and_overwrites_on_request() {
+    let t = tempfile::tempdir().unwrap();
+    let input = synth(t.path(), 6, 6);
+    let out = t.path().join("out");
+    ok(&["prepare", "-i", s(&input), "-o", s(&out)]);
+    // Same options: already complete, nothing to do.
+    ok(&["prepare", "-i", s(&input), "-o", s(&out)]);
+    fails_with(
+        &["prepare", "-i", s(&input), "-o", s(&out), "--seed", "9"],
+        &[s(&out), "--overwrite"],
+    );
+    ok(&[
+        "prepare",
+        "-i",
+        s(&input),
+        "-o",
+        s(&out),
+        "--seed",
+        "9",
+        "--overwrite",
+        "--shards",
+        "1",
+    ]);
+    assert_eq!(report(&out)["config"]["seed"].as_u64().unwrap(), 9);
+    ok(&["verify", s(&out)]);
+    let shards = files(&out)
+        .into_keys()
+        .filter(|k| k.ends_with(".tfrecord"))
+        .count();
+    assert_eq!(shards, 3, "old shards removed by --overwrite");
+}
+
+#[test]
+fn config_file_keys_match_flags_and_flags_win() {
+    let t = tempfile::tempdir().unwrap();
+    let input = synth(t.path(), 4, 8);
+    let out = t.path().join("out");
+    let cfg = t.path().join("histoshard.toml");
+    let toml = format!(
+        "input = {:?}\noutput = {:?}\npatch-size = 128\nshards = 1\nseed = 3\n\n[augmentation]\nhed_sigma = 0.0\n",
+        s(&input),
+        s(&out)
+    );
+    std::fs::write(&cfg, toml).unwrap();
+    ok(&["prepare", "--config", s(&cfg), "--seed", "11"]);
+    let r = report(&out);
+    assert_eq!(r["config"]["patch_size"].as_u64().unwrap(), 128);
+    assert_eq!(r["config"]["stride"].as_u64().unwrap(), 128);
+    assert_eq!(
+        r["config"]["seed"].as_u64().unwrap(),
+        11,
+        "flag wins over config"
+    );
+    assert_eq!(
+        r["config"]["augmentation"]["hed_sigma"].as_f64().unwrap(),
+        0.0
+    );
+
+    std::fs::write(&cfg, "patch-sise = 128\n").unwrap();
+    fails_with(
+        &["prepare", "--config", s(&cfg)],
+        &["histoshard.toml", "patch-sise", "line 1"],
+    );
+}
+
+#[test]
+fn two_runs_into_one_folder_do_not_interleave() {
+    let t = tempfile::tempdir().unwrap();
+    let out = t.path().join("out");
+    std::fs::create_dir_all(&out).unwrap();
+    let lock = std::fs::File::create(out.join(".histoshard.lock")).unwrap();
+    lock.try_lock().unwrap();
+    let input = synth(t.path(), 4, 9);
+    fails_with(
+        &["prepare", "-i", s(&input), "-o", s(&out)],
+        &["lock", s(&out)],
+    );
+}
+
+#[test]
+fn real_glas_sample_when_present() {
+    let sample = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/glas-sample");
+    if !sample.exists() {
+        eprintln!(
+            "skipping: {} is absent (it is only on the developers' machines)",
+            sample.display()
+        );
+        return;
+    }
+    let t = tempfile::tempdir().unwrap();
+    let out = t.path().join("out");
+    ok(&["prepare", "-i", s(&sample), "-o", s(&out), "--shards", "1"]);
+    ok(&["verify", s(&out)]);
+    let r = report(&out);
+    assert_eq!(r["images"].as_u64().unwrap(), 6);
+    assert_eq!(r["layout"], "warwick");
+    // 6 images of 775×522 give 6 patches each before the tissue filter.
+    assert_eq!(r["candidate_patches"].as_u64().unwrap(), 36);
+    assert!(r["kept_patches"].as_u64().unwrap() >= 30);
+    let rows = manifest::read_manifest(&out).unwrap();
+    assert!(rows.iter().all(|r| r.split == "test"));
+    assert!(
+        rows.iter().any(|r| r.label_text == "benign")
+            && rows.iter().any(|r| r.label_text == "malignant")
+    );
+}
