@@ -10,6 +10,8 @@
 //! - [`shard`]: the record format (from `schemas/`), writer, reader, manifest.
 //! - [`prepare`]: the rayon pipeline wiring the above together.
 //! - [`synth`]: a GlaS-layout generator for tests and the demo.
+//! - `train` (cargo feature `train`, on by default through `flex`): the burn
+//!   trainer, evaluation and metrics; preparation never depends on it.
 
 pub mod atomic;
 pub mod dataset;
@@ -21,6 +23,8 @@ pub mod progress;
 pub mod shard;
 pub mod split;
 pub mod synth;
+#[cfg(feature = "train")]
+pub mod train;
 pub mod verify;
 
 pub use error::{Error, Result};

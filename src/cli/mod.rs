@@ -2,9 +2,13 @@
 //! a `run` that calls the library.
 
 mod config;
+#[cfg(feature = "train")]
+mod evaluate;
 mod inspect;
 mod prepare;
 mod synth;
+#[cfg(feature = "train")]
+mod train;
 mod verify;
 
 use std::{io::IsTerminal, process::ExitCode};
@@ -39,6 +43,12 @@ pub enum Command {
     Verify(verify::Args),
     /// Counts per split, class and patient, and a contact sheet of patches.
     Inspect(inspect::Args),
+    /// Train a classifier (mlp or cnn) on prepared shards with burn.
+    #[cfg(feature = "train")]
+    Train(Box<train::Args>),
+    /// Evaluate a trained run on a held-out split, patch and image level.
+    #[cfg(feature = "train")]
+    Evaluate(evaluate::Args),
 }
 
 /// Logs go to stderr; `RUST_LOG` overrides the level chosen by -v/-q.
@@ -80,6 +90,10 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Prepare(a) => prepare::run(*a, &global),
         Command::Verify(a) => verify::run(a, &global),
         Command::Inspect(a) => inspect::run(a, &global),
+        #[cfg(feature = "train")]
+        Command::Train(a) => train::run(*a, &global),
+        #[cfg(feature = "train")]
+        Command::Evaluate(a) => evaluate::run(a, &global),
     }
 }
 

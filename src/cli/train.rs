@@ -1,0 +1,214 @@
+use std::{path::PathBuf, process::ExitCode};
+
+use anyhow::bail;
+use histoshard::{
+    patch::augment::AugmentConfig,
+    train::{
+        data::{FoldFilter, Selection},
+        learner::{self, Balance, DeviceChoice, OptimizerKind, Schedule, TrainConfig},
+        models::{ModelKind, ModelSpec},
+    },
+};
+use serde::Deserialize;
+
+use super::Global;
+
+/// Every option is optional here: flag, else config file, else the default
+/// of `TrainConfig::new`.
+#[derive(Debug, Default, clap::Args, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct Args {
+    /// TOML file with any of these options (keys as the flags: `batch-size = 32`); flags win.
+    #[arg(long)]
+    #[serde(skip)]
+    config: Option<PathBuf>,
+    /// A folder written by `histoshard prepare`.
+    #[arg(long)]
+    data: Option<PathBuf>,
+    /// Run folder for run.json, metrics.csv and checkpoints.
+    #[arg(long, short)]
+    output: Option<PathBuf>,
+    #[arg(long, value_enum)]
+    model: Option<ModelKind>,
+    /// Epochs [default: 20].
+    #[arg(long)]
+    epochs: Option<usize>,
+    /// [default: 32]
+    #[arg(long)]
+    batch_size: Option<usize>,
+    /// Peak learning rate [default: 0.001].
+    #[arg(long)]
+    lr: Option<f64>,
+    /// [default: adamw]
+    #[arg(long, value_enum)]
+    optimizer: Option<OptimizerKind>,
+    /// [default: 0.0001]
+    #[arg(long)]
+    weight_decay: Option<f64>,
+    /// Learning-rate schedule [default: cosine].
+    #[arg(long, value_enum)]
+    schedule: Option<Schedule>,
+    /// Epochs between steps of the step schedule [default: 10].
+    #[arg(long)]
+    step_size: Option<usize>,
+    /// Factor of each step of the step schedule [default: 0.1].
+    #[arg(long)]
+    step_gamma: Option<f64>,
+    /// Stop after this many epochs without a lower validation loss.
+    #[arg(long)]
+    early_stopping: Option<usize>,
+    /// Seed of initialisation, shuffling and augmentation [default: 42].
+    #[arg(long)]
+    seed: Option<u64>,
+    /// Class imbalance: loss weights, oversampling, or none [default: weights].
+    #[arg(long, value_enum)]
+    balance: Option<Balance>,
+    /// Augment training patches on the fly (off by default: prepare may have augmented already).
+    #[arg(long)]
+    augment: bool,
+    /// Augmentation strengths (config file only: an `[augmentation]` table).
+    #[arg(skip)]
+    augmentation: Option<AugmentConfig>,
+    /// Records in the shuffle buffer [default: 1024].
+    #[arg(long)]
+    shuffle_buffer: Option<usize>,
+    /// Batches decoded ahead [default: 4].
+    #[arg(long)]
+    prefetch: Option<usize>,
+    /// cpu, cuda[:N] or auto [default: cpu].
+    #[arg(long)]
+    device: Option<String>,
+    /// Train on the folds other than K and validate on fold K (prepare --folds).
+    #[arg(long)]
+    fold: Option<i32>,
+    /// cnn: channels of the first block [default: 32].
+    #[arg(long)]
+    width: Option<usize>,
+    /// cnn: number of conv blocks [default: 4].
+    #[arg(long)]
+    depth: Option<usize>,
+    /// cnn: stride of the first convolution [default: 1].
+    #[arg(long)]
+    stem_stride: Option<usize>,
+    /// mlp: side patches are downsampled to [default: 32].
+    #[arg(long)]
+    input_size: Option<usize>,
+    /// mlp: hidden layer widths, comma-separated [default: 256,64].
+    #[arg(long, value_delimiter = ',')]
+    hidden: Option<Vec<usize>>,
+    /// Dropout before the head [default: 0.2].
+    #[arg(long)]
+    dropout: Option<f64>,
+}
+
+pub fn run(a: Args, g: &Global) -> anyhow::Result<ExitCode> {
+    let file: Args = match &a.config {
+        Some(path) => super::config::load(path)?,
+        None => Args::default(),
+    };
+    let (Some(data), Some(output)) = (a.data.clone().or(file.data.clone()), a.output.clone().or(file.output.clone()))
+    else {
+        bail!("train needs --data and --output (as flags or in the config file)");
+    };
+    let Some(kind) = a.model.or(file.model) else {
+        bail!("train needs --model (mlp or cnn)");
+    };
+    // The model's class count comes from the manifest (every split).
+    let rows = histoshard::shard::manifest::read_manifest(&data)?;
+    let classes = rows
+        .iter()
+        .map(|r| r.label.max(0) as usize + 1)
+        .max()
+        .unwrap_or(2)
+        .max(2);
+    let mut spec = ModelSpec::default_for(kind, classes);
+    match &mut spec {
+        ModelSpec::Mlp(c) => {
+            if let Some(v) = a.input_size.or(file.input_size) {
+                c.input_size = v;
+            }
+            if let Some(v) = a.hidden.clone().or(file.hidden.clone()) {
+                c.hidden = v;
+            }
+            if let Some(v) = a.dropout.or(file.dropout) {
+                c.dropout = v;
+            }
+        }
+        ModelSpec::Cnn(c) => {
+            if let Some(v) = a.width.or(file.width) {
+                c.width = v;
+            }
+            if let Some(v) = a.depth.or(file.depth) {
+                c.depth = v;
+            }
+            if let Some(v) = a.stem_stride.or(file.stem_stride) {
+                c.stem_stride = v;
+            }
+            if let Some(v) = a.dropout.or(file.dropout) {
+                c.dropout = v;
+            }
+        }
+    }
+    let mut cfg = TrainConfig::new(spec);
+    macro_rules! merge {
+        ($($field:ident),*) => {$(
+            if let Some(v) = a.$field.or(file.$field) { cfg.$field = v; }
+        )*};
+    }
+    merge!(
+        epochs,
+        batch_size,
+        lr,
+        optimizer,
+        weight_decay,
+        schedule,
+        step_size,
+        step_gamma,
+        seed,
+        balance,
+        shuffle_buffer,
+        prefetch
+    );
+    cfg.early_stopping = a.early_stopping.or(file.early_stopping);
+    if a.augment || file.augment || file.augmentation.is_some() {
+        cfg.augment = Some(a.augmentation.or(file.augmentation).unwrap_or_default());
+    }
+    if let Some(d) = a.device.or(file.device) {
+        cfg.device = d.parse::<DeviceChoice>().map_err(anyhow::Error::msg)?;
+    }
+    if let Some(t) = g.threads {
+        cfg.workers = t.max(1);
+        // The flex backend computes on rayon's global pool.
+        if let Err(e) = rayon::ThreadPoolBuilder::new()
+            .num_threads(t.max(1))
+            .build_global()
+        {
+            tracing::debug!("rayon pool already set up: {e}");
+        }
+    }
+    if let Some(k) = a.fold.or(file.fold) {
+        cfg.train = Selection {
+            folds: FoldFilter::Except(k),
+            ..Selection::split("train")
+        };
+        cfg.val = Selection {
+            folds: FoldFilter::Only(k),
+            ..Selection::split("train")
+        };
+    }
+    let outcome = learner::train(&data, &output, &cfg, &super::progress(g.quiet))?;
+    if !g.quiet {
+        let s = &outcome.state;
+        let last = outcome.history.last();
+        println!(
+            "{} epochs{}; best val loss {:.4} at epoch {}; {:.1} img/s → {}",
+            s.epochs_done,
+            if s.stopped_early { " (early stop)" } else { "" },
+            s.best_val_loss,
+            s.best_epoch,
+            last.map(|m| m.images_per_second).unwrap_or(0.0),
+            output.display()
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}

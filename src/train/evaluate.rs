@@ -1,0 +1,264 @@
+//! Evaluating a trained run on a held-out split: patch level, and image level
+//! (a source image's patches pooled by mean probability and by majority
+//! vote), each subset (GlaS testA / testB) apart and together, every metric
+//! with its 95% interval and n.
+
+use std::{
+    collections::BTreeMap,
+    path::{Path, PathBuf},
+};
+
+use serde::{Deserialize, Serialize};
+
+use super::{
+    data::{Dataset, LoaderConfig, Selection},
+    error::TrainResult,
+    learner::{self, Predictions, RunInfo},
+    metrics::{self, Report, ReportOptions},
+};
+use crate::{error::Error, progress::Progress};
+
+pub const EVAL_JSON: &str = "eval.json";
+
+/// What to evaluate.
+#[derive(Clone, Debug)]
+pub struct EvalOptions {
+    pub split: String,
+    pub subset: Option<String>,
+    /// `best.bpk` unless told otherwise.
+    pub checkpoint: Option<PathBuf>,
+    pub batch_size: usize,
+    pub workers: usize,
+    pub bootstrap: usize,
+    pub seed: u64,
+}
+
+impl Default for EvalOptions {
+    fn default() -> Self {
+        Self {
+            split: "test".into(),
+            subset: None,
+            checkpoint: None,
+            batch_size: 32,
+            workers: super::data::default_workers(),
+            bootstrap: 1000,
+            seed: 0,
+        }
+    }
+}
+
+/// The three views of one group of records.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct GroupReport {
+    /// `all`, or a subset's name.
+    pub group: String,
+    pub patches: usize,
+    pub images: usize,
+    pub patch: Report,
+    /// Image label vs the argmax of its patches' mean probabilities.
+    pub image_mean: Report,
+    /// Image label vs its patches' majority vote (ties to the mean).
+    pub image_vote: Report,
+}
+
+/// `eval.json`.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct EvalReport {
+    pub run: PathBuf,
+    pub data: PathBuf,
+    pub checkpoint: PathBuf,
+    pub split: String,
+    pub subset: Option<String>,
+    pub groups: Vec<GroupReport>,
+}
+
+/// Evaluates `run` on `data_dir` and writes `eval.json` into the run folder
+/// (`eval-{split}[-{subset}].json` when not the whole test split).
+pub fn evaluate(
+    run: &Path,
+    data_dir: &Path,
+    opts: &EvalOptions,
+    progress: &Progress,
+) -> TrainResult<EvalReport> {
+    let info = RunInfo::load(run)?;
+    let checkpoint = opts
+        .checkpoint
+        .clone()
+        .unwrap_or_else(|| run.join(learner::BEST_MODEL));
+    let spec = &info.config.model;
+    let device = info.config.device.device()?;
+    let model = learner::load_model(spec.init(&device), &checkpoint)?;
+
+    let selection = Selection::split(&opts.split).with_subset(opts.subset.clone());
+    let data = Dataset::open(data_dir, &selection)?;
+    if data.num_classes() != spec.num_classes() {
+        return Err(Error::Config(format!(
+            "the run's model has {} classes, {} has {}",
+            spec.num_classes(),
+            data_dir.display(),
+            data.num_classes()
+        ))
+        .into());
+    }
+    let loader = LoaderConfig {
+        workers: opts.workers,
+        ..LoaderConfig::eval(opts.batch_size, spec.input_size(), spec.normalization())
+    };
+    let preds = learner::predict(&model, &data, &loader, &device, progress, "evaluate")?;
+
+    let ropts = ReportOptions {
+        positive: 1,
+        bootstrap: opts.bootstrap,
+        seed: opts.seed,
+    };
+    let k = data.num_classes();
+    let mut subsets: Vec<String> = data.rows().iter().map(|r| r.subset.clone()).collect();
+    subsets.sort();
+    subsets.dedup();
+    let mut groups = vec![group_report("all", &data, &preds, |_| true, k, &ropts)];
+    if subsets.len() > 1 {
+        for s in &subsets {
+            groups.push(group_report(
+                s,
+                &data,
+                &preds,
+                |row| &data.rows()[row].subset == s,
+                k,
+                &ropts,
+            ));
+        }
+    }
+    let report = EvalReport {
+        run: run.to_path_buf(),
+        data: data_dir.to_path_buf(),
+        checkpoint,
+        split: opts.split.clone(),
+        subset: opts.subset.clone(),
+        groups,
+    };
+    let name = match (&opts.subset, opts.split.as_str()) {
+        (None, "test") => EVAL_JSON.to_string(),
+        (None, split) => format!("eval-{split}.json"),
+        (Some(s), split) => format!("eval-{split}-{s}.json"),
+    };
+    let path = run.join(name);
+    let text = serde_json::to_string_pretty(&report)
+        .map_err(|e| Error::output(&path, e.to_string()))?;
+    crate::atomic::write(&path, text.as_bytes())?;
+    Ok(report)
+}
+
+fn group_report(
+    name: &str,
+    data: &Dataset,
+    preds: &Predictions,
+    keep: impl Fn(usize) -> bool,
+    k: usize,
+    ropts: &ReportOptions,
+) -> GroupReport {
+    let idx: Vec<usize> = (0..preds.rows.len())
+        .filter(|&i| keep(preds.rows[i]))
+        .collect();
+    let labels: Vec<usize> = idx.iter().map(|&i| preds.labels[i]).collect();
+    let probs: Vec<&Vec<f64>> = idx.iter().map(|&i| &preds.probabilities[i]).collect();
+    let predicted: Vec<usize> = probs.iter().map(|p| argmax(p)).collect();
+    let scores: Vec<f64> = probs
+        .iter()
+        .map(|p| p.get(ropts.positive).copied().unwrap_or(0.0))
+        .collect();
+    let patch = metrics::report(&labels, &predicted, &scores, k, ropts);
+
+    // Pool by source image (BTreeMap: a stable order for the bootstrap).
+    let mut images: BTreeMap<&str, (usize, Vec<f64>, Vec<u64>)> = BTreeMap::new();
+    for (j, &i) in idx.iter().enumerate() {
+        let row = &data.rows()[preds.rows[i]];
+        let e = images
+            .entry(row.source_image.as_str())
+            .or_insert_with(|| (labels[j], vec![0.0; k], vec![0; k]));
+        for (c, p) in probs[j].iter().enumerate().take(k) {
+            e.1[c] += p;
+        }
+        e.2[predicted[j]] += 1;
+    }
+    let n_images = images.len();
+    let (mut il, mut mean_pred, mut mean_score, mut vote_pred, mut vote_score) =
+        (vec![], vec![], vec![], vec![], vec![]);
+    for (label, sum, votes) in images.into_values() {
+        let total: u64 = votes.iter().sum();
+        let mean: Vec<f64> = sum.iter().map(|s| s / total.max(1) as f64).collect();
+        let m = argmax(&mean);
+        let top = votes.iter().copied().max().unwrap_or(0);
+        let tied: Vec<usize> = (0..k).filter(|&c| votes[c] == top).collect();
+        let v = if tied.len() == 1 {
+            tied[0]
+        } else {
+            // Ties go to the tied class with the highest mean probability.
+            *tied
+                .iter()
+                .max_by(|&&a, &&b| mean[a].total_cmp(&mean[b]))
+                .unwrap_or(&m)
+        };
+        il.push(label);
+        mean_score.push(mean.get(ropts.positive).copied().unwrap_or(0.0));
+        mean_pred.push(m);
+        vote_score.push(votes.get(ropts.positive).copied().unwrap_or(0) as f64 / total.max(1) as f64);
+        vote_pred.push(v);
+    }
+    GroupReport {
+        group: name.to_string(),
+        patches: idx.len(),
+        images: n_images,
+        patch,
+        image_mean: metrics::report(&il, &mean_pred, &mean_score, k, ropts),
+        image_vote: metrics::report(&il, &vote_pred, &vote_score, k, ropts),
+    }
+}
+
+fn argmax(p: &[f64]) -> usize {
+    p.iter()
+        .enumerate()
+        .max_by(|a, b| a.1.total_cmp(b.1))
+        .map(|(i, _)| i)
+        .unwrap_or(0)
+}
+
+/// The printed table: one block per group, one column per level.
+pub fn table(report: &EvalReport) -> String {
+    let mut out = String::new();
+    for g in &report.groups {
+        out.push_str(&format!(
+            "{} / {} ({} patches, {} images)\n",
+            report.split, g.group, g.patches, g.images
+        ));
+        out.push_str(&format!(
+            "  {:<18} {:<32} {:<32} {:<32}\n",
+            "metric", "patch", "image (mean prob)", "image (majority)"
+        ));
+        let rows: [(&str, fn(&Report) -> metrics::Estimate); 7] = [
+            ("accuracy", |r| r.accuracy),
+            ("balanced accuracy", |r| r.balanced_accuracy),
+            ("precision", |r| r.precision),
+            ("recall", |r| r.recall),
+            ("specificity", |r| r.specificity),
+            ("F1", |r| r.f1),
+            ("ROC AUC", |r| r.roc_auc),
+        ];
+        for (name, get) in rows {
+            out.push_str(&format!(
+                "  {:<18} {:<32} {:<32} {:<32}\n",
+                name,
+                get(&g.patch).to_string(),
+                get(&g.image_mean).to_string(),
+                get(&g.image_vote).to_string()
+            ));
+        }
+        out.push_str(&format!(
+            "  {:<18} {:<32} {:<32} {:<32}\n",
+            "confusion (t×p)",
+            format!("{:?}", g.patch.confusion.matrix),
+            format!("{:?}", g.image_mean.confusion.matrix),
+            format!("{:?}", g.image_vote.confusion.matrix)
+        ));
+    }
+    out
+}

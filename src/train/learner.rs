@@ -1,0 +1,725 @@
+//! The training loop: a plain loop over burn's autodiff and optimizer rather
+//! than burn-train's `Learner`, so that every random choice is ours (seeded)
+//! and every file it writes is ours (atomic).
+//!
+//! A run folder holds:
+//! - `run.json`: the configuration, model spec, data folder and class counts —
+//!   everything `evaluate` needs to rebuild the model;
+//! - `metrics.csv`: one row per finished epoch;
+//! - `last.bpk` / `last-optim.bpk`: model and optimizer after the latest epoch;
+//! - `best.bpk`: the model of the epoch with the lowest validation loss;
+//! - `state.json`: where training stands (epoch, best epoch, patience).
+//!
+//! Every file is written to a temporary name and renamed, so a crash never
+//! leaves a half-written checkpoint. Only `train` and `val` are read; `test`
+//! is never opened here.
+
+use std::{
+    path::{Path, PathBuf},
+    time::Instant,
+};
+
+use burn::{
+    module::Module,
+    nn::loss::CrossEntropyLossConfig,
+    optim::{
+        AdamConfig, AdamWConfig, GradientsParams, ModuleOptimizer, SgdConfig,
+        decay::WeightDecayConfig, momentum::MomentumConfig,
+    },
+    tensor::{Device, Int, Tensor, TensorData},
+};
+use serde::{Deserialize, Serialize};
+
+use super::{
+    data::{Batch, Dataset, LoaderConfig, Selection},
+    error::{TrainError, TrainResult},
+    metrics,
+    models::{Model, ModelSpec},
+};
+use crate::{
+    error::{Error, IoContext},
+    patch::augment::AugmentConfig,
+    progress::Progress,
+};
+
+pub const RUN_JSON: &str = "run.json";
+pub const STATE_JSON: &str = "state.json";
+pub const METRICS_CSV: &str = "metrics.csv";
+pub const LAST_MODEL: &str = "last.bpk";
+pub const LAST_OPTIM: &str = "last-optim.bpk";
+pub const BEST_MODEL: &str = "best.bpk";
+
+/// Where tensors live: `cpu` (flex, or LibTorch CPU when only `tch` is
+/// built), `cuda[:N]` (LibTorch; needs the `tch` feature), or `auto`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum DeviceChoice {
+    Cpu,
+    Cuda(usize),
+    Auto,
+}
+
+impl std::str::FromStr for DeviceChoice {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "cpu" => Ok(DeviceChoice::Cpu),
+            "auto" => Ok(DeviceChoice::Auto),
+            "cuda" => Ok(DeviceChoice::Cuda(0)),
+            _ => s
+                .strip_prefix("cuda:")
+                .and_then(|n| n.parse().ok())
+                .map(DeviceChoice::Cuda)
+                .ok_or_else(|| format!("unknown device {s:?} (cpu, cuda, cuda:N or auto)")),
+        }
+    }
+}
+
+impl std::fmt::Display for DeviceChoice {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            DeviceChoice::Cpu => f.write_str("cpu"),
+            DeviceChoice::Cuda(n) => write!(f, "cuda:{n}"),
+            DeviceChoice::Auto => f.write_str("auto"),
+        }
+    }
+}
+
+impl DeviceChoice {
+    /// The (non-autodiff) burn device. `auto` is the CPU for now: burn 0.22
+    /// offers no backend-neutral "is CUDA there" probe without linking tch.
+    pub fn device(&self) -> TrainResult<Device> {
+        match self {
+            DeviceChoice::Cpu | DeviceChoice::Auto => cpu_device(),
+            DeviceChoice::Cuda(n) => cuda_device(*n),
+        }
+    }
+}
+
+#[cfg(feature = "flex")]
+fn cpu_device() -> TrainResult<Device> {
+    Ok(Device::flex())
+}
+
+#[cfg(all(not(feature = "flex"), feature = "tch"))]
+#[allow(deprecated)] // burn 0.22 deprecates burn-tch but it is the LibTorch path we need
+fn cpu_device() -> TrainResult<Device> {
+    Ok(Device::libtorch())
+}
+
+#[cfg(not(any(feature = "flex", feature = "tch")))]
+fn cpu_device() -> TrainResult<Device> {
+    Err(TrainError::Device(
+        "cpu: built without a backend (enable the flex or tch feature)".into(),
+    ))
+}
+
+#[cfg(feature = "tch")]
+#[allow(deprecated)] // see cpu_device
+fn cuda_device(n: usize) -> TrainResult<Device> {
+    Ok(Device::libtorch_cuda(n))
+}
+
+#[cfg(not(feature = "tch"))]
+fn cuda_device(n: usize) -> TrainResult<Device> {
+    Err(TrainError::Device(format!(
+        "cuda:{n}: this build has no CUDA backend (rebuild with --features tch)"
+    )))
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum OptimizerKind {
+    Adam,
+    Adamw,
+    Sgd,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum Schedule {
+    /// Cosine decay from `lr` to 0 over the epochs.
+    Cosine,
+    /// Multiply by `step_gamma` every `step_size` epochs.
+    Step,
+    None,
+}
+
+/// How to counter class imbalance (GlaS train is 37 benign / 48 malignant).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum Balance {
+    None,
+    /// Inverse-frequency class weights in the loss.
+    Weights,
+    /// Repeat records of rarer classes.
+    Oversample,
+}
+
+/// Everything a run is trained with (also the keys of a TOML config).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct TrainConfig {
+    pub model: ModelSpec,
+    pub epochs: usize,
+    pub batch_size: usize,
+    pub lr: f64,
+    pub optimizer: OptimizerKind,
+    pub weight_decay: f64,
+    pub schedule: Schedule,
+    pub step_size: usize,
+    pub step_gamma: f64,
+    /// Stop after this many epochs without a lower validation loss.
+    pub early_stopping: Option<usize>,
+    pub seed: u64,
+    pub balance: Balance,
+    /// On-the-fly augmentation of training patches.
+    pub augment: Option<AugmentConfig>,
+    pub shuffle_buffer: usize,
+    pub workers: usize,
+    pub prefetch: usize,
+    pub device: DeviceChoice,
+    pub train: Selection,
+    pub val: Selection,
+}
+
+impl TrainConfig {
+    pub fn new(model: ModelSpec) -> Self {
+        Self {
+            model,
+            epochs: 20,
+            batch_size: 32,
+            lr: 1e-3,
+            optimizer: OptimizerKind::Adamw,
+            weight_decay: 1e-4,
+            schedule: Schedule::Cosine,
+            step_size: 10,
+            step_gamma: 0.1,
+            early_stopping: None,
+            seed: 42,
+            balance: Balance::Weights,
+            augment: None,
+            shuffle_buffer: 1024,
+            workers: super::data::default_workers(),
+            prefetch: 4,
+            device: DeviceChoice::Cpu,
+            train: Selection::split("train"),
+            val: Selection::split("val"),
+        }
+    }
+
+    fn validate(&self) -> Result<(), Error> {
+        let bad = |m: &str| Err(Error::Config(m.to_string()));
+        if self.epochs == 0 {
+            return bad("epochs must be at least 1");
+        }
+        if !(self.lr.is_finite() && self.lr > 0.0) {
+            return bad("learning rate must be positive");
+        }
+        if !(self.weight_decay.is_finite() && self.weight_decay >= 0.0) {
+            return bad("weight decay must be zero or positive");
+        }
+        if self.schedule == Schedule::Step && (self.step_size == 0 || self.step_gamma <= 0.0) {
+            return bad("step schedule needs step size ≥ 1 and gamma > 0");
+        }
+        if self.early_stopping == Some(0) {
+            return bad("early stopping patience must be at least 1");
+        }
+        if self.train.split == "test" || self.val.split == "test" {
+            return bad("training never reads the test split");
+        }
+        self.model.validate(None)
+    }
+
+    /// Learning rate of 1-based `epoch`.
+    pub fn lr_at(&self, epoch: usize) -> f64 {
+        match self.schedule {
+            Schedule::None => self.lr,
+            Schedule::Step => {
+                self.lr
+                    * self
+                        .step_gamma
+                        .powi(((epoch - 1) / self.step_size.max(1)) as i32)
+            }
+            Schedule::Cosine => {
+                let t = (epoch - 1) as f64 / self.epochs.max(1) as f64;
+                0.5 * self.lr * (1.0 + (std::f64::consts::PI * t).cos())
+            }
+        }
+    }
+
+    fn optimizer(&self) -> ModuleOptimizer {
+        let decay = (self.weight_decay > 0.0).then(|| WeightDecayConfig::new(self.weight_decay as f32));
+        match self.optimizer {
+            OptimizerKind::Adam => AdamConfig::new().with_weight_decay(decay).init(),
+            OptimizerKind::Adamw => AdamWConfig::new()
+                .with_weight_decay(self.weight_decay as f32)
+                .init(),
+            OptimizerKind::Sgd => SgdConfig::new()
+                .with_weight_decay(decay)
+                .with_momentum(Some(MomentumConfig::new().with_dampening(0.0)))
+                .init(),
+        }
+    }
+}
+
+/// `run.json`.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct RunInfo {
+    pub histoshard: String,
+    pub data: PathBuf,
+    pub config: TrainConfig,
+    pub num_classes: usize,
+    pub train_records: usize,
+    pub val_records: usize,
+    pub train_class_counts: Vec<u64>,
+    pub class_weights: Option<Vec<f32>>,
+}
+
+impl RunInfo {
+    pub fn load(run: &Path) -> Result<Self, Error> {
+        let path = run.join(RUN_JSON);
+        let text = std::fs::read_to_string(&path).at(&path)?;
+        serde_json::from_str(&text).map_err(|e| Error::input(&path, e.to_string()))
+    }
+}
+
+/// `state.json`: progress, for resumption and for reading a run's outcome.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct TrainState {
+    pub epochs_done: usize,
+    pub best_epoch: usize,
+    pub best_val_loss: f64,
+    pub epochs_without_improvement: usize,
+    pub stopped_early: bool,
+}
+
+/// One row of `metrics.csv`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct EpochMetrics {
+    pub epoch: usize,
+    pub lr: f64,
+    pub train_loss: f64,
+    pub train_accuracy: f64,
+    pub val_loss: f64,
+    pub val_accuracy: f64,
+    pub val_balanced_accuracy: f64,
+    pub val_auc: f64,
+    pub train_images: usize,
+    pub seconds: f64,
+    pub images_per_second: f64,
+}
+
+/// What [`train`] returns.
+#[derive(Clone, Debug)]
+pub struct TrainOutcome {
+    pub state: TrainState,
+    pub history: Vec<EpochMetrics>,
+}
+
+fn checkpoint_err(path: &Path, e: impl std::fmt::Display) -> TrainError {
+    TrainError::Checkpoint {
+        path: path.to_path_buf(),
+        message: e.to_string(),
+    }
+}
+
+/// Writes a model's parameters (batch-norm running statistics included)
+/// atomically.
+pub fn save_model(model: &Model, path: &Path) -> TrainResult<()> {
+    let bytes = model
+        .clone()
+        .into_record()
+        .into_bytes()
+        .map_err(|e| checkpoint_err(path, format!("{e:?}")))?;
+    crate::atomic::write(path, &bytes)?;
+    Ok(())
+}
+
+/// Loads parameters saved by [`save_model`] into `model` (built from the same spec).
+pub fn load_model(model: Model, path: &Path) -> TrainResult<Model> {
+    let record = burn::store::ModuleRecord::load(path).map_err(|e| checkpoint_err(path, format!("{e:?}")))?;
+    model
+        .try_load_record(record)
+        .map_err(|e| checkpoint_err(path, format!("{e:?}")))
+}
+
+fn save_optimizer(optim: &ModuleOptimizer, path: &Path) -> TrainResult<()> {
+    let bytes = optim
+        .into_bytes()
+        .map_err(|e| checkpoint_err(path, format!("{e:?}")))?;
+    crate::atomic::write(path, &bytes)?;
+    Ok(())
+}
+
+fn write_json<T: Serialize>(path: &Path, value: &T) -> TrainResult<()> {
+    let text = serde_json::to_string_pretty(value)
+        .map_err(|e| Error::output(path, e.to_string()))?;
+    crate::atomic::write(path, text.as_bytes())?;
+    Ok(())
+}
+
+fn write_metrics(path: &Path, rows: &[EpochMetrics]) -> TrainResult<()> {
+    let mut w = csv::Writer::from_writer(Vec::new());
+    for r in rows {
+        w.serialize(r).map_err(|e| Error::output(path, e.to_string()))?;
+    }
+    let bytes = w
+        .into_inner()
+        .map_err(|e| Error::output(path, e.to_string()))?;
+    crate::atomic::write(path, &bytes)?;
+    Ok(())
+}
+
+/// Images of a batch as a tensor on `device`.
+pub fn images_tensor(batch: &Batch, device: &Device) -> Tensor<4> {
+    Tensor::from_data(
+        TensorData::new(batch.images.clone(), batch.shape()),
+        device,
+    )
+}
+
+fn labels_tensor(batch: &Batch, device: &Device) -> Tensor<1, Int> {
+    Tensor::from_data(
+        TensorData::new(batch.labels.clone(), [batch.len()]),
+        device,
+    )
+}
+
+/// Row-wise softmax of `[n, k]` logits held flat.
+fn softmax_rows(logits: &[f32], k: usize) -> Vec<Vec<f64>> {
+    logits
+        .chunks(k)
+        .map(|row| {
+            let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max) as f64;
+            let exps: Vec<f64> = row.iter().map(|&v| (v as f64 - max).exp()).collect();
+            let sum: f64 = exps.iter().sum();
+            exps.into_iter().map(|e| e / sum).collect()
+        })
+        .collect()
+}
+
+fn argmax(p: &[f64]) -> usize {
+    p.iter()
+        .enumerate()
+        .max_by(|a, b| a.1.total_cmp(b.1))
+        .map(|(i, _)| i)
+        .unwrap_or(0)
+}
+
+/// Class probabilities of every record of a selection, in data order.
+#[derive(Clone, Debug, Default)]
+pub struct Predictions {
+    /// Positions in [`Dataset::rows`].
+    pub rows: Vec<usize>,
+    pub labels: Vec<usize>,
+    pub probabilities: Vec<Vec<f64>>,
+}
+
+impl Predictions {
+    /// Mean cross-entropy (natural log), unweighted.
+    pub fn loss(&self) -> f64 {
+        if self.labels.is_empty() {
+            return f64::NAN;
+        }
+        let sum: f64 = self
+            .labels
+            .iter()
+            .zip(&self.probabilities)
+            .map(|(&l, p)| -p.get(l).copied().unwrap_or(0.0).max(1e-12).ln())
+            .sum();
+        sum / self.labels.len() as f64
+    }
+
+    pub fn predicted(&self) -> Vec<usize> {
+        self.probabilities.iter().map(|p| argmax(p)).collect()
+    }
+
+    /// Probability of class `c` for every record.
+    pub fn scores(&self, c: usize) -> Vec<f64> {
+        self.probabilities
+            .iter()
+            .map(|p| p.get(c).copied().unwrap_or(0.0))
+            .collect()
+    }
+}
+
+/// Runs `model` in inference mode over `data`.
+pub fn predict(
+    model: &Model,
+    data: &Dataset,
+    loader: &LoaderConfig,
+    device: &Device,
+    progress: &Progress,
+    stage: &str,
+) -> TrainResult<Predictions> {
+    let device = device.clone().without_autodiff();
+    let model = model.valid();
+    let k = data.num_classes();
+    let bar = progress.bar(stage, data.len() as u64, "patches");
+    let mut out = Predictions::default();
+    for batch in data.stream(loader, 0)? {
+        let batch = batch?;
+        let logits = model.forward(images_tensor(&batch, &device));
+        let flat: Vec<f32> = logits
+            .into_data()
+            .try_to_vec::<f32>()
+            .map_err(|e| Error::Config(format!("unexpected logits: {e:?}")))?;
+        out.probabilities.extend(softmax_rows(&flat, k));
+        out.labels.extend(batch.labels.iter().map(|&l| l as usize));
+        out.rows.extend_from_slice(&batch.rows);
+        bar.inc(batch.len() as u64);
+    }
+    bar.finish_and_clear();
+    Ok(out)
+}
+
+/// Trains `cfg.model` on `data_dir`'s train selection, selecting on val,
+/// writing the run to `run_dir` (which must not already hold a run).
+pub fn train(
+    data_dir: &Path,
+    run_dir: &Path,
+    cfg: &TrainConfig,
+    progress: &Progress,
+) -> TrainResult<TrainOutcome> {
+    cfg.validate()?;
+    let base = cfg.device.device()?;
+    if run_dir.join(RUN_JSON).exists() {
+        return Err(Error::output(
+            run_dir,
+            "already holds a run (choose another --output; resuming is not implemented yet)",
+        )
+        .into());
+    }
+    std::fs::create_dir_all(run_dir).at(run_dir)?;
+
+    let train_data = Dataset::open(data_dir, &cfg.train)?;
+    let val_data = Dataset::open(data_dir, &cfg.val)?;
+    let k = train_data.num_classes();
+    if cfg.model.num_classes() != k {
+        return Err(Error::Config(format!(
+            "the model has {} outputs but the data has {k} classes",
+            cfg.model.num_classes()
+        ))
+        .into());
+    }
+    let class_weights = (cfg.balance == Balance::Weights).then(|| train_data.class_weights());
+    let info = RunInfo {
+        histoshard: env!("CARGO_PKG_VERSION").to_string(),
+        data: data_dir.to_path_buf(),
+        config: cfg.clone(),
+        num_classes: k,
+        train_records: train_data.len(),
+        val_records: val_data.len(),
+        train_class_counts: train_data.class_counts().to_vec(),
+        class_weights: class_weights.clone(),
+    };
+    write_json(&run_dir.join(RUN_JSON), &info)?;
+    tracing::info!(
+        "training {} on {} records ({:?} per class), validating on {}",
+        cfg.model.kind(),
+        train_data.len(),
+        train_data.class_counts(),
+        val_data.len()
+    );
+
+    base.seed(cfg.seed);
+    let device = base.clone().autodiff();
+    let mut model = cfg.model.init(&device);
+    let mut optim = cfg.optimizer();
+    let loss_fn = CrossEntropyLossConfig::new()
+        .with_weights(class_weights)
+        .init(&device);
+
+    let train_loader = LoaderConfig {
+        batch_size: cfg.batch_size,
+        input_size: cfg.model.input_size(),
+        normalization: cfg.model.normalization(),
+        shuffle: true,
+        shuffle_buffer: cfg.shuffle_buffer,
+        seed: cfg.seed,
+        augment: cfg.augment.clone(),
+        oversample: cfg.balance == Balance::Oversample,
+        workers: cfg.workers,
+        prefetch: cfg.prefetch,
+        // A last batch of 1 breaks batch norm; drop short tails when there is more than one batch.
+        drop_last: train_data.epoch_len(cfg.balance == Balance::Oversample) > cfg.batch_size,
+    };
+    let val_loader = LoaderConfig {
+        workers: cfg.workers,
+        ..LoaderConfig::eval(
+            cfg.batch_size,
+            cfg.model.input_size(),
+            cfg.model.normalization(),
+        )
+    };
+
+    let mut state = TrainState {
+        best_val_loss: f64::INFINITY,
+        ..TrainState::default()
+    };
+    let mut history = Vec::new();
+    let per_epoch = train_data.epoch_len(train_loader.oversample);
+    for epoch in 1..=cfg.epochs {
+        let lr = cfg.lr_at(epoch);
+        let started = Instant::now();
+        let bar = progress.bar(&format!("epoch {epoch}"), per_epoch as u64, "img");
+        let (mut loss_sum, mut seen, mut correct) = (0.0f64, 0usize, 0usize);
+        for (b, batch) in train_data.stream(&train_loader, epoch as u64)?.enumerate() {
+            let batch = batch?;
+            let n = batch.len();
+            let logits = model.forward(images_tensor(&batch, &device));
+            let loss = loss_fn.forward(logits.clone(), labels_tensor(&batch, &device));
+            let value: f32 = loss.clone().into_scalar();
+            if !value.is_finite() {
+                return Err(TrainError::NonFiniteLoss {
+                    epoch,
+                    batch: b + 1,
+                    value,
+                    lr,
+                });
+            }
+            let grads = GradientsParams::from_grads(loss.backward(), &model);
+            model = optim.step(lr, model, grads);
+
+            let flat: Vec<f32> = logits
+                .into_data()
+                .try_to_vec::<f32>()
+                .map_err(|e| Error::Config(format!("unexpected logits: {e:?}")))?;
+            correct += flat
+                .chunks(k)
+                .zip(&batch.labels)
+                .filter(|(row, l)| {
+                    let p: Vec<f64> = row.iter().map(|&v| v as f64).collect();
+                    argmax(&p) == **l as usize
+                })
+                .count();
+            loss_sum += value as f64 * n as f64;
+            seen += n;
+            bar.inc(n as u64);
+            bar.set_message(format!(
+                "loss {:.4}  {:.1} img/s",
+                loss_sum / seen as f64,
+                seen as f64 / started.elapsed().as_secs_f64()
+            ));
+        }
+        bar.finish_and_clear();
+        let train_seconds = started.elapsed().as_secs_f64();
+
+        let val = predict(&model, &val_data, &val_loader, &base, progress, "val")?;
+        let val_loss = val.loss();
+        let predicted = val.predicted();
+        let confusion = metrics::Confusion::new(&val.labels, &predicted, k);
+        let positives: Vec<bool> = val.labels.iter().map(|&l| l == 1).collect();
+        let row = EpochMetrics {
+            epoch,
+            lr,
+            train_loss: loss_sum / seen.max(1) as f64,
+            train_accuracy: correct as f64 / seen.max(1) as f64,
+            val_loss,
+            val_accuracy: confusion.correct() as f64 / confusion.total().max(1) as f64,
+            val_balanced_accuracy: confusion.balanced_accuracy(),
+            val_auc: metrics::roc_auc(&val.scores(1), &positives).unwrap_or(f64::NAN),
+            train_images: seen,
+            seconds: started.elapsed().as_secs_f64(),
+            images_per_second: seen as f64 / train_seconds.max(1e-9),
+        };
+        tracing::info!(
+            "epoch {epoch}: train loss {:.4} acc {:.3} | val loss {:.4} acc {:.3} auc {:.3} | {:.1} img/s",
+            row.train_loss,
+            row.train_accuracy,
+            row.val_loss,
+            row.val_accuracy,
+            row.val_auc,
+            row.images_per_second
+        );
+        if !val_loss.is_finite() {
+            return Err(TrainError::NonFiniteLoss {
+                epoch,
+                batch: 0,
+                value: val_loss as f32,
+                lr,
+            });
+        }
+
+        save_model(&model, &run_dir.join(LAST_MODEL))?;
+        save_optimizer(&optim, &run_dir.join(LAST_OPTIM))?;
+        state.epochs_done = epoch;
+        if val_loss < state.best_val_loss {
+            state.best_val_loss = val_loss;
+            state.best_epoch = epoch;
+            state.epochs_without_improvement = 0;
+            save_model(&model, &run_dir.join(BEST_MODEL))?;
+        } else {
+            state.epochs_without_improvement += 1;
+        }
+        history.push(row);
+        write_metrics(&run_dir.join(METRICS_CSV), &history)?;
+        if cfg
+            .early_stopping
+            .is_some_and(|p| state.epochs_without_improvement >= p)
+        {
+            state.stopped_early = true;
+        }
+        write_json(&run_dir.join(STATE_JSON), &state)?;
+        if state.stopped_early {
+            tracing::info!(
+                "early stop after epoch {epoch}: no better val loss for {} epochs",
+                state.epochs_without_improvement
+            );
+            break;
+        }
+    }
+    Ok(TrainOutcome { state, history })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::train::models::ModelKind;
+
+    #[test]
+    fn schedules() {
+        let mut c = TrainConfig::new(ModelSpec::default_for(ModelKind::Mlp, 2));
+        c.epochs = 4;
+        c.lr = 1.0;
+        assert_eq!(c.lr_at(1), 1.0);
+        assert!((c.lr_at(3) - 0.5).abs() < 1e-12);
+        c.schedule = Schedule::Step;
+        c.step_size = 2;
+        c.step_gamma = 0.5;
+        assert_eq!(
+            (1..=4).map(|e| c.lr_at(e)).collect::<Vec<_>>(),
+            vec![1.0, 1.0, 0.5, 0.5]
+        );
+        c.schedule = Schedule::None;
+        assert_eq!(c.lr_at(4), 1.0);
+    }
+
+    #[test]
+    fn device_choices_parse() {
+        assert_eq!("cpu".parse(), Ok(DeviceChoice::Cpu));
+        assert_eq!("cuda".parse(), Ok(DeviceChoice::Cuda(0)));
+        assert_eq!("cuda:2".parse(), Ok(DeviceChoice::Cuda(2)));
+        assert!("gpu".parse::<DeviceChoice>().is_err());
+    }
+
+    #[test]
+    fn never_trains_on_test() {
+        let mut c = TrainConfig::new(ModelSpec::default_for(ModelKind::Mlp, 2));
+        c.val = Selection::split("test");
+        assert!(c.validate().is_err());
+    }
+
+    #[test]
+    fn softmax_and_loss() {
+        let p = softmax_rows(&[0.0, 0.0, 10.0, -10.0], 2);
+        assert!((p[0][0] - 0.5).abs() < 1e-12);
+        assert!(p[1][0] > 0.999);
+        let preds = Predictions {
+            rows: vec![0, 1],
+            labels: vec![0, 0],
+            probabilities: p,
+        };
+        assert!((preds.loss() - (2f64.ln() + 2e-9) / 2.0).abs() < 1e-6);
+        assert_eq!(preds.predicted(), vec![0, 0]);
+    }
+}

@@ -1,0 +1,59 @@
+//! A plain fully connected network on downsampled pixels: the baseline that
+//! shows how much a convolutional network actually buys.
+
+use burn::{
+    config::Config,
+    module::Module,
+    nn::{Dropout, DropoutConfig, Linear, LinearConfig},
+    tensor::{Device, Tensor, activation::relu},
+};
+
+/// `input_size² · 3` inputs → `hidden` ReLU layers (with dropout) → logits.
+#[derive(Config, Debug)]
+pub struct MlpConfig {
+    /// Side the data loader resizes patches to (the network has no way to
+    /// accept another size).
+    #[config(default = 32)]
+    pub input_size: usize,
+    /// Widths of the hidden layers.
+    #[config(default = "vec![256, 64]")]
+    pub hidden: Vec<usize>,
+    #[config(default = 2)]
+    pub num_classes: usize,
+    #[config(default = 0.2)]
+    pub dropout: f64,
+}
+
+#[derive(Module, Debug)]
+pub struct Mlp {
+    layers: Vec<Linear>,
+    dropout: Dropout,
+    head: Linear,
+}
+
+impl MlpConfig {
+    pub fn init(&self, device: &Device) -> Mlp {
+        let mut width = 3 * self.input_size * self.input_size;
+        let mut layers = Vec::with_capacity(self.hidden.len());
+        for &h in &self.hidden {
+            layers.push(LinearConfig::new(width, h).init(device));
+            width = h;
+        }
+        Mlp {
+            layers,
+            dropout: DropoutConfig::new(self.dropout).init(),
+            head: LinearConfig::new(width, self.num_classes).init(device),
+        }
+    }
+}
+
+impl Mlp {
+    /// `[n, 3, s, s]` → `[n, classes]` logits.
+    pub fn forward(&self, images: Tensor<4>) -> Tensor<2> {
+        let mut x: Tensor<2> = images.flatten(1, 3);
+        for layer in &self.layers {
+            x = self.dropout.forward(relu(layer.forward(x)));
+        }
+        self.head.forward(x)
+    }
+}

@@ -1,0 +1,214 @@
+//! The model registry. Every model is a burn [`Module`] built from a
+//! [`Config`](burn::config::Config); [`ModelSpec`] is what a run stores (in
+//! `run.json`) to rebuild the same network for evaluation or resumption.
+//! A pretrained backbone joins by adding a [`ModelKind`], a [`ModelSpec`]
+//! variant and a [`Model`] variant, with its own input size and normalisation.
+
+pub mod cnn;
+pub mod mlp;
+
+use burn::{
+    module::Module,
+    tensor::{Device, Tensor},
+};
+use serde::{Deserialize, Serialize};
+
+pub use cnn::{Cnn, CnnConfig};
+pub use mlp::{Mlp, MlpConfig};
+
+use super::data::Normalization;
+use crate::error::{Error, Result};
+
+/// The models `--model` accepts.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum ModelKind {
+    /// Fully connected network on downsampled pixels.
+    Mlp,
+    /// Convolutional network from scratch.
+    Cnn,
+}
+
+impl std::fmt::Display for ModelKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            ModelKind::Mlp => "mlp",
+            ModelKind::Cnn => "cnn",
+        })
+    }
+}
+
+/// A model's full configuration.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "lowercase")]
+pub enum ModelSpec {
+    Mlp(MlpConfig),
+    Cnn(CnnConfig),
+}
+
+/// Pixel statistics of stained H&E patches; from-scratch models normalise
+/// with these (a pretrained backbone would use [`Normalization::IMAGENET`]).
+pub const HE_NORMALIZATION: Normalization = Normalization {
+    mean: [0.70, 0.55, 0.70],
+    std: [0.20, 0.22, 0.18],
+};
+
+impl ModelSpec {
+    /// The defaults of `kind` for `num_classes` classes.
+    pub fn default_for(kind: ModelKind, num_classes: usize) -> Self {
+        match kind {
+            ModelKind::Mlp => ModelSpec::Mlp(MlpConfig::new().with_num_classes(num_classes)),
+            ModelKind::Cnn => ModelSpec::Cnn(CnnConfig::new().with_num_classes(num_classes)),
+        }
+    }
+
+    pub fn kind(&self) -> ModelKind {
+        match self {
+            ModelSpec::Mlp(_) => ModelKind::Mlp,
+            ModelSpec::Cnn(_) => ModelKind::Cnn,
+        }
+    }
+
+    pub fn num_classes(&self) -> usize {
+        match self {
+            ModelSpec::Mlp(c) => c.num_classes,
+            ModelSpec::Cnn(c) => c.num_classes,
+        }
+    }
+
+    /// The square side the loader must resize patches to; `None` takes them as stored.
+    pub fn input_size(&self) -> Option<u32> {
+        match self {
+            ModelSpec::Mlp(c) => Some(c.input_size as u32),
+            ModelSpec::Cnn(_) => None,
+        }
+    }
+
+    pub fn normalization(&self) -> Normalization {
+        HE_NORMALIZATION
+    }
+
+    /// Checks the configuration, and that a `side`×`side` input survives
+    /// the network's downsampling.
+    pub fn validate(&self, side: Option<usize>) -> Result<()> {
+        if self.num_classes() < 2 {
+            return Err(Error::Config("a classifier needs at least 2 classes".into()));
+        }
+        match self {
+            ModelSpec::Mlp(c) => {
+                if c.input_size == 0 || c.hidden.contains(&0) {
+                    return Err(Error::Config(
+                        "mlp input size and hidden widths must be positive".into(),
+                    ));
+                }
+                if !(0.0..1.0).contains(&c.dropout) {
+                    return Err(Error::Config("dropout must be in [0, 1)".into()));
+                }
+            }
+            ModelSpec::Cnn(c) => {
+                if c.width == 0 || c.depth == 0 || c.stem_stride == 0 {
+                    return Err(Error::Config(
+                        "cnn width, depth and stem stride must be positive".into(),
+                    ));
+                }
+                if !(0.0..1.0).contains(&c.dropout) {
+                    return Err(Error::Config("dropout must be in [0, 1)".into()));
+                }
+                if let Some(side) = side {
+                    let mut s = side.div_ceil(c.stem_stride);
+                    for _ in 0..c.depth {
+                        s /= 2;
+                    }
+                    if s == 0 {
+                        return Err(Error::Config(format!(
+                            "cnn of depth {} (stem stride {}) needs patches larger than {side}×{side}",
+                            c.depth, c.stem_stride
+                        )));
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// A freshly initialised model on `device` (seed the device first for
+    /// reproducible weights).
+    pub fn init(&self, device: &Device) -> Model {
+        match self {
+            ModelSpec::Mlp(c) => Model::Mlp(c.init(device)),
+            ModelSpec::Cnn(c) => Model::Cnn(c.init(device)),
+        }
+    }
+}
+
+/// Any registered model.
+#[derive(Module, Debug)]
+#[allow(clippy::large_enum_variant)]
+pub enum Model {
+    Mlp(Mlp),
+    Cnn(Cnn),
+}
+
+impl Model {
+    /// `[n, 3, h, w]` normalised images → `[n, classes]` logits.
+    pub fn forward(&self, images: Tensor<4>) -> Tensor<2> {
+        match self {
+            Model::Mlp(m) => m.forward(images),
+            Model::Cnn(m) => m.forward(images),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn device() -> Device {
+        Device::default()
+    }
+
+    #[test]
+    fn forward_shapes() {
+        let d = device();
+        let x = Tensor::<4>::zeros([3, 3, 32, 32], &d);
+        let mlp = ModelSpec::Mlp(MlpConfig::new().with_input_size(32)).init(&d);
+        assert_eq!(mlp.forward(x.clone()).dims(), [3, 2]);
+        let cnn = ModelSpec::Cnn(CnnConfig::new().with_width(4).with_depth(3)).init(&d);
+        assert_eq!(cnn.forward(x).dims(), [3, 2]);
+        // Global pooling: any size.
+        let x = Tensor::<4>::zeros([2, 3, 48, 40], &d);
+        assert_eq!(cnn.forward(x).dims(), [2, 2]);
+        let cnn3 = ModelSpec::Cnn(
+            CnnConfig::new()
+                .with_width(4)
+                .with_depth(2)
+                .with_num_classes(3),
+        )
+        .init(&d);
+        assert_eq!(cnn3.forward(Tensor::zeros([1, 3, 16, 16], &d)).dims(), [1, 3]);
+    }
+
+    #[test]
+    fn widths_double_up_to_the_cap() {
+        let c = CnnConfig::new().with_width(32).with_depth(5).with_max_width(128);
+        assert_eq!(c.widths(), vec![32, 64, 128, 128, 128]);
+    }
+
+    #[test]
+    fn validation_catches_too_small_inputs() {
+        let spec = ModelSpec::Cnn(CnnConfig::new().with_depth(4).with_stem_stride(2));
+        assert!(spec.validate(Some(32)).is_ok());
+        assert!(spec.validate(Some(16)).is_err());
+        assert!(ModelSpec::default_for(ModelKind::Mlp, 1).validate(None).is_err());
+    }
+
+    #[test]
+    fn spec_round_trips_through_json() {
+        let spec = ModelSpec::Cnn(CnnConfig::new().with_width(8));
+        let text = serde_json::to_string(&spec).unwrap();
+        assert!(text.contains("\"kind\":\"cnn\""), "{text}");
+        let back: ModelSpec = serde_json::from_str(&text).unwrap();
+        assert_eq!(back.kind(), ModelKind::Cnn);
+        assert_eq!(back.input_size(), None);
+    }
+}

@@ -1,0 +1,115 @@
+//! End to end: train the cnn for a few epochs on the toy set through the
+//! binary, then evaluate it; plus the failure modes a user meets.
+#![cfg(feature = "train")]
+
+mod common;
+
+use std::path::Path;
+
+use common::{fails_with, ok, s};
+use histoshard::train::toy::{ToySpec, write_toy_dataset};
+
+fn metrics(run: &Path) -> Vec<csv::StringRecord> {
+    let mut r = csv::Reader::from_path(run.join("metrics.csv")).unwrap();
+    r.records().map(|x| x.unwrap()).collect()
+}
+
+fn col(rows: &[csv::StringRecord], header: &[&str], name: &str) -> Vec<f64> {
+    let i = header.iter().position(|h| *h == name).unwrap();
+    rows.iter().map(|r| r[i].parse().unwrap()).collect()
+}
+
+#[test]
+fn cnn_learns_the_toy_set_and_evaluates() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    write_toy_dataset(&data, &ToySpec::default()).unwrap();
+    let run = dir.path().join("run");
+    ok(&[
+        "--threads", "2", "train", "--data", s(&data), "--output", s(&run), "--model", "cnn",
+        "--width", "8", "--depth", "3", "--epochs", "4", "--batch-size", "16", "--lr", "0.01",
+        "--seed", "7",
+    ]);
+    let header: Vec<String> = csv::Reader::from_path(run.join("metrics.csv"))
+        .unwrap()
+        .headers()
+        .unwrap()
+        .iter()
+        .map(String::from)
+        .collect();
+    let header: Vec<&str> = header.iter().map(String::as_str).collect();
+    for h in ["epoch", "lr", "train_loss", "val_loss", "val_accuracy", "val_auc", "seconds"] {
+        assert!(header.contains(&h), "{h} missing from {header:?}");
+    }
+    let rows = metrics(&run);
+    assert_eq!(rows.len(), 4);
+    let loss = col(&rows, &header, "train_loss");
+    assert!(loss[3] < loss[0], "train loss should fall: {loss:?}");
+    for f in ["run.json", "state.json", "best.bpk", "last.bpk", "last-optim.bpk"] {
+        assert!(run.join(f).is_file(), "{f} missing");
+    }
+    let leftovers: Vec<_> = std::fs::read_dir(&run)
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .filter(|e| e.file_name().to_string_lossy().starts_with('.'))
+        .collect();
+    assert!(leftovers.is_empty(), "temporary files left: {leftovers:?}");
+
+    let table = ok(&["evaluate", "--run", s(&run), "--data", s(&data), "--bootstrap", "200"]);
+    assert!(table.contains("testA") && table.contains("testB"), "{table}");
+    let eval: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(run.join("eval.json")).unwrap()).unwrap();
+    let all = &eval["groups"][0];
+    assert_eq!(all["group"], "all");
+    assert_eq!(all["patches"], 2 * 2 * 2 * 4);
+    assert_eq!(all["images"], 2 * 2 * 2);
+    let acc = all["patch"]["accuracy"]["value"].as_f64().unwrap();
+    assert!(acc > 0.75, "held-out patch accuracy {acc} should beat chance");
+    assert_eq!(all["patch"]["accuracy"]["n"], 32);
+    assert!(all["image_mean"]["accuracy"]["value"].as_f64().unwrap() > 0.5);
+
+    // A run folder is never overwritten.
+    fails_with(
+        &["train", "--data", s(&data), "--output", s(&run), "--model", "cnn"],
+        &["already holds a run"],
+    );
+}
+
+#[test]
+fn mlp_trains_and_divergence_stops_clearly() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    write_toy_dataset(
+        &data,
+        &ToySpec {
+            train_images: 4,
+            val_images: 1,
+            test_images: 1,
+            ..ToySpec::default()
+        },
+    )
+    .unwrap();
+    let run = dir.path().join("mlp");
+    ok(&[
+        "train", "--data", s(&data), "--output", s(&run), "--model", "mlp", "--input-size",
+        "16", "--hidden", "32", "--epochs", "2", "--batch-size", "8", "--optimizer", "sgd",
+        "--lr", "0.01", "--schedule", "step", "--step-size", "1", "--balance", "oversample",
+    ]);
+    assert_eq!(metrics(&run).len(), 2);
+
+    let bad = dir.path().join("nan");
+    fails_with(
+        &[
+            "train", "--data", s(&data), "--output", s(&bad), "--model", "mlp", "--epochs", "3",
+            "--optimizer", "sgd", "--lr", "1e30", "--schedule", "none",
+        ],
+        &["loss became"],
+    );
+    fails_with(
+        &[
+            "train", "--data", s(&data), "--output", s(&dir.path().join("gpu")), "--model",
+            "cnn", "--device", "cuda",
+        ],
+        &["cuda"],
+    );
+}
