@@ -14,7 +14,7 @@ use super::{
     data::{Dataset, LoaderConfig, Selection},
     error::TrainResult,
     learner::{self, Predictions, RunInfo},
-    metrics::{self, Report, ReportOptions},
+    metrics::{self, Report, ReportOptions, argmax},
 };
 use crate::{error::Error, progress::Progress};
 
@@ -214,13 +214,6 @@ fn group_report(
     }
 }
 
-fn argmax(p: &[f64]) -> usize {
-    p.iter()
-        .enumerate()
-        .max_by(|a, b| a.1.total_cmp(b.1))
-        .map(|(i, _)| i)
-        .unwrap_or(0)
-}
 
 /// The printed table: one block per group, one column per level.
 pub fn table(report: &EvalReport) -> String {

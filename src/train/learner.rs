@@ -33,7 +33,7 @@ use serde::{Deserialize, Serialize};
 use super::{
     data::{Batch, Dataset, LoaderConfig, Selection},
     error::{TrainError, TrainResult},
-    metrics,
+    metrics::{self, argmax},
     models::{Model, ModelSpec},
 };
 use crate::{
@@ -397,13 +397,6 @@ fn softmax_rows(logits: &[f32], k: usize) -> Vec<Vec<f64>> {
         .collect()
 }
 
-fn argmax(p: &[f64]) -> usize {
-    p.iter()
-        .enumerate()
-        .max_by(|a, b| a.1.total_cmp(b.1))
-        .map(|(i, _)| i)
-        .unwrap_or(0)
-}
 
 /// Class probabilities of every record of a selection, in data order.
 #[derive(Clone, Debug, Default)]

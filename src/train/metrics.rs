@@ -17,6 +17,18 @@ use serde::{Deserialize, Serialize};
 /// z for a two-sided 95% interval.
 const Z95: f64 = 1.959_963_984_540_054;
 
+/// Index of the largest value; ties go to the lowest index (class 0), so a
+/// model that outputs equal probabilities predicts the same class everywhere.
+pub fn argmax(p: &[f64]) -> usize {
+    let mut best = 0;
+    for (i, v) in p.iter().enumerate() {
+        if *v > p[best] {
+            best = i;
+        }
+    }
+    best
+}
+
 /// A value, its 95% interval and the number of observations behind it.
 #[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Estimate {
