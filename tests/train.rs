@@ -120,3 +120,73 @@ fn mlp_trains_and_divergence_stops_clearly() {
         &["cuda"],
     );
 }
+
+/// `prepare` output (folder per class) is what the trainer reads in practice.
+#[test]
+fn trains_on_prepare_output() {
+    use rand::SeedableRng;
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("in");
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(3);
+    for (label, class) in ["benign", "malignant"].iter().enumerate() {
+        std::fs::create_dir_all(input.join(class)).unwrap();
+        for i in 0..12 {
+            let img = histoshard::train::toy::toy_patch(label as i64, 64, &mut rng);
+            img.save(input.join(class).join(format!("{class}_{i}.png")))
+                .unwrap();
+        }
+    }
+    let data = dir.path().join("prepared");
+    ok(&[
+        "prepare", "-i", s(&input), "-o", s(&data), "--patch-size", "32", "--min-tissue", "0",
+    ]);
+    let run = dir.path().join("run");
+    ok(&[
+        "train", "--data", s(&data), "--output", s(&run), "--model", "cnn", "--width", "4",
+        "--depth", "2", "--epochs", "1", "--batch-size", "8",
+    ]);
+    assert_eq!(metrics(&run).len(), 1);
+    ok(&["evaluate", "--run", s(&run), "--data", s(&data), "--bootstrap", "50"]);
+    assert!(run.join("eval.json").is_file());
+}
+
+/// Throughput of the cnn on flex (not run by default):
+/// `cargo test --release --test train -- --ignored --nocapture`.
+#[test]
+#[ignore]
+fn cnn_throughput() {
+    for (size, depth, stem, batch, images) in [
+        (32u32, 3, 1, 32, 16usize),
+        (224, 4, 1, 32, 4),
+        (224, 4, 2, 32, 4),
+    ] {
+        let dir = tempfile::tempdir().unwrap();
+        let data = dir.path().join("data");
+        write_toy_dataset(
+            &data,
+            &ToySpec {
+                size,
+                train_images: images,
+                val_images: 1,
+                test_images: 1,
+                patches_per_image: 4,
+                ..ToySpec::default()
+            },
+        )
+        .unwrap();
+        let run = dir.path().join("run");
+        ok(&[
+            "train", "--data", s(&data), "--output", s(&run), "--model", "cnn", "--depth",
+            &depth.to_string(), "--stem-stride", &stem.to_string(), "--epochs", "1",
+            "--batch-size", &batch.to_string(),
+        ]);
+        let rows = metrics(&run);
+        let header = ["epoch", "lr", "train_loss", "train_accuracy", "val_loss", "val_accuracy",
+            "val_balanced_accuracy", "val_auc", "train_images", "seconds", "images_per_second"];
+        let ips = col(&rows, &header, "images_per_second")[0];
+        let n = col(&rows, &header, "train_images")[0];
+        println!(
+            "cnn width 32 depth {depth} stem {stem}, {size}², batch {batch}: {n} train images, {ips:.1} img/s"
+        );
+    }
+}
