@@ -26,9 +26,27 @@ fn cnn_learns_the_toy_set_and_evaluates() {
     write_toy_dataset(&data, &ToySpec::default()).unwrap();
     let run = dir.path().join("run");
     ok(&[
-        "--threads", "2", "train", "--data", s(&data), "--output", s(&run), "--model", "cnn",
-        "--width", "8", "--depth", "3", "--epochs", "4", "--batch-size", "16", "--lr", "0.01",
-        "--seed", "7",
+        "--threads",
+        "2",
+        "train",
+        "--data",
+        s(&data),
+        "--output",
+        s(&run),
+        "--model",
+        "cnn",
+        "--width",
+        "8",
+        "--depth",
+        "3",
+        "--epochs",
+        "4",
+        "--batch-size",
+        "16",
+        "--lr",
+        "0.01",
+        "--seed",
+        "7",
     ]);
     let header: Vec<String> = csv::Reader::from_path(run.join("metrics.csv"))
         .unwrap()
@@ -38,14 +56,28 @@ fn cnn_learns_the_toy_set_and_evaluates() {
         .map(String::from)
         .collect();
     let header: Vec<&str> = header.iter().map(String::as_str).collect();
-    for h in ["epoch", "lr", "train_loss", "val_loss", "val_accuracy", "val_auc", "seconds"] {
+    for h in [
+        "epoch",
+        "lr",
+        "train_loss",
+        "val_loss",
+        "val_accuracy",
+        "val_auc",
+        "seconds",
+    ] {
         assert!(header.contains(&h), "{h} missing from {header:?}");
     }
     let rows = metrics(&run);
     assert_eq!(rows.len(), 4);
     let loss = col(&rows, &header, "train_loss");
     assert!(loss[3] < loss[0], "train loss should fall: {loss:?}");
-    for f in ["run.json", "state.json", "best.bpk", "last.bpk", "last-optim.bpk"] {
+    for f in [
+        "run.json",
+        "state.json",
+        "best.bpk",
+        "last.bpk",
+        "last-optim.bpk",
+    ] {
         assert!(run.join(f).is_file(), "{f} missing");
     }
     let leftovers: Vec<_> = std::fs::read_dir(&run)
@@ -56,7 +88,15 @@ fn cnn_learns_the_toy_set_and_evaluates() {
     assert!(leftovers.is_empty(), "temporary files left: {leftovers:?}");
 
     // `ok` runs with --quiet, which leaves out the table; eval.json holds it all.
-    ok(&["evaluate", "--run", s(&run), "--data", s(&data), "--bootstrap", "200"]);
+    ok(&[
+        "evaluate",
+        "--run",
+        s(&run),
+        "--data",
+        s(&data),
+        "--bootstrap",
+        "200",
+    ]);
     let eval: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(run.join("eval.json")).unwrap()).unwrap();
     let all = &eval["groups"][0];
@@ -64,7 +104,10 @@ fn cnn_learns_the_toy_set_and_evaluates() {
     assert_eq!(all["patches"], 2 * 2 * 2 * 4);
     assert_eq!(all["images"], 2 * 2 * 2);
     let acc = all["patch"]["accuracy"]["value"].as_f64().unwrap();
-    assert!(acc > 0.75, "held-out patch accuracy {acc} should beat chance");
+    assert!(
+        acc > 0.75,
+        "held-out patch accuracy {acc} should beat chance"
+    );
     assert_eq!(all["patch"]["accuracy"]["n"], 32);
     assert!(all["image_mean"]["accuracy"]["value"].as_f64().unwrap() > 0.5);
     let groups: Vec<&str> = eval["groups"]
@@ -77,7 +120,15 @@ fn cnn_learns_the_toy_set_and_evaluates() {
 
     // A run folder is never overwritten.
     fails_with(
-        &["train", "--data", s(&data), "--output", s(&run), "--model", "cnn"],
+        &[
+            "train",
+            "--data",
+            s(&data),
+            "--output",
+            s(&run),
+            "--model",
+            "cnn",
+        ],
         &["already holds a run"],
     );
 }
@@ -98,24 +149,66 @@ fn mlp_trains_and_divergence_stops_clearly() {
     .unwrap();
     let run = dir.path().join("mlp");
     ok(&[
-        "train", "--data", s(&data), "--output", s(&run), "--model", "mlp", "--input-size",
-        "16", "--hidden", "32", "--epochs", "2", "--batch-size", "8", "--optimizer", "sgd",
-        "--lr", "0.01", "--schedule", "step", "--step-size", "1", "--balance", "oversample",
+        "train",
+        "--data",
+        s(&data),
+        "--output",
+        s(&run),
+        "--model",
+        "mlp",
+        "--input-size",
+        "16",
+        "--hidden",
+        "32",
+        "--epochs",
+        "2",
+        "--batch-size",
+        "8",
+        "--optimizer",
+        "sgd",
+        "--lr",
+        "0.01",
+        "--schedule",
+        "step",
+        "--step-size",
+        "1",
+        "--balance",
+        "oversample",
     ]);
     assert_eq!(metrics(&run).len(), 2);
 
     let bad = dir.path().join("nan");
     fails_with(
         &[
-            "train", "--data", s(&data), "--output", s(&bad), "--model", "mlp", "--epochs", "3",
-            "--optimizer", "sgd", "--lr", "1e30", "--schedule", "none",
+            "train",
+            "--data",
+            s(&data),
+            "--output",
+            s(&bad),
+            "--model",
+            "mlp",
+            "--epochs",
+            "3",
+            "--optimizer",
+            "sgd",
+            "--lr",
+            "1e30",
+            "--schedule",
+            "none",
         ],
         &["loss became"],
     );
     fails_with(
         &[
-            "train", "--data", s(&data), "--output", s(&dir.path().join("gpu")), "--model",
-            "cnn", "--device", "cuda",
+            "train",
+            "--data",
+            s(&data),
+            "--output",
+            s(&dir.path().join("gpu")),
+            "--model",
+            "cnn",
+            "--device",
+            "cuda",
         ],
         &["cuda"],
     );
@@ -138,15 +231,44 @@ fn trains_on_prepare_output() {
     }
     let data = dir.path().join("prepared");
     ok(&[
-        "prepare", "-i", s(&input), "-o", s(&data), "--patch-size", "32", "--min-tissue", "0",
+        "prepare",
+        "-i",
+        s(&input),
+        "-o",
+        s(&data),
+        "--patch-size",
+        "32",
+        "--min-tissue",
+        "0",
     ]);
     let run = dir.path().join("run");
     ok(&[
-        "train", "--data", s(&data), "--output", s(&run), "--model", "cnn", "--width", "4",
-        "--depth", "2", "--epochs", "1", "--batch-size", "8",
+        "train",
+        "--data",
+        s(&data),
+        "--output",
+        s(&run),
+        "--model",
+        "cnn",
+        "--width",
+        "4",
+        "--depth",
+        "2",
+        "--epochs",
+        "1",
+        "--batch-size",
+        "8",
     ]);
     assert_eq!(metrics(&run).len(), 1);
-    ok(&["evaluate", "--run", s(&run), "--data", s(&data), "--bootstrap", "50"]);
+    ok(&[
+        "evaluate",
+        "--run",
+        s(&run),
+        "--data",
+        s(&data),
+        "--bootstrap",
+        "50",
+    ]);
     assert!(run.join("eval.json").is_file());
 }
 
@@ -176,13 +298,36 @@ fn cnn_throughput() {
         .unwrap();
         let run = dir.path().join("run");
         ok(&[
-            "train", "--data", s(&data), "--output", s(&run), "--model", "cnn", "--depth",
-            &depth.to_string(), "--stem-stride", &stem.to_string(), "--epochs", "1",
-            "--batch-size", &batch.to_string(),
+            "train",
+            "--data",
+            s(&data),
+            "--output",
+            s(&run),
+            "--model",
+            "cnn",
+            "--depth",
+            &depth.to_string(),
+            "--stem-stride",
+            &stem.to_string(),
+            "--epochs",
+            "1",
+            "--batch-size",
+            &batch.to_string(),
         ]);
         let rows = metrics(&run);
-        let header = ["epoch", "lr", "train_loss", "train_accuracy", "val_loss", "val_accuracy",
-            "val_balanced_accuracy", "val_auc", "train_images", "seconds", "images_per_second"];
+        let header = [
+            "epoch",
+            "lr",
+            "train_loss",
+            "train_accuracy",
+            "val_loss",
+            "val_accuracy",
+            "val_balanced_accuracy",
+            "val_auc",
+            "train_images",
+            "seconds",
+            "images_per_second",
+        ];
         let ips = col(&rows, &header, "images_per_second")[0];
         let n = col(&rows, &header, "train_images")[0];
         println!(

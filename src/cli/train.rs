@@ -106,8 +106,10 @@ pub fn run(a: Args, g: &Global) -> anyhow::Result<ExitCode> {
         Some(path) => super::config::load(path)?,
         None => Args::default(),
     };
-    let (Some(data), Some(output)) = (a.data.clone().or(file.data.clone()), a.output.clone().or(file.output.clone()))
-    else {
+    let (Some(data), Some(output)) = (
+        a.data.clone().or(file.data.clone()),
+        a.output.clone().or(file.output.clone()),
+    ) else {
         bail!("train needs --data and --output (as flags or in the config file)");
     };
     let Some(kind) = a.model.or(file.model) else {

@@ -166,7 +166,12 @@ impl LoaderConfig {
         if self.input_size == Some(0) {
             return Err(Error::Config("input size must be at least 1".into()));
         }
-        if self.normalization.std.iter().any(|s| !s.is_finite() || *s <= 0.0) {
+        if self
+            .normalization
+            .std
+            .iter()
+            .any(|s| !s.is_finite() || *s <= 0.0)
+        {
             return Err(Error::Config(
                 "normalisation std must be positive and finite".into(),
             ));
@@ -348,7 +353,13 @@ fn repeat_factors(counts: &[u64], oversample: bool) -> Vec<f64> {
     let max = counts.iter().copied().max().unwrap_or(0) as f64;
     counts
         .iter()
-        .map(|&c| if oversample && c > 0 { max / c as f64 } else { 1.0 })
+        .map(|&c| {
+            if oversample && c > 0 {
+                max / c as f64
+            } else {
+                1.0
+            }
+        })
         .collect()
 }
 
@@ -766,7 +777,10 @@ mod tests {
         }
         let ds = Dataset::from_rows(dir.path(), &Selection::split("val"), few).unwrap();
         let w = ds.class_weights();
-        assert!((w[0] - 4.0 / 6.0).abs() < 1e-6 && (w[1] - 2.0).abs() < 1e-6, "{w:?}");
+        assert!(
+            (w[0] - 4.0 / 6.0).abs() < 1e-6 && (w[1] - 2.0).abs() < 1e-6,
+            "{w:?}"
+        );
         assert_eq!(ds.epoch_len(true), 6);
     }
 
@@ -797,8 +811,16 @@ mod tests {
         assert_eq!(collect(&ds, &small, 0)[0].shape(), [4, 3, 8, 8]);
         // Normalisation: (p/255 − mean)/std.
         let img = RgbImage::from_pixel(1, 1, image::Rgb([255, 0, 51]));
-        let v = to_chw(&img, &Normalization { mean: [0.5; 3], std: [0.5; 3] });
-        assert!((v[0] - 1.0).abs() < 1e-6 && (v[1] + 1.0).abs() < 1e-6 && (v[2] + 0.6).abs() < 1e-6);
+        let v = to_chw(
+            &img,
+            &Normalization {
+                mean: [0.5; 3],
+                std: [0.5; 3],
+            },
+        );
+        assert!(
+            (v[0] - 1.0).abs() < 1e-6 && (v[1] + 1.0).abs() < 1e-6 && (v[2] + 0.6).abs() < 1e-6
+        );
     }
 
     #[test]
@@ -816,7 +838,11 @@ mod tests {
             ids(&ds, &collect(&ds, &c, epoch))
         };
         let a = shuffled(3, 1, 1);
-        assert_eq!(a, shuffled(3, 3, 1), "worker count must not change the order");
+        assert_eq!(
+            a,
+            shuffled(3, 3, 1),
+            "worker count must not change the order"
+        );
         assert_ne!(a, shuffled(4, 1, 1), "seed changes the order");
         assert_ne!(a, shuffled(3, 1, 2), "epoch changes the order");
         let mut sorted = a.clone();
@@ -833,7 +859,14 @@ mod tests {
             ..cfg(64)
         };
         let x = collect(&ds, &aug, 1);
-        let y = collect(&ds, &LoaderConfig { workers: 1, ..aug.clone() }, 1);
+        let y = collect(
+            &ds,
+            &LoaderConfig {
+                workers: 1,
+                ..aug.clone()
+            },
+            1,
+        );
         assert_eq!(x, y);
         assert_ne!(x[0].images, collect(&ds, &cfg(64), 1)[0].images);
     }
@@ -857,7 +890,10 @@ mod tests {
             shuffle_buffer: 64,
             ..cfg(10)
         };
-        let labels: Vec<i64> = collect(&ds, &c, 0).into_iter().flat_map(|b| b.labels).collect();
+        let labels: Vec<i64> = collect(&ds, &c, 0)
+            .into_iter()
+            .flat_map(|b| b.labels)
+            .collect();
         let ones = labels.iter().filter(|&&l| l == 1).count();
         assert_eq!(ones, 32, "factor 4 exactly");
         assert_eq!(labels.len(), 64);
@@ -903,14 +939,25 @@ mod tests {
             .collect::<Result<Vec<_>>>()
             .unwrap_err()
             .to_string();
-        assert!(err.contains("record 1") && err.contains("manifest"), "{err}");
+        assert!(
+            err.contains("record 1") && err.contains("manifest"),
+            "{err}"
+        );
     }
 
     #[test]
     fn dropping_a_stream_early_stops_the_pipeline() {
         let (dir, _) = toy();
         let ds = Dataset::open(dir.path(), &Selection::split("train")).unwrap();
-        let mut s = ds.stream(&LoaderConfig { prefetch: 1, ..cfg(2) }, 0).unwrap();
+        let mut s = ds
+            .stream(
+                &LoaderConfig {
+                    prefetch: 1,
+                    ..cfg(2)
+                },
+                0,
+            )
+            .unwrap();
         assert!(s.next().is_some());
         drop(s); // must not hang
     }

@@ -142,8 +142,8 @@ pub fn evaluate(
         (Some(s), split) => format!("eval-{split}-{s}.json"),
     };
     let path = run.join(name);
-    let text = serde_json::to_string_pretty(&report)
-        .map_err(|e| Error::output(&path, e.to_string()))?;
+    let text =
+        serde_json::to_string_pretty(&report).map_err(|e| Error::output(&path, e.to_string()))?;
     crate::atomic::write(&path, text.as_bytes())?;
     Ok(report)
 }
@@ -201,7 +201,8 @@ fn group_report(
         il.push(label);
         mean_score.push(mean.get(ropts.positive).copied().unwrap_or(0.0));
         mean_pred.push(m);
-        vote_score.push(votes.get(ropts.positive).copied().unwrap_or(0) as f64 / total.max(1) as f64);
+        vote_score
+            .push(votes.get(ropts.positive).copied().unwrap_or(0) as f64 / total.max(1) as f64);
         vote_pred.push(v);
     }
     GroupReport {
@@ -214,6 +215,8 @@ fn group_report(
     }
 }
 
+/// Picks one metric out of a report, for the table's rows.
+type Getter = fn(&Report) -> metrics::Estimate;
 
 /// The printed table: one block per group, one column per level.
 pub fn table(report: &EvalReport) -> String {
@@ -227,7 +230,7 @@ pub fn table(report: &EvalReport) -> String {
             "  {:<18} {:<32} {:<32} {:<32}\n",
             "metric", "patch", "image (mean prob)", "image (majority)"
         ));
-        let rows: [(&str, fn(&Report) -> metrics::Estimate); 7] = [
+        let rows: [(&str, Getter); 7] = [
             ("accuracy", |r| r.accuracy),
             ("balanced accuracy", |r| r.balanced_accuracy),
             ("precision", |r| r.precision),

@@ -247,7 +247,8 @@ impl TrainConfig {
     }
 
     fn optimizer(&self) -> ModuleOptimizer {
-        let decay = (self.weight_decay > 0.0).then(|| WeightDecayConfig::new(self.weight_decay as f32));
+        let decay =
+            (self.weight_decay > 0.0).then(|| WeightDecayConfig::new(self.weight_decay as f32));
         match self.optimizer {
             OptimizerKind::Adam => AdamConfig::new().with_weight_decay(decay).init(),
             OptimizerKind::Adamw => AdamWConfig::new()
@@ -336,7 +337,8 @@ pub fn save_model(model: &Model, path: &Path) -> TrainResult<()> {
 
 /// Loads parameters saved by [`save_model`] into `model` (built from the same spec).
 pub fn load_model(model: Model, path: &Path) -> TrainResult<Model> {
-    let record = burn::store::ModuleRecord::load(path).map_err(|e| checkpoint_err(path, format!("{e:?}")))?;
+    let record = burn::store::ModuleRecord::load(path)
+        .map_err(|e| checkpoint_err(path, format!("{e:?}")))?;
     model
         .try_load_record(record)
         .map_err(|e| checkpoint_err(path, format!("{e:?}")))
@@ -351,8 +353,8 @@ fn save_optimizer(optim: &ModuleOptimizer, path: &Path) -> TrainResult<()> {
 }
 
 fn write_json<T: Serialize>(path: &Path, value: &T) -> TrainResult<()> {
-    let text = serde_json::to_string_pretty(value)
-        .map_err(|e| Error::output(path, e.to_string()))?;
+    let text =
+        serde_json::to_string_pretty(value).map_err(|e| Error::output(path, e.to_string()))?;
     crate::atomic::write(path, text.as_bytes())?;
     Ok(())
 }
@@ -360,7 +362,8 @@ fn write_json<T: Serialize>(path: &Path, value: &T) -> TrainResult<()> {
 fn write_metrics(path: &Path, rows: &[EpochMetrics]) -> TrainResult<()> {
     let mut w = csv::Writer::from_writer(Vec::new());
     for r in rows {
-        w.serialize(r).map_err(|e| Error::output(path, e.to_string()))?;
+        w.serialize(r)
+            .map_err(|e| Error::output(path, e.to_string()))?;
     }
     let bytes = w
         .into_inner()
@@ -371,17 +374,11 @@ fn write_metrics(path: &Path, rows: &[EpochMetrics]) -> TrainResult<()> {
 
 /// Images of a batch as a tensor on `device`.
 pub fn images_tensor(batch: &Batch, device: &Device) -> Tensor<4> {
-    Tensor::from_data(
-        TensorData::new(batch.images.clone(), batch.shape()),
-        device,
-    )
+    Tensor::from_data(TensorData::new(batch.images.clone(), batch.shape()), device)
 }
 
 fn labels_tensor(batch: &Batch, device: &Device) -> Tensor<1, Int> {
-    Tensor::from_data(
-        TensorData::new(batch.labels.clone(), [batch.len()]),
-        device,
-    )
+    Tensor::from_data(TensorData::new(batch.labels.clone(), [batch.len()]), device)
 }
 
 /// Row-wise softmax of `[n, k]` logits held flat.
@@ -396,7 +393,6 @@ fn softmax_rows(logits: &[f32], k: usize) -> Vec<Vec<f64>> {
         })
         .collect()
 }
-
 
 /// Class probabilities of every record of a selection, in data order.
 #[derive(Clone, Debug, Default)]

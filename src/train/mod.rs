@@ -8,9 +8,9 @@
 //! - [`evaluate`]: patch- and image-level evaluation of a run.
 
 pub mod data;
+pub mod error;
+pub mod evaluate;
+pub mod learner;
 pub mod metrics;
 pub mod models;
-pub mod error;
-pub mod learner;
-pub mod evaluate;
 pub mod toy;

@@ -198,8 +198,8 @@ pub fn write_toy_dataset(dir: &Path, spec: &ToySpec) -> Result<Vec<ManifestRow>>
             w.finish()?;
         }
     }
-    let mut df = ManifestRow::to_dataframe(&rows)
-        .map_err(|e| crate::Error::output(dir, e.to_string()))?;
+    let mut df =
+        ManifestRow::to_dataframe(&rows).map_err(|e| crate::Error::output(dir, e.to_string()))?;
     write_table(&mut df, &dir.join(MANIFEST_PARQUET))?;
     Ok(rows)
 }

@@ -92,7 +92,9 @@ impl ModelSpec {
     /// the network's downsampling.
     pub fn validate(&self, side: Option<usize>) -> Result<()> {
         if self.num_classes() < 2 {
-            return Err(Error::Config("a classifier needs at least 2 classes".into()));
+            return Err(Error::Config(
+                "a classifier needs at least 2 classes".into(),
+            ));
         }
         match self {
             ModelSpec::Mlp(c) => {
@@ -185,12 +187,18 @@ mod tests {
                 .with_num_classes(3),
         )
         .init(&d);
-        assert_eq!(cnn3.forward(Tensor::zeros([1, 3, 16, 16], &d)).dims(), [1, 3]);
+        assert_eq!(
+            cnn3.forward(Tensor::zeros([1, 3, 16, 16], &d)).dims(),
+            [1, 3]
+        );
     }
 
     #[test]
     fn widths_double_up_to_the_cap() {
-        let c = CnnConfig::new().with_width(32).with_depth(5).with_max_width(128);
+        let c = CnnConfig::new()
+            .with_width(32)
+            .with_depth(5)
+            .with_max_width(128);
         assert_eq!(c.widths(), vec![32, 64, 128, 128, 128]);
     }
 
@@ -199,7 +207,11 @@ mod tests {
         let spec = ModelSpec::Cnn(CnnConfig::new().with_depth(4).with_stem_stride(2));
         assert!(spec.validate(Some(32)).is_ok());
         assert!(spec.validate(Some(16)).is_err());
-        assert!(ModelSpec::default_for(ModelKind::Mlp, 1).validate(None).is_err());
+        assert!(
+            ModelSpec::default_for(ModelKind::Mlp, 1)
+                .validate(None)
+                .is_err()
+        );
     }
 
     #[test]
