@@ -335,3 +335,102 @@ fn cnn_throughput() {
         );
     }
 }
+
+/// Stopping after an epoch and resuming gives the same weights and metrics as
+/// an uninterrupted run.
+#[test]
+fn resume_continues_exactly() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    write_toy_dataset(
+        &data,
+        &ToySpec {
+            train_images: 4,
+            val_images: 1,
+            test_images: 1,
+            ..ToySpec::default()
+        },
+    )
+    .unwrap();
+    let args = |out: &Path| -> Vec<String> {
+        [
+            "--threads",
+            "2",
+            "train",
+            "--data",
+            s(&data),
+            "--output",
+            s(out),
+            "--model",
+            "cnn",
+            "--width",
+            "4",
+            "--depth",
+            "2",
+            "--epochs",
+            "3",
+            "--batch-size",
+            "8",
+        ]
+        .iter()
+        .map(|x| x.to_string())
+        .collect()
+    };
+    let straight = dir.path().join("straight");
+    let a = args(&straight);
+    ok(&a.iter().map(String::as_str).collect::<Vec<_>>());
+
+    let split = dir.path().join("split");
+    let mut b = args(&split);
+    b.extend(["--stop-after".to_string(), "1".to_string()]);
+    ok(&b.iter().map(String::as_str).collect::<Vec<_>>());
+    assert_eq!(metrics(&split).len(), 1);
+    ok(&[
+        "--threads",
+        "2",
+        "train",
+        "--resume",
+        s(&split),
+        "--stop-after",
+        "1",
+    ]);
+    assert_eq!(metrics(&split).len(), 2);
+    ok(&["--threads", "2", "train", "--resume", s(&split)]);
+
+    let (ma, mb) = (metrics(&straight), metrics(&split));
+    assert_eq!(ma.len(), 3);
+    // Every column but the timings (the last two).
+    for (ra, rb) in ma.iter().zip(&mb) {
+        let (va, vb): (Vec<&str>, Vec<&str>) = (ra.iter().collect(), rb.iter().collect());
+        assert_eq!(va[..va.len() - 2], vb[..vb.len() - 2]);
+    }
+    assert_eq!(
+        std::fs::read_to_string(straight.join("state.json")).unwrap(),
+        std::fs::read_to_string(split.join("state.json")).unwrap()
+    );
+    // Same weights: the same predictions on test. (The .bpk bytes differ in
+    // parameter ids, which a fresh model draws at random.)
+    let eval = |run: &Path| -> serde_json::Value {
+        ok(&[
+            "evaluate",
+            "--run",
+            s(run),
+            "--data",
+            s(&data),
+            "--bootstrap",
+            "10",
+        ]);
+        let mut v: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(run.join("eval.json")).unwrap()).unwrap();
+        v["run"] = serde_json::Value::Null;
+        v["checkpoint"] = serde_json::Value::Null;
+        v
+    };
+    assert!(
+        eval(&straight) == eval(&split),
+        "predictions differ after resuming"
+    );
+    // A finished run has nothing left to do.
+    ok(&["train", "--resume", s(&split)]);
+    assert_eq!(metrics(&split).len(), 3);
+}

@@ -5,7 +5,10 @@ use histoshard::{
     patch::augment::AugmentConfig,
     train::{
         data::{FoldFilter, Selection},
-        learner::{self, Balance, DeviceChoice, OptimizerKind, Schedule, TrainConfig},
+        learner::{
+            self, Balance, DeviceChoice, OptimizerKind, RunOptions, Schedule, TrainConfig,
+            TrainOutcome,
+        },
         models::{ModelKind, ModelSpec},
     },
 };
@@ -22,6 +25,15 @@ pub struct Args {
     #[arg(long)]
     #[serde(skip)]
     config: Option<PathBuf>,
+    /// Continue this run folder after its last finished epoch (its run.json
+    /// gives every other option; --data may point at a moved data folder).
+    #[arg(long, conflicts_with_all = ["config", "output", "model"])]
+    #[serde(skip)]
+    resume: Option<PathBuf>,
+    /// Stop cleanly after this many epochs in this invocation (continue with --resume).
+    #[arg(long)]
+    #[serde(skip)]
+    stop_after: Option<usize>,
     /// A folder written by `histoshard prepare`.
     #[arg(long)]
     data: Option<PathBuf>,
@@ -102,6 +114,24 @@ pub struct Args {
 }
 
 pub fn run(a: Args, g: &Global) -> anyhow::Result<ExitCode> {
+    if let Some(t) = g.threads {
+        // The flex backend computes on rayon's global pool.
+        if let Err(e) = rayon::ThreadPoolBuilder::new()
+            .num_threads(t.max(1))
+            .build_global()
+        {
+            tracing::debug!("rayon pool already set up: {e}");
+        }
+    }
+    let opts = RunOptions {
+        stop_after: a.stop_after,
+        data: a.data.clone(),
+    };
+    if let Some(run) = &a.resume {
+        let outcome = learner::resume(run, &opts, &super::progress(g.quiet))?;
+        print_outcome(&outcome, run, g);
+        return Ok(ExitCode::SUCCESS);
+    }
     let file: Args = match &a.config {
         Some(path) => super::config::load(path)?,
         None => Args::default(),
@@ -180,13 +210,6 @@ pub fn run(a: Args, g: &Global) -> anyhow::Result<ExitCode> {
     }
     if let Some(t) = g.threads {
         cfg.workers = t.max(1);
-        // The flex backend computes on rayon's global pool.
-        if let Err(e) = rayon::ThreadPoolBuilder::new()
-            .num_threads(t.max(1))
-            .build_global()
-        {
-            tracing::debug!("rayon pool already set up: {e}");
-        }
     }
     if let Some(k) = a.fold.or(file.fold) {
         cfg.train = Selection {
@@ -198,7 +221,12 @@ pub fn run(a: Args, g: &Global) -> anyhow::Result<ExitCode> {
             ..Selection::split("train")
         };
     }
-    let outcome = learner::train(&data, &output, &cfg, &super::progress(g.quiet))?;
+    let outcome = learner::train(&data, &output, &cfg, &opts, &super::progress(g.quiet))?;
+    print_outcome(&outcome, &output, g);
+    Ok(ExitCode::SUCCESS)
+}
+
+fn print_outcome(outcome: &TrainOutcome, output: &std::path::Path, g: &Global) {
     if !g.quiet {
         let s = &outcome.state;
         let last = outcome.history.last();
@@ -212,5 +240,4 @@ pub fn run(a: Args, g: &Global) -> anyhow::Result<ExitCode> {
             output.display()
         );
     }
-    Ok(ExitCode::SUCCESS)
 }

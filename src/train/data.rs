@@ -432,7 +432,8 @@ fn mix(mut z: u64) -> u64 {
     z ^ (z >> 31)
 }
 
-fn seed_of(parts: &[u64]) -> u64 {
+/// A seed derived from several numbers (seed, epoch, record, ...).
+pub fn seed_of(parts: &[u64]) -> u64 {
     parts.iter().fold(0x5eed_u64, |acc, &p| mix(acc ^ mix(p)))
 }
 

@@ -461,12 +461,23 @@ pub fn predict(
     Ok(out)
 }
 
+/// Per-invocation knobs that are not part of the run's configuration.
+#[derive(Clone, Debug, Default)]
+pub struct RunOptions {
+    /// Train at most this many epochs in this invocation, then stop cleanly
+    /// (for time-limited jobs; continue with [`resume`]).
+    pub stop_after: Option<usize>,
+    /// Read the data from here instead of the folder in `run.json` (resume only).
+    pub data: Option<PathBuf>,
+}
+
 /// Trains `cfg.model` on `data_dir`'s train selection, selecting on val,
 /// writing the run to `run_dir` (which must not already hold a run).
 pub fn train(
     data_dir: &Path,
     run_dir: &Path,
     cfg: &TrainConfig,
+    opts: &RunOptions,
     progress: &Progress,
 ) -> TrainResult<TrainOutcome> {
     cfg.validate()?;
@@ -474,7 +485,7 @@ pub fn train(
     if run_dir.join(RUN_JSON).exists() {
         return Err(Error::output(
             run_dir,
-            "already holds a run (choose another --output; resuming is not implemented yet)",
+            "already holds a run (choose another --output, or continue it with --resume)",
         )
         .into());
     }
@@ -493,13 +504,14 @@ pub fn train(
     let class_weights = (cfg.balance == Balance::Weights).then(|| train_data.class_weights());
     let info = RunInfo {
         histoshard: env!("CARGO_PKG_VERSION").to_string(),
-        data: data_dir.to_path_buf(),
+        // Absolute, so that `evaluate` and `--resume` work from anywhere.
+        data: std::fs::canonicalize(data_dir).unwrap_or_else(|_| data_dir.to_path_buf()),
         config: cfg.clone(),
         num_classes: k,
         train_records: train_data.len(),
         val_records: val_data.len(),
         train_class_counts: train_data.class_counts().to_vec(),
-        class_weights: class_weights.clone(),
+        class_weights,
     };
     write_json(&run_dir.join(RUN_JSON), &info)?;
     tracing::info!(
@@ -509,13 +521,135 @@ pub fn train(
         train_data.class_counts(),
         val_data.len()
     );
-
     base.seed(cfg.seed);
     let device = base.clone().autodiff();
-    let mut model = cfg.model.init(&device);
-    let mut optim = cfg.optimizer();
+    let model = cfg.model.init(&device);
+    let start = Start {
+        model,
+        optim: cfg.optimizer(),
+        state: TrainState {
+            best_val_loss: f64::INFINITY,
+            ..TrainState::default()
+        },
+        history: Vec::new(),
+    };
+    fit(
+        run_dir,
+        &info,
+        &train_data,
+        &val_data,
+        &base,
+        start,
+        opts,
+        progress,
+    )
+}
+
+/// Continues the run in `run_dir` after its last finished epoch, from its
+/// `last.bpk`, `last-optim.bpk` and `state.json`; because every random
+/// choice is seeded per epoch, the result equals an uninterrupted run.
+pub fn resume(run_dir: &Path, opts: &RunOptions, progress: &Progress) -> TrainResult<TrainOutcome> {
+    let info = RunInfo::load(run_dir)?;
+    let cfg = &info.config;
+    let base = cfg.device.device()?;
+    let state_path = run_dir.join(STATE_JSON);
+    if !state_path.exists() {
+        return Err(Error::output(
+            run_dir,
+            "has no finished epoch to resume from (state.json missing); start it again",
+        )
+        .into());
+    }
+    let text = std::fs::read_to_string(&state_path).at(&state_path)?;
+    let state: TrainState =
+        serde_json::from_str(&text).map_err(|e| Error::input(&state_path, e.to_string()))?;
+    let history = read_metrics(&run_dir.join(METRICS_CSV))?;
+    let data_dir = opts.data.clone().unwrap_or_else(|| info.data.clone());
+    let train_data = Dataset::open(&data_dir, &cfg.train)?;
+    let val_data = Dataset::open(&data_dir, &cfg.val)?;
+    if train_data.len() != info.train_records || val_data.len() != info.val_records {
+        return Err(Error::input(
+            &data_dir,
+            format!(
+                "is not the data the run started with ({} / {} train / val records, the run had {} / {})",
+                train_data.len(),
+                val_data.len(),
+                info.train_records,
+                info.val_records
+            ),
+        )
+        .into());
+    }
+    let device = base.clone().autodiff();
+    let model = load_model(cfg.model.init(&device), &run_dir.join(LAST_MODEL))?;
+    let optim_path = run_dir.join(LAST_OPTIM);
+    let optim = cfg
+        .optimizer()
+        .load(&optim_path)
+        .map_err(|e| checkpoint_err(&optim_path, format!("{e:?}")))?;
+    tracing::info!(
+        "resuming {} after epoch {} of {}",
+        run_dir.display(),
+        state.epochs_done,
+        cfg.epochs
+    );
+    let start = Start {
+        model,
+        optim,
+        state,
+        history,
+    };
+    fit(
+        run_dir,
+        &info,
+        &train_data,
+        &val_data,
+        &base,
+        start,
+        opts,
+        progress,
+    )
+}
+
+fn read_metrics(path: &Path) -> TrainResult<Vec<EpochMetrics>> {
+    let mut r = csv::Reader::from_path(path).map_err(|e| Error::input(path, e.to_string()))?;
+    let rows = r
+        .deserialize()
+        .collect::<Result<Vec<EpochMetrics>, _>>()
+        .map_err(|e| Error::input(path, e.to_string()))?;
+    Ok(rows)
+}
+
+/// Where [`fit`] starts from.
+struct Start {
+    model: Model,
+    optim: ModuleOptimizer,
+    state: TrainState,
+    history: Vec<EpochMetrics>,
+}
+
+#[allow(clippy::too_many_arguments)]
+fn fit(
+    run_dir: &Path,
+    info: &RunInfo,
+    train_data: &Dataset,
+    val_data: &Dataset,
+    base: &Device,
+    start: Start,
+    opts: &RunOptions,
+    progress: &Progress,
+) -> TrainResult<TrainOutcome> {
+    let cfg = &info.config;
+    let k = info.num_classes;
+    let device = base.clone().autodiff();
+    let Start {
+        mut model,
+        mut optim,
+        mut state,
+        mut history,
+    } = start;
     let loss_fn = CrossEntropyLossConfig::new()
-        .with_weights(class_weights)
+        .with_weights(info.class_weights.clone())
         .init(&device);
 
     let train_loader = LoaderConfig {
@@ -541,14 +675,23 @@ pub fn train(
         )
     };
 
-    let mut state = TrainState {
-        best_val_loss: f64::INFINITY,
-        ..TrainState::default()
-    };
-    let mut history = Vec::new();
     let per_epoch = train_data.epoch_len(train_loader.oversample);
-    for epoch in 1..=cfg.epochs {
+    let first = state.epochs_done + 1;
+    let last = match opts.stop_after {
+        Some(n) => cfg.epochs.min(state.epochs_done + n),
+        None => cfg.epochs,
+    };
+    if state.stopped_early {
+        tracing::info!("the run stopped early already; nothing to do");
+    }
+    for epoch in first..=last {
+        if state.stopped_early {
+            break;
+        }
         let lr = cfg.lr_at(epoch);
+        // Reseeded every epoch (dropout masks), so a resumed run draws
+        // exactly what an uninterrupted one would.
+        device.seed(super::data::seed_of(&[cfg.seed, epoch as u64, 0xd0]));
         let started = Instant::now();
         let bar = progress.bar(&format!("epoch {epoch}"), per_epoch as u64, "img");
         let (mut loss_sum, mut seen, mut correct) = (0.0f64, 0usize, 0usize);
