@@ -736,7 +736,7 @@ fn fit(
         bar.finish_and_clear();
         let train_seconds = started.elapsed().as_secs_f64();
 
-        let val = predict(&model, &val_data, &val_loader, &base, progress, "val")?;
+        let val = predict(&model, val_data, &val_loader, base, progress, "val")?;
         let val_loss = val.loss();
         let predicted = val.predicted();
         let confusion = metrics::Confusion::new(&val.labels, &predicted, k);
