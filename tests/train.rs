@@ -434,3 +434,70 @@ fn resume_continues_exactly() {
     ok(&["train", "--resume", s(&split)]);
     assert_eq!(metrics(&split).len(), 3);
 }
+
+/// `--cv K` trains one run per patient-grouped fold and summarises them.
+#[test]
+fn cross_validation_over_folds() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    write_toy_dataset(
+        &data,
+        &ToySpec {
+            train_images: 4,
+            val_images: 1,
+            test_images: 1,
+            ..ToySpec::default()
+        },
+    )
+    .unwrap();
+    let out = dir.path().join("cv");
+    ok(&[
+        "train",
+        "--data",
+        s(&data),
+        "--output",
+        s(&out),
+        "--model",
+        "mlp",
+        "--input-size",
+        "8",
+        "--hidden",
+        "16",
+        "--epochs",
+        "2",
+        "--batch-size",
+        "8",
+        "--cv",
+        "2",
+    ]);
+    let cv: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("cv.json")).unwrap()).unwrap();
+    assert_eq!(cv["folds"].as_array().unwrap().len(), 2);
+    assert!(cv["val_accuracy"]["mean"].as_f64().unwrap() >= 0.0);
+    for k in 0..2 {
+        let info: serde_json::Value = serde_json::from_str(
+            &std::fs::read_to_string(out.join(format!("fold-{k}/run.json"))).unwrap(),
+        )
+        .unwrap();
+        // Each fold validates on its own fold of train, never on val or test.
+        assert_eq!(info["config"]["val"]["split"], "train");
+        assert_eq!(info["config"]["val"]["folds"]["Only"], k);
+        assert_eq!(info["val_records"], 2 * 2 * 4);
+    }
+    fails_with(
+        &[
+            "train",
+            "--data",
+            s(&data),
+            "--output",
+            s(&dir.path().join("cv3")),
+            "--model",
+            "mlp",
+            "--cv",
+            "3",
+            "--epochs",
+            "1",
+        ],
+        &["no records", "fold 2"],
+    );
+}

@@ -93,6 +93,10 @@ pub struct Args {
     /// Train on the folds other than K and validate on fold K (prepare --folds).
     #[arg(long)]
     fold: Option<i32>,
+    /// Patient-grouped K-fold cross-validation over the train split's folds
+    /// (needs `prepare --folds K`); runs go to OUTPUT/fold-k, summary to OUTPUT/cv.json.
+    #[arg(long, conflicts_with = "fold")]
+    cv: Option<u32>,
     /// cnn: channels of the first block [default: 32].
     #[arg(long)]
     width: Option<usize>,
@@ -220,6 +224,23 @@ pub fn run(a: Args, g: &Global) -> anyhow::Result<ExitCode> {
             folds: FoldFilter::Only(k),
             ..Selection::split("train")
         };
+    }
+    if let Some(k) = a.cv.or(file.cv) {
+        let cv =
+            learner::cross_validate(&data, &output, &cfg, k, &opts, &super::progress(g.quiet))?;
+        if !g.quiet {
+            println!(
+                "{k}-fold CV: val loss {:.4} ± {:.4}, accuracy {:.3} ± {:.3}, AUC {:.3} ± {:.3} → {}",
+                cv.val_loss.mean,
+                cv.val_loss.sd,
+                cv.val_accuracy.mean,
+                cv.val_accuracy.sd,
+                cv.val_auc.mean,
+                cv.val_auc.sd,
+                output.display()
+            );
+        }
+        return Ok(ExitCode::SUCCESS);
     }
     let outcome = learner::train(&data, &output, &cfg, &opts, &super::progress(g.quiet))?;
     print_outcome(&outcome, &output, g);

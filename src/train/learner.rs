@@ -803,6 +803,100 @@ fn fit(
     Ok(TrainOutcome { state, history })
 }
 
+/// One fold's outcome in `cv.json`.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct CvFold {
+    pub fold: i32,
+    pub run: PathBuf,
+    pub best: EpochMetrics,
+}
+
+/// Mean and sample standard deviation over folds.
+#[derive(Clone, Copy, Debug, Serialize, Deserialize)]
+pub struct MeanSd {
+    pub mean: f64,
+    pub sd: f64,
+}
+
+impl MeanSd {
+    pub fn of(values: &[f64]) -> Self {
+        let n = values.len() as f64;
+        let mean = values.iter().sum::<f64>() / n;
+        let var = if values.len() > 1 {
+            values.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / (n - 1.0)
+        } else {
+            0.0
+        };
+        Self {
+            mean,
+            sd: var.sqrt(),
+        }
+    }
+}
+
+/// `cv.json`: the best epoch of every fold and their summary.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct CvReport {
+    pub folds: Vec<CvFold>,
+    pub val_loss: MeanSd,
+    pub val_accuracy: MeanSd,
+    pub val_balanced_accuracy: MeanSd,
+    pub val_auc: MeanSd,
+}
+
+pub const CV_JSON: &str = "cv.json";
+
+/// Patient-grouped K-fold cross-validation over the `train` split's folds
+/// (`prepare --folds K`): fold k trains on the other folds and validates on
+/// k, into `run_dir/fold-k`; `cv.json` summarises the best epochs.
+pub fn cross_validate(
+    data_dir: &Path,
+    run_dir: &Path,
+    cfg: &TrainConfig,
+    k: u32,
+    opts: &RunOptions,
+    progress: &Progress,
+) -> TrainResult<CvReport> {
+    if k < 2 {
+        return Err(Error::Config("cross-validation needs at least 2 folds".into()).into());
+    }
+    let mut folds = Vec::new();
+    for fold in 0..k as i32 {
+        let mut c = cfg.clone();
+        c.train = Selection {
+            folds: super::data::FoldFilter::Except(fold),
+            ..Selection::split("train")
+        };
+        c.val = Selection {
+            folds: super::data::FoldFilter::Only(fold),
+            ..Selection::split("train")
+        };
+        let run = run_dir.join(format!("fold-{fold}"));
+        tracing::info!("cross-validation fold {fold} of {k}");
+        let outcome = train(data_dir, &run, &c, opts, progress)?;
+        let best = outcome
+            .history
+            .iter()
+            .find(|m| m.epoch == outcome.state.best_epoch)
+            .or(outcome.history.last())
+            .cloned()
+            .ok_or_else(|| Error::Config(format!("fold {fold} trained no epoch")))?;
+        folds.push(CvFold { fold, run, best });
+    }
+    let col = |f: fn(&EpochMetrics) -> f64| {
+        MeanSd::of(&folds.iter().map(|x| f(&x.best)).collect::<Vec<_>>())
+    };
+    let report = CvReport {
+        val_loss: col(|m| m.val_loss),
+        val_accuracy: col(|m| m.val_accuracy),
+        val_balanced_accuracy: col(|m| m.val_balanced_accuracy),
+        val_auc: col(|m| m.val_auc),
+        folds,
+    };
+    write_json(&run_dir.join(CV_JSON), &report)?;
+    Ok(report)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
