@@ -177,6 +177,29 @@ fn mlp_trains_and_divergence_stops_clearly() {
     ]);
     assert_eq!(metrics(&run).len(), 2);
 
+    // The same keys in a TOML file; flags win over it.
+    let toml = dir.path().join("train.toml");
+    std::fs::write(
+        &toml,
+        format!(
+            "data = {:?}\noutput = {:?}\nmodel = \"cnn\"\nepochs = 5\nbatch-size = 8\n\
+             width = 4\ndepth = 2\noptimizer = \"adam\"\nschedule = \"none\"\n",
+            s(&data),
+            s(&dir.path().join("from-toml"))
+        ),
+    )
+    .unwrap();
+    ok(&["train", "--config", s(&toml), "--epochs", "1"]);
+    let info: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(dir.path().join("from-toml/run.json")).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(info["config"]["epochs"], 1);
+    assert_eq!(info["config"]["optimizer"], "adam");
+    assert_eq!(info["config"]["model"]["width"], 4);
+    std::fs::write(&toml, "epochz = 3\n").unwrap();
+    fails_with(&["train", "--config", s(&toml)], &["epochz"]);
+
     let bad = dir.path().join("nan");
     fails_with(
         &[
@@ -500,4 +523,14 @@ fn cross_validation_over_folds() {
         ],
         &["no records", "fold 2"],
     );
+}
+
+/// Writes the toy set where `HISTOSHARD_TOY_OUT` says, for trying the CLI by
+/// hand: `HISTOSHARD_TOY_OUT=/tmp/toy cargo test --release --test train -- --ignored toy_to_dir`.
+#[test]
+#[ignore]
+fn toy_to_dir() {
+    if let Some(out) = std::env::var_os("HISTOSHARD_TOY_OUT") {
+        write_toy_dataset(Path::new(&out), &ToySpec::default()).unwrap();
+    }
 }

@@ -19,7 +19,7 @@ use super::Global;
 /// Every option is optional here: flag, else config file, else the default
 /// of `TrainConfig::new`.
 #[derive(Debug, Default, clap::Args, Deserialize)]
-#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+#[serde(default, deny_unknown_fields, rename_all = "kebab-case")]
 pub struct Args {
     /// TOML file with any of these options (keys as the flags: `batch-size = 32`); flags win.
     #[arg(long)]
