@@ -117,6 +117,20 @@ fn cnn_learns_the_toy_set_and_evaluates() {
         .map(|g| g["group"].as_str().unwrap())
         .collect();
     assert_eq!(groups, ["all", "testA", "testB"]);
+    for f in [
+        "loss.svg",
+        "accuracy.svg",
+        "eval-report.md",
+        "eval-roc.svg",
+        "eval-confusion-testA.svg",
+    ] {
+        assert!(run.join(f).is_file(), "{f} missing");
+    }
+    let md = std::fs::read_to_string(run.join("eval-report.md")).unwrap();
+    assert!(
+        md.contains("| ROC AUC |") && md.contains("## testB"),
+        "{md}"
+    );
 
     // A run folder is never overwritten.
     fails_with(

@@ -136,15 +136,44 @@ pub fn evaluate(
         subset: opts.subset.clone(),
         groups,
     };
-    let name = match (&opts.subset, opts.split.as_str()) {
-        (None, "test") => EVAL_JSON.to_string(),
-        (None, split) => format!("eval-{split}.json"),
-        (Some(s), split) => format!("eval-{split}-{s}.json"),
+    let stem = match (&opts.subset, opts.split.as_str()) {
+        (None, "test") => "eval".to_string(),
+        (None, split) => format!("eval-{split}"),
+        (Some(s), split) => format!("eval-{split}-{s}"),
     };
-    let path = run.join(name);
+    let path = run.join(format!("{stem}.json"));
     let text =
         serde_json::to_string_pretty(&report).map_err(|e| Error::output(&path, e.to_string()))?;
     crate::atomic::write(&path, text.as_bytes())?;
+
+    // Plots and report.md.
+    let mut classes: Vec<String> = (0..k).map(|c| c.to_string()).collect();
+    for r in data.rows() {
+        if let Some(c) = classes.get_mut(r.label as usize) {
+            c.clone_from(&r.label_text);
+        }
+    }
+    let rocs: Vec<(String, Vec<(f64, f64)>)> = report
+        .groups
+        .iter()
+        .map(|g| {
+            let idx = (0..preds.rows.len())
+                .filter(|&i| g.group == "all" || data.rows()[preds.rows[i]].subset == g.group);
+            let (scores, positives): (Vec<f64>, Vec<bool>) = idx
+                .map(|i| {
+                    (
+                        preds.probabilities[i].get(1).copied().unwrap_or(0.0),
+                        preds.labels[i] == 1,
+                    )
+                })
+                .unzip();
+            (
+                g.group.clone(),
+                super::report::roc_points(&scores, &positives),
+            )
+        })
+        .collect();
+    super::report::write_eval_report(run, &report, &rocs, &classes, &stem)?;
     Ok(report)
 }
 

@@ -8,7 +8,8 @@
 //! - `metrics.csv`: one row per finished epoch;
 //! - `last.bpk` / `last-optim.bpk`: model and optimizer after the latest epoch;
 //! - `best.bpk`: the model of the epoch with the lowest validation loss;
-//! - `state.json`: where training stands (epoch, best epoch, patience).
+//! - `state.json`: where training stands (epoch, best epoch, patience);
+//! - `loss.svg`, `accuracy.svg`: the curves so far.
 //!
 //! Every file is written to a temporary name and renamed, so a crash never
 //! leaves a half-written checkpoint. Only `train` and `val` are read; `test`
@@ -785,6 +786,7 @@ fn fit(
         }
         history.push(row);
         write_metrics(&run_dir.join(METRICS_CSV), &history)?;
+        super::report::write_training_plots(run_dir, &history)?;
         if cfg
             .early_stopping
             .is_some_and(|p| state.epochs_without_improvement >= p)

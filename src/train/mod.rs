@@ -6,6 +6,8 @@
 //! - [`learner`]: the training loop, checkpoints and `metrics.csv`.
 //! - [`metrics`]: accuracy, AUC, … with confidence intervals.
 //! - [`evaluate`]: patch- and image-level evaluation of a run.
+//! - [`report`]: SVG plots (loss, accuracy, ROC, confusion) and `report.md`.
+//! - [`toy`]: a tiny two-class shard set for tests and timings.
 
 pub mod data;
 pub mod error;
@@ -13,4 +15,5 @@ pub mod evaluate;
 pub mod learner;
 pub mod metrics;
 pub mod models;
+pub mod report;
 pub mod toy;
