@@ -316,8 +316,8 @@ fn trains_on_prepare_output() {
 fn cnn_throughput() {
     for (size, depth, stem, batch, images) in [
         (32u32, 3, 1, 32, 16usize),
-        (224, 4, 1, 32, 4),
-        (224, 4, 2, 32, 4),
+        (224, 4, 1, 32, 8),
+        (224, 4, 2, 32, 8),
     ] {
         let dir = tempfile::tempdir().unwrap();
         let data = dir.path().join("data");

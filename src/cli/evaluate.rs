@@ -1,6 +1,9 @@
 use std::{path::PathBuf, process::ExitCode};
 
-use histoshard::train::evaluate::{self, EvalOptions};
+use histoshard::train::{
+    evaluate::{self, EvalOptions},
+    learner::DeviceChoice,
+};
 
 use super::Global;
 
@@ -27,6 +30,9 @@ pub struct Args {
     bootstrap: usize,
     #[arg(long, default_value_t = 0)]
     seed: u64,
+    /// cpu, cuda[:N] or auto [default: the training run's].
+    #[arg(long)]
+    device: Option<DeviceChoice>,
 }
 
 pub fn run(a: Args, g: &Global) -> anyhow::Result<ExitCode> {
@@ -37,6 +43,7 @@ pub fn run(a: Args, g: &Global) -> anyhow::Result<ExitCode> {
         batch_size: a.batch_size,
         bootstrap: a.bootstrap,
         seed: a.seed,
+        device: a.device,
         ..EvalOptions::default()
     };
     if let Some(t) = g.threads {

@@ -31,6 +31,8 @@ pub struct EvalOptions {
     pub workers: usize,
     pub bootstrap: usize,
     pub seed: u64,
+    /// Where to run the model; the training run's device by default.
+    pub device: Option<learner::DeviceChoice>,
 }
 
 impl Default for EvalOptions {
@@ -43,6 +45,7 @@ impl Default for EvalOptions {
             workers: super::data::default_workers(),
             bootstrap: 1000,
             seed: 0,
+            device: None,
         }
     }
 }
@@ -86,7 +89,11 @@ pub fn evaluate(
         .clone()
         .unwrap_or_else(|| run.join(learner::BEST_MODEL));
     let spec = &info.config.model;
-    let device = info.config.device.device()?;
+    let device = opts
+        .device
+        .as_ref()
+        .unwrap_or(&info.config.device)
+        .device()?;
     let model = learner::load_model(spec.init(&device), &checkpoint)?;
 
     let selection = Selection::split(&opts.split).with_subset(opts.subset.clone());
