@@ -371,3 +371,22 @@ fn real_glas_sample_when_present() {
             && rows.iter().any(|r| r.label_text == "malignant")
     );
 }
+
+#[test]
+fn sigkill_at_any_moment_then_rerun_gives_identical_output() {
+    let t = tempfile::tempdir().unwrap();
+    let input = synth(t.path(), 10, 12);
+    let args = |out: &std::path::Path| ["--threads", "1", "prepare", "-i", s(&input), "-o", s(out), "--augment", "2", "--shards", "3"].map(String::from);
+    let clean = t.path().join("clean");
+    assert!(run_env(&args(&clean), &[]).0);
+    let expected = deterministic_files(&clean);
+    for delay_ms in [30u64, 150, 400, 900] {
+        let out = t.path().join(format!("killed-{delay_ms}"));
+        let mut child = bin().args(args(&out)).spawn().unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(delay_ms));
+        let _ = child.kill(); // SIGKILL
+        let _ = child.wait();
+        assert!(run_env(&args(&out), &[]).0, "rerun after kill at {delay_ms} ms");
+        assert_eq!(deterministic_files(&out), expected, "kill at {delay_ms} ms");
+    }
+}
