@@ -14,6 +14,7 @@
 pub mod atomic;
 pub mod dataset;
 pub mod error;
+pub mod inspect;
 pub mod patch;
 pub mod prepare;
 pub mod progress;
