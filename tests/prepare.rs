@@ -376,7 +376,22 @@ fn real_glas_sample_when_present() {
 fn sigkill_at_any_moment_then_rerun_gives_identical_output() {
     let t = tempfile::tempdir().unwrap();
     let input = synth(t.path(), 10, 12);
-    let args = |out: &std::path::Path| ["--threads", "1", "prepare", "-i", s(&input), "-o", s(out), "--augment", "2", "--shards", "3"].map(String::from);
+    let args = |out: &std::path::Path| {
+        [
+            "--threads",
+            "1",
+            "prepare",
+            "-i",
+            s(&input),
+            "-o",
+            s(out),
+            "--augment",
+            "2",
+            "--shards",
+            "3",
+        ]
+        .map(String::from)
+    };
     let clean = t.path().join("clean");
     assert!(run_env(&args(&clean), &[]).0);
     let expected = deterministic_files(&clean);
@@ -386,7 +401,10 @@ fn sigkill_at_any_moment_then_rerun_gives_identical_output() {
         std::thread::sleep(std::time::Duration::from_millis(delay_ms));
         let _ = child.kill(); // SIGKILL
         let _ = child.wait();
-        assert!(run_env(&args(&out), &[]).0, "rerun after kill at {delay_ms} ms");
+        assert!(
+            run_env(&args(&out), &[]).0,
+            "rerun after kill at {delay_ms} ms"
+        );
         assert_eq!(deterministic_files(&out), expected, "kill at {delay_ms} ms");
     }
 }

@@ -30,7 +30,11 @@ fn verify_faults(dir: &Path) -> String {
 
 fn train_shard(dir: &Path) -> PathBuf {
     let gz = dir.join("train-00000-of-00001.tfrecord.gz");
-    if gz.exists() { gz } else { dir.join("train-00000-of-00001.tfrecord") }
+    if gz.exists() {
+        gz
+    } else {
+        dir.join("train-00000-of-00001.tfrecord")
+    }
 }
 
 #[test]
@@ -40,11 +44,17 @@ fn flipped_byte_in_a_record() {
     let shard = train_shard(&out);
     let mut bytes = std::fs::read(&shard).unwrap();
     let rows = manifest::read_manifest(&out).unwrap();
-    let second = rows.iter().find(|r| r.split == "train" && r.index_in_shard == 1).unwrap();
+    let second = rows
+        .iter()
+        .find(|r| r.split == "train" && r.index_in_shard == 1)
+        .unwrap();
     bytes[(second.byte_offset + 12 + 100) as usize] ^= 0x20;
     std::fs::write(&shard, bytes).unwrap();
     let err = verify_faults(&out);
-    assert!(err.contains("train-00000-of-00001.tfrecord: record 1: data CRC mismatch"), "{err}");
+    assert!(
+        err.contains("train-00000-of-00001.tfrecord: record 1: data CRC mismatch"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -71,8 +81,14 @@ fn missing_and_unlisted_shards() {
     let shard = train_shard(&out);
     std::fs::rename(&shard, out.join("train-00000-of-00009.tfrecord")).unwrap();
     let err = verify_faults(&out);
-    assert!(err.contains("train-00000-of-00001.tfrecord: missing"), "{err}");
-    assert!(err.contains("train-00000-of-00009.tfrecord: shard not listed"), "{err}");
+    assert!(
+        err.contains("train-00000-of-00001.tfrecord: missing"),
+        "{err}"
+    );
+    assert!(
+        err.contains("train-00000-of-00009.tfrecord: shard not listed"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -84,7 +100,13 @@ fn manifest_row_with_another_sha256() {
     let mut df = ManifestRow::to_dataframe(&rows).unwrap();
     manifest::write_table(&mut df, &out.join("manifest.parquet")).unwrap();
     let err = verify_faults(&out);
-    assert!(err.contains(&format!("record {}: differs from manifest row 2: sha256", rows[2].index_in_shard)), "{err}");
+    assert!(
+        err.contains(&format!(
+            "record {}: differs from manifest row 2: sha256",
+            rows[2].index_in_shard
+        )),
+        "{err}"
+    );
 }
 
 #[test]
@@ -113,5 +135,9 @@ fn pixel_digests_cover_every_record() {
     let text = std::fs::read_to_string(&digests).unwrap();
     let rows = manifest::read_manifest(&out).unwrap();
     assert_eq!(text.lines().count(), rows.len() + 1);
-    assert!(text.lines().skip(1).all(|l| l.split(',').nth(1).is_some_and(|d| d.len() == 64)));
+    assert!(
+        text.lines()
+            .skip(1)
+            .all(|l| l.split(',').nth(1).is_some_and(|d| d.len() == 64))
+    );
 }
