@@ -91,7 +91,10 @@ fn voc_boxes_restrict_patches() {
     let glas = synth(t.path(), 6, 32);
     let root = t.path().join("voc");
     std::fs::create_dir_all(&root).unwrap();
-    for (i, name) in ["train_1", "train_2", "train_3", "testA_1"].iter().enumerate() {
+    for (i, name) in ["train_1", "train_2", "train_3", "testA_1"]
+        .iter()
+        .enumerate()
+    {
         let img = image::open(glas.join(format!("{name}.bmp"))).unwrap();
         img.save(root.join(format!("{name}.png"))).unwrap();
         let class = if i == 1 { "malignant" } else { "benign" };
