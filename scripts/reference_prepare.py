@@ -5,8 +5,10 @@ Does the same job in ONE process with PIL + numpy + ``tf.io.TFRecordWriter``:
 reads ``Grade.csv`` and the ``<name>.bmp`` images of a Warwick-QU (GlaS)
 folder, tiles each image into ``--patch-size`` squares at stride
 ``--patch-size`` (edge remainders dropped), keeps the patches whose tissue
-fraction is at least ``--min-tissue`` (tissue = Otsu threshold on the mean
-optical density over the image), adds ``--augment`` augmented copies of every
+fraction is at least ``--min-tissue`` (histoshard's rule, ported exactly from
+src/patch/tissue.rs: per pixel the Euclidean norm over RGB of the optical
+density -ln((I+1)/256); tissue where it exceeds the image's Otsu threshold on
+a 256-bin histogram over [0, 3], clamped to [0.15, 0.35]), adds ``--augment`` augmented copies of every
 train patch (random flips / rot90 + HED stain jitter), encodes PNG or JPEG,
 and writes shards, features.json, prepare.json and manifest.csv in the
 histoshard layout (so ``tf_readback.py`` can check the result).
@@ -21,6 +23,10 @@ mean_bytes_per_record (of image/encoded, as in histoshard's prepare.json),
 encode_only_seconds (PIL encode alone, measured around each encode call).
 ``--floor`` instead times only BMP decoding and PNG encoding of the same
 (unaugmented) patches, without TF, as a lower bound for context.
+``--encode-shards DIR`` instead times PIL's encoding (``--format``,
+``--compress-level``) of exactly the pixels of every record of a folder
+``histoshard prepare`` wrote (augmented copies included), so sizes and
+speeds compare on identical pixels.
 """
 
 from __future__ import annotations
@@ -29,6 +35,7 @@ import argparse
 import io
 import json
 import os
+import struct
 import sys
 import time
 from dataclasses import dataclass
@@ -94,29 +101,70 @@ def assign_splits(samples: list[Sample], val_fraction: float, seed: int) -> None
         s.split = "test" if s.subset.startswith("test") else ("val" if s.patient in val else "train")
 
 
+# histoshard's tissue rule (src/patch/tissue.rs), ported operation for operation
+# (float32 like the Rust code) so both keep exactly the same patches.
+OD_LUT = (-np.log((np.arange(256, dtype=np.float64) + 1.0) / 256.0)).astype(np.float32)
+MIN_OD_THRESHOLD = np.float32(0.15)
+MAX_OD_THRESHOLD = np.float32(0.35)
+OD_BINS = 256
+OD_HIST_SCALE = np.float32(OD_BINS) / np.float32(3.0)  # 256 bins over OD norm 0..3 (f32, as in Rust)
+
+
+def od_norm(img: np.ndarray) -> np.ndarray:
+    """Euclidean norm over RGB of the optical density -ln((I+1)/256), float32."""
+    r, g, b = (OD_LUT[img[..., c]] for c in range(3))
+    return np.sqrt(r * r + g * g + b * b)
+
+
+def otsu_bin(hist: np.ndarray) -> int | None:
+    """Bin index t maximising the between-class variance of bins[..=t] vs bins[t+1..] (first maximum);
+    None when fewer than two bins are occupied. The same float64 operations in the same order as Rust."""
+    counts = [int(c) for c in hist]
+    total = sum(counts)
+    if total == 0 or sum(c > 0 for c in counts) < 2:
+        return None
+    sum_all = float(sum(i * c for i, c in enumerate(counts)))
+    w0 = sum0 = 0.0
+    best, best_t = -sys.float_info.max, 0
+    for t, c in enumerate(counts[:-1]):
+        w0 += float(c)
+        sum0 += float(t) * float(c)
+        w1 = float(total) - w0
+        if w0 == 0.0 or w1 == 0.0:
+            continue
+        m0 = sum0 / w0
+        m1 = (sum_all - sum0) / w1
+        between = w0 * w1 * (m0 - m1) * (m0 - m1)
+        if between > best:
+            best, best_t = between, t
+    return best_t
+
+
+def tissue_threshold(od: np.ndarray) -> np.float32:
+    """Otsu on a 256-bin histogram of the OD norm over [0, 3] (larger values in the last bin),
+    the upper edge of the last background bin, clamped to [0.15, 0.35]."""
+    bins = np.minimum((od * OD_HIST_SCALE).astype(np.int64), OD_BINS - 1)
+    t = otsu_bin(np.bincount(bins.ravel(), minlength=OD_BINS))
+    otsu = MIN_OD_THRESHOLD if t is None else np.float32(t + 1) / OD_HIST_SCALE
+    return np.float32(min(max(otsu, MIN_OD_THRESHOLD), MAX_OD_THRESHOLD))
+
+
 def tissue_mask(img: np.ndarray) -> np.ndarray:
-    """True where the mean optical density exceeds its Otsu threshold over the image."""
-    od = (-np.log((img.astype(np.float32) + 1.0) / 256.0)).mean(axis=2)
-    if od.max() - od.min() < 1e-6:
-        return np.zeros(od.shape, bool)
-    hist, edges = np.histogram(od, bins=256)
-    centers = (edges[:-1] + edges[1:]) / 2
-    w0 = np.cumsum(hist).astype(np.float64)
-    w1 = w0[-1] - w0
-    m = np.cumsum(hist * centers)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        between = w0 * w1 * (m / w0 - (m[-1] - m) / w1) ** 2
-    return od > centers[int(np.nanargmax(np.where((w0 > 0) & (w1 > 0), between, np.nan)))]
+    """True where the OD norm of a pixel exceeds the image's tissue threshold (histoshard's rule)."""
+    od = od_norm(img)
+    return od > tissue_threshold(od)
 
 
 def tiles(mask: np.ndarray, size: int, min_tissue: float) -> list[tuple[int, int]]:
-    """Top-left corners of the kept patches, row by row."""
+    """Top-left corners of the kept patches (grid at stride ``size``, remainders dropped), row by row;
+    kept when the tissue fraction, compared in float32 as in Rust, is at least ``min_tissue``."""
     h, w = mask.shape
+    area = float(size) * float(size)
     return [
         (x, y)
         for y in range(0, h - size + 1, size)
         for x in range(0, w - size + 1, size)
-        if mask[y : y + size, x : x + size].mean() >= min_tissue
+        if np.float32(int(np.count_nonzero(mask[y : y + size, x : x + size])) / area) >= np.float32(min_tissue)
     ]
 
 
@@ -180,6 +228,43 @@ def floor(samples: list[Sample], a: argparse.Namespace) -> dict:
         "mean_bytes_per_record": round(total / max(n, 1), 1),
         "encode_only_seconds": round(encode_s, 4),
         "decode_seconds": round(decode_s, 4),
+    }
+
+
+def read_tfrecords(path: str):
+    """The records of an uncompressed TFRecord file (framing only; CRCs not checked)."""
+    with open(path, "rb") as f:
+        data = f.read()
+    pos = 0
+    while pos < len(data):
+        (n,) = struct.unpack_from("<Q", data, pos)
+        yield data[pos + 12 : pos + 12 + n]
+        pos += 12 + n + 4
+
+
+def encode_shards(folder: str, a: argparse.Namespace) -> dict:
+    """Times PIL encoding of the decoded pixels of every record in ``folder``'s shards."""
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    import tensorflow as tf
+
+    shards = sorted(f for f in os.listdir(folder) if f.endswith(".tfrecord") and not f.startswith("."))
+    pixels = []
+    for name in shards:
+        for rec in read_tfrecords(os.path.join(folder, name)):
+            ex = tf.train.Example.FromString(rec)
+            encoded = ex.features.feature["image/encoded"].bytes_list.value[0]
+            with Image.open(io.BytesIO(encoded)) as im:
+                pixels.append(np.asarray(im.convert("RGB")))
+    t = time.perf_counter()
+    total = sum(len(encode(p, a.format, a.quality, a.compress_level)) for p in pixels)
+    seconds = time.perf_counter() - t
+    n = len(pixels)
+    return {
+        "mode": "encode-shards",
+        "records": n,
+        "seconds": round(seconds, 4),
+        "records_per_s": round(n / seconds, 2) if seconds else 0.0,
+        "mean_bytes_per_record": round(total / max(n, 1), 1),
     }
 
 
@@ -253,7 +338,7 @@ def prepare(samples: list[Sample], a: argparse.Namespace, start: float) -> dict:
 
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--input", required=True, help="GlaS folder (Grade.csv + <name>.bmp)")
+    p.add_argument("--input", help="GlaS folder (Grade.csv + <name>.bmp); required unless --encode-shards")
     p.add_argument("--output", help="output folder (required unless --floor)")
     p.add_argument("--augment", type=int, default=2, help="augmented copies per train patch")
     p.add_argument("--format", choices=["png", "jpeg"], default="png")
@@ -268,7 +353,13 @@ def main() -> int:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--schema", default=SCHEMA_PATH, help="features.json")
     p.add_argument("--floor", action="store_true", help="time only BMP decode + PNG encode, no TF")
+    p.add_argument("--encode-shards", metavar="DIR", help="time only PIL encoding of the pixels of DIR's records")
     a = p.parse_args()
+    if a.encode_shards:
+        print(json.dumps(encode_shards(a.encode_shards, a)))
+        return 0
+    if not a.input:
+        p.error("--input is required")
     start = time.perf_counter()
     samples = read_grades(a.input)
     if not samples:

@@ -373,7 +373,7 @@ class FixtureTest(unittest.TestCase):
         self.assertTrue(mask[:, :290].all() and not mask[:, 290:].any())
         self.assertEqual(rp.tiles(mask, 224, 0.25), [(0, 0), (224, 0)])  # 66/224 of the second, and edge dropped
         self.assertEqual(rp.tiles(mask, 224, 0.30), [(0, 0)])
-        self.assertFalse(rp.tissue_mask(np.full((50, 50, 3), 200, np.uint8)).any())
+        self.assertFalse(rp.tissue_mask(np.full((50, 50, 3), 245, np.uint8)).any())
 
 
 if __name__ == "__main__":

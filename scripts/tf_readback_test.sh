@@ -16,7 +16,7 @@
 set -euo pipefail
 
 # ---- The Rust CLI as this test uses it: change flags here only. ----
-SYNTH=(synth --images 12 --seed 7)                      # + --output DIR
+SYNTH=(synth --images 30 --seed 7)                      # + --output DIR
 PREPARE=(prepare --augment 1 --shards 2 --quiet)        # + --input DIR --output DIR
 PREPARE_GZ=(--compression gzip --format jpeg --quality 90)
 VERIFY=(verify)                                         # + DIR --pixel-digests FILE

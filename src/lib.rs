@@ -17,6 +17,7 @@ pub mod atomic;
 pub mod dataset;
 pub mod error;
 pub mod failpoint;
+pub mod inspect;
 pub mod patch;
 pub mod prepare;
 pub mod progress;

@@ -174,8 +174,8 @@ fn assign_folds(mut groups: Vec<Group>, k: usize, rng: &mut ChaCha8Rng) -> BTree
                     .unwrap_or(std::cmp::Ordering::Equal)
             })
             .unwrap_or(0);
-        for c in 0..classes {
-            fold_counts[best][c] += g.label_counts[c];
+        for (count, n) in fold_counts[best].iter_mut().zip(&g.label_counts) {
+            *count += n;
         }
         for &m in &g.members {
             out.insert(m, best as u32);

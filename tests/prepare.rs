@@ -8,7 +8,7 @@ use histoshard::shard::manifest::{self, ImageRow};
 #[test]
 fn synth_to_verified_shards_with_manifest() {
     let t = tempfile::tempdir().unwrap();
-    let input = synth(t.path(), 12, 3);
+    let input = synth(t.path(), 30, 3);
     let out = t.path().join("out");
     ok(&[
         "prepare",
@@ -28,7 +28,7 @@ fn synth_to_verified_shards_with_manifest() {
     let rows = manifest::read_manifest(&out).unwrap();
     let report = report(&out);
     assert_eq!(report["records_total"].as_u64().unwrap(), rows.len() as u64);
-    assert_eq!(report["images"].as_u64().unwrap(), 12);
+    assert_eq!(report["images"].as_u64().unwrap(), 30);
     for split in ["train", "val", "test"] {
         let n = rows.iter().filter(|r| r.split == split).count() as u64;
         assert!(n > 0, "no {split} records");
@@ -64,7 +64,7 @@ fn synth_to_verified_shards_with_manifest() {
     let images =
         ImageRow::from_dataframe(&manifest::read_parquet(&out.join("images.parquet")).unwrap())
             .unwrap();
-    assert_eq!(images.len(), 12);
+    assert_eq!(images.len(), 30);
     assert_eq!(
         images.iter().map(|i| i.records as usize).sum::<usize>(),
         rows.len()
@@ -202,7 +202,7 @@ fn gzip_and_jpeg_shards_verify() {
 #[test]
 fn interrupted_runs_resume_to_identical_output() {
     let t = tempfile::tempdir().unwrap();
-    let input = synth(t.path(), 8, 4);
+    let input = synth(t.path(), 20, 4);
     let clean = t.path().join("clean");
     let args = |out: &std::path::Path| {
         [
@@ -221,12 +221,17 @@ fn interrupted_runs_resume_to_identical_output() {
     let run_args = |a: [String; 9], env: &[(&str, &str)]| run_env(&a, env);
     assert!(run_args(args(&clean), &[]).0);
     let expected = deterministic_files(&clean);
+    let total_shards = expected.keys().filter(|k| k.ends_with(".tfrecord")).count() as u64;
+    assert!(
+        total_shards >= 5,
+        "need shards to kill between: {total_shards}"
+    );
 
     for (failpoint, resumed) in [
         ("after-ingest", 0),
         ("after-shard:1", 1),
         ("after-shard:4", 4),
-        ("before-manifest", 6),
+        ("before-manifest", total_shards),
     ] {
         let out = t
             .path()
@@ -294,7 +299,13 @@ fn refuses_to_mix_data_sets_and_overwrites_on_request() {
         .into_keys()
         .filter(|k| k.ends_with(".tfrecord"))
         .count();
-    assert_eq!(shards, 3, "old shards removed by --overwrite");
+    let listed: usize = report(&out)["shards"]
+        .as_object()
+        .unwrap()
+        .values()
+        .map(|v| v.as_array().unwrap().len())
+        .sum();
+    assert_eq!(shards, listed, "old shards removed by --overwrite");
 }
 
 #[test]
@@ -370,4 +381,41 @@ fn real_glas_sample_when_present() {
         rows.iter().any(|r| r.label_text == "benign")
             && rows.iter().any(|r| r.label_text == "malignant")
     );
+}
+
+#[test]
+fn sigkill_at_any_moment_then_rerun_gives_identical_output() {
+    let t = tempfile::tempdir().unwrap();
+    let input = synth(t.path(), 10, 12);
+    let args = |out: &std::path::Path| {
+        [
+            "--threads",
+            "1",
+            "prepare",
+            "-i",
+            s(&input),
+            "-o",
+            s(out),
+            "--augment",
+            "2",
+            "--shards",
+            "3",
+        ]
+        .map(String::from)
+    };
+    let clean = t.path().join("clean");
+    assert!(run_env(&args(&clean), &[]).0);
+    let expected = deterministic_files(&clean);
+    for delay_ms in [30u64, 150, 400, 900] {
+        let out = t.path().join(format!("killed-{delay_ms}"));
+        let mut child = bin().args(args(&out)).spawn().unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(delay_ms));
+        let _ = child.kill(); // SIGKILL
+        let _ = child.wait();
+        assert!(
+            run_env(&args(&out), &[]).0,
+            "rerun after kill at {delay_ms} ms"
+        );
+        assert_eq!(deterministic_files(&out), expected, "kill at {delay_ms} ms");
+    }
 }

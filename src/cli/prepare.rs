@@ -97,6 +97,7 @@ pub struct Args {
     max_pixels: Option<u64>,
     /// Replace a data set already in the output folder.
     #[arg(long)]
+    #[serde(default)]
     overwrite: bool,
     #[arg(skip)]
     threads: Option<usize>,

@@ -60,6 +60,7 @@ fn is_ours(name: &str) -> bool {
             IMAGES_PARQUET,
             REPORT_FILE,
             SCHEMA_FILE,
+            crate::inspect::SHEET_FILE,
         ]
         .contains(&name)
 }

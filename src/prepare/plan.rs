@@ -333,6 +333,19 @@ mod tests {
     }
 
     #[test]
+    fn shard_size_target_sets_the_shard_count() {
+        let plans = vec![plan(6); 40];
+        let a = vec![assignment(Split::Train); 40];
+        let mut opts = PrepareOptions::new("in", "out");
+        // 240 PNG patches of ~98 KB (the estimate) ≈ 23.5 MB: 3 shards of ≤ 8 MB
+        opts.shard_size_mb = 8.0;
+        let l = Layout::new(&plans, &a, &opts);
+        assert_eq!(l.shards.len(), 3);
+        opts.shard_size_mb = 1000.0;
+        assert_eq!(Layout::new(&plans, &a, &opts).shards.len(), 1);
+    }
+
+    #[test]
     fn boxes_restrict_candidates() {
         let opts = PrepareOptions::new("in", "out");
         let boxes = [

@@ -85,31 +85,41 @@ pub fn render_image(
             let encoded = encoding
                 .encode(&patch)
                 .map_err(|e| Error::image(&job.sample.image_path, e))?;
-            Ok(record(
-                job,
-                opts,
+            let patch = Patch {
                 id,
-                (x, y),
-                k,
+                x,
+                y,
+                aug_index: k,
                 seed,
                 augmentation,
                 encoded,
-            ))
+            };
+            Ok(record(job, opts, patch))
         })
         .collect()
 }
 
-#[allow(clippy::too_many_arguments)]
-fn record(
-    job: &ImageJob,
-    opts: &PrepareOptions,
+/// One encoded patch and what it is.
+struct Patch {
     id: u64,
-    (x, y): (u32, u32),
+    x: u32,
+    y: u32,
     aug_index: u32,
     seed: u64,
     augmentation: String,
     encoded: Vec<u8>,
-) -> Rendered {
+}
+
+fn record(job: &ImageJob, opts: &PrepareOptions, p: Patch) -> Rendered {
+    let Patch {
+        id,
+        x,
+        y,
+        aug_index,
+        seed,
+        augmentation,
+        encoded,
+    } = p;
     let s = job.sample;
     let split = job.assignment.split.as_str().to_string();
     let sha256 = hex::encode(Sha256::digest(&encoded));

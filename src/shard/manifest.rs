@@ -211,7 +211,7 @@ mod tests {
             record_id: id,
             split: "train".into(),
             subset: "train".into(),
-            fold: if id % 2 == 0 { Some(1) } else { None },
+            fold: if id.is_multiple_of(2) { Some(1) } else { None },
             shard: "train-00000-of-00001.tfrecord".into(),
             index_in_shard: id,
             byte_offset: id * 100,

@@ -156,7 +156,7 @@ mod tests {
         let bytes = std::fs::read(&path).unwrap();
         let masked = |b: &[u8]| {
             let c = crc32c::crc32c(b);
-            ((c >> 15) | (c << 17)).wrapping_add(0xa282_ead8)
+            c.rotate_right(15).wrapping_add(0xa282_ead8)
         };
         assert_eq!(&bytes[0..8], &5u64.to_le_bytes());
         assert_eq!(&bytes[8..12], &masked(&5u64.to_le_bytes()).to_le_bytes());

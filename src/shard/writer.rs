@@ -39,7 +39,7 @@ pub struct ShardSummary {
 
 enum Sink {
     Plain(HashingWriter<BufWriter<File>>),
-    Gzip(GzEncoder<HashingWriter<BufWriter<File>>>),
+    Gzip(Box<GzEncoder<HashingWriter<BufWriter<File>>>>),
 }
 
 /// Hashes and counts what passes through to the file.
@@ -92,11 +92,11 @@ impl ShardWriter {
         let sink = match compression {
             Compression::None => Sink::Plain(hashing),
             // mtime 0 and no file name keep the bytes deterministic.
-            Compression::Gzip => Sink::Gzip(
+            Compression::Gzip => Sink::Gzip(Box::new(
                 GzBuilder::new()
                     .mtime(0)
                     .write(hashing, flate2::Compression::new(6)),
-            ),
+            )),
         };
         Ok(Self {
             final_path: final_path.to_path_buf(),
@@ -112,7 +112,7 @@ impl ShardWriter {
         let len = record.len() as u64;
         let result = match self.sink.as_mut() {
             Some(Sink::Plain(w)) => tfrecord::io::sync::try_write_record(w, record),
-            Some(Sink::Gzip(w)) => tfrecord::io::sync::try_write_record(w, record),
+            Some(Sink::Gzip(w)) => tfrecord::io::sync::try_write_record(w.as_mut(), record),
             None => return Err(Error::output(&self.final_path, "shard already finished")),
         };
         result.map_err(|e| match e {
