@@ -4,10 +4,11 @@
 //! fold) and where they are, so the data set is never listed by reading shards
 //! and never loaded whole. One pipeline thread per epoch reads the shards in
 //! order (CRCs checked by [`ShardReader`], so a corrupt record is reported with
-//! its file and index), decodes chunks of records on a small rayon pool of its
-//! own, passes them through a seeded shuffle buffer, and sends finished batches
-//! over a bounded channel: memory stays at `prefetch` batches plus the shuffle
-//! buffer plus one chunk, whatever the data set's size.
+//! its file and index), passes the raw records through a seeded shuffle
+//! buffer, decodes them in chunks on a small rayon pool of its own, and sends
+//! finished batches over a bounded channel: memory stays at `prefetch` batches
+//! plus the shuffle buffer (encoded records) plus one chunk, whatever the data
+//! set's size.
 //!
 //! Everything random (shard order, shuffle buffer, oversampling, augmentation)
 //! is drawn from generators seeded by `(seed, epoch)` or `(seed, epoch,
@@ -125,7 +126,7 @@ pub struct LoaderConfig {
     pub normalization: Normalization,
     /// Shuffle shard order and records (through the shuffle buffer).
     pub shuffle: bool,
-    /// Records held in the shuffle buffer; larger mixes better, costs memory.
+    /// Encoded records held in the shuffle buffer; larger mixes better, costs memory.
     pub shuffle_buffer: usize,
     pub seed: u64,
     /// On-the-fly augmentation (for training; off when shards are already augmented).
@@ -489,6 +490,10 @@ impl Pipeline {
         }
         let chunk_size = self.cfg.batch_size.max(32);
         let mut sink = Sink::new(&self.cfg, &self.tx);
+        // The shuffle buffer holds raw (encoded) records, a tenth of the
+        // memory of decoded ones; decoding happens after it, in chunks.
+        let shuffling = self.cfg.shuffle && self.cfg.shuffle_buffer > 1;
+        let mut buffer: Vec<Job> = Vec::new();
         let mut chunk: Vec<Job> = Vec::with_capacity(chunk_size);
         for &s in &order {
             let plan = &self.shards[s];
@@ -515,24 +520,48 @@ impl Pipeline {
                     shard: path.clone(),
                     index: rec.index,
                 };
+                let mut jobs = Vec::with_capacity(copies as usize);
                 // Only a repeated (oversampled) record is cloned; the common case moves.
                 for copy in 1..copies {
-                    chunk.push(job(rec.data.clone(), copy));
+                    jobs.push(job(rec.data.clone(), copy));
                 }
                 if copies > 0 {
-                    chunk.push(job(rec.data, 0));
+                    jobs.push(job(rec.data, 0));
                 }
-                if chunk.len() >= chunk_size
-                    && self.flush(&pool, &mut chunk, &mut sink, &mut rng).is_err()
-                {
-                    return Ok(());
+                for j in jobs {
+                    let out = if shuffling {
+                        buffer.push(j);
+                        if buffer.len() >= self.cfg.shuffle_buffer {
+                            let i = rng.random_range(0..buffer.len());
+                            Some(buffer.swap_remove(i))
+                        } else {
+                            None
+                        }
+                    } else {
+                        Some(j)
+                    };
+                    if let Some(j) = out {
+                        chunk.push(j);
+                    }
+                    if chunk.len() >= chunk_size
+                        && self.flush(&pool, &mut chunk, &mut sink).is_err()
+                    {
+                        return Ok(());
+                    }
                 }
             }
         }
-        if self.flush(&pool, &mut chunk, &mut sink, &mut rng).is_err() {
+        buffer.shuffle(&mut rng);
+        for j in buffer {
+            chunk.push(j);
+            if chunk.len() >= chunk_size && self.flush(&pool, &mut chunk, &mut sink).is_err() {
+                return Ok(());
+            }
+        }
+        if self.flush(&pool, &mut chunk, &mut sink).is_err() {
             return Ok(());
         }
-        let _ = sink.finish(&mut rng);
+        let _ = sink.finish();
         Ok(())
     }
 
@@ -549,21 +578,20 @@ impl Pipeline {
         whole as u32 + extra
     }
 
-    /// Decodes a chunk in parallel (order kept) and feeds the shuffle buffer.
+    /// Decodes a chunk in parallel (order kept) and feeds the batcher.
     /// `Err(Stop)` when the pipeline must end (error sent or consumer gone).
     fn flush(
         &self,
         pool: &rayon::ThreadPool,
         chunk: &mut Vec<Job>,
         sink: &mut Sink,
-        rng: &mut ChaCha8Rng,
     ) -> std::result::Result<(), Stop> {
         let jobs = std::mem::take(chunk);
         let decoded: Vec<Result<Sample>> =
             pool.install(|| jobs.into_par_iter().map(|j| self.decode(j)).collect());
         for s in decoded {
             match s {
-                Ok(s) => sink.push(s, rng)?,
+                Ok(s) => sink.emit(s)?,
                 Err(e) => {
                     let _ = self.tx.send(Err(e));
                     return Err(Stop);
@@ -634,11 +662,10 @@ pub fn to_chw(img: &RgbImage, norm: &Normalization) -> Vec<f32> {
     out
 }
 
-/// Shuffle buffer and batcher in front of the channel.
+/// Batcher in front of the channel.
 struct Sink<'a> {
     cfg: &'a LoaderConfig,
     tx: &'a SyncSender<Result<Batch>>,
-    buffer: Vec<Sample>,
     batch: Vec<Sample>,
 }
 
@@ -647,22 +674,8 @@ impl<'a> Sink<'a> {
         Self {
             cfg,
             tx,
-            buffer: Vec::new(),
             batch: Vec::with_capacity(cfg.batch_size),
         }
-    }
-
-    fn push(&mut self, s: Sample, rng: &mut ChaCha8Rng) -> std::result::Result<(), Stop> {
-        if !self.cfg.shuffle || self.cfg.shuffle_buffer <= 1 {
-            return self.emit(s);
-        }
-        self.buffer.push(s);
-        if self.buffer.len() >= self.cfg.shuffle_buffer {
-            let i = rng.random_range(0..self.buffer.len());
-            let s = self.buffer.swap_remove(i);
-            self.emit(s)?;
-        }
-        Ok(())
     }
 
     fn emit(&mut self, s: Sample) -> std::result::Result<(), Stop> {
@@ -700,12 +713,7 @@ impl<'a> Sink<'a> {
         self.tx.send(Ok(batch)).map_err(|_| Stop)
     }
 
-    fn finish(&mut self, rng: &mut ChaCha8Rng) -> std::result::Result<(), Stop> {
-        let mut rest = std::mem::take(&mut self.buffer);
-        rest.shuffle(rng);
-        for s in rest {
-            self.emit(s)?;
-        }
+    fn finish(&mut self) -> std::result::Result<(), Stop> {
         if !self.batch.is_empty() && !self.cfg.drop_last {
             self.send()?;
         }
