@@ -695,6 +695,12 @@ fn fit(
         device.seed(super::data::seed_of(&[cfg.seed, epoch as u64, 0xd0]));
         let started = Instant::now();
         let bar = progress.bar(&format!("epoch {epoch}"), per_epoch as u64, "img");
+        // The shared bar style has no message; training shows loss and speed in it.
+        if let Ok(style) = indicatif::ProgressStyle::with_template(
+            "{prefix:>9} [{bar:30}] {pos}/{len} img  {msg}  eta {eta}",
+        ) {
+            bar.set_style(style.progress_chars("=> "));
+        }
         let (mut loss_sum, mut seen, mut correct) = (0.0f64, 0usize, 0usize);
         for (b, batch) in train_data.stream(&train_loader, epoch as u64)?.enumerate() {
             let batch = batch?;
