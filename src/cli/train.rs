@@ -90,11 +90,12 @@ pub struct Args {
     /// cpu, cuda[:N] or auto [default: cpu].
     #[arg(long)]
     device: Option<String>,
-    /// Train on the folds other than K and validate on fold K (prepare --folds).
+    /// Train on the folds other than K and validate on fold K, over train and
+    /// val together (prepare --folds).
     #[arg(long)]
     fold: Option<i32>,
-    /// Patient-grouped K-fold cross-validation over the train split's folds
-    /// (needs `prepare --folds K`); runs go to OUTPUT/fold-k, summary to OUTPUT/cv.json.
+    /// Patient-grouped K-fold cross-validation over train and val (needs
+    /// `prepare --folds K`); runs go to OUTPUT/fold-k, summary to OUTPUT/cv.json.
     #[arg(long, conflicts_with = "fold")]
     cv: Option<u32>,
     /// cnn: channels of the first block [default: 32].
@@ -218,11 +219,11 @@ pub fn run(a: Args, g: &Global) -> anyhow::Result<ExitCode> {
     if let Some(k) = a.fold.or(file.fold) {
         cfg.train = Selection {
             folds: FoldFilter::Except(k),
-            ..Selection::split("train")
+            ..Selection::split("train+val")
         };
         cfg.val = Selection {
             folds: FoldFilter::Only(k),
-            ..Selection::split("train")
+            ..Selection::split("train+val")
         };
     }
     if let Some(k) = a.cv.or(file.cv) {

@@ -53,7 +53,7 @@ pub enum FoldFilter {
 /// Which records of a prepared folder to use.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Selection {
-    /// `train`, `val` or `test`.
+    /// `train`, `val` or `test`, or several joined by `+` (`train+val`).
     pub split: String,
     /// E.g. `testA` / `testB` of GlaS; `None` takes every subset of the split.
     pub subset: Option<String>,
@@ -74,8 +74,13 @@ impl Selection {
         self
     }
 
+    /// The splits named, `+`-separated (`train+val` for cross-validation).
+    pub fn splits(&self) -> impl Iterator<Item = &str> {
+        self.split.split('+')
+    }
+
     pub fn matches(&self, row: &ManifestRow) -> bool {
-        row.split == self.split
+        self.splits().any(|s| s == row.split)
             && self.subset.as_ref().is_none_or(|s| &row.subset == s)
             && match self.folds {
                 FoldFilter::Any => true,

@@ -224,7 +224,12 @@ impl TrainConfig {
         if self.early_stopping == Some(0) {
             return bad("early stopping patience must be at least 1");
         }
-        if self.train.split == "test" || self.val.split == "test" {
+        if self
+            .train
+            .splits()
+            .chain(self.val.splits())
+            .any(|s| s == "test")
+        {
             return bad("training never reads the test split");
         }
         self.model.validate(None)
@@ -854,9 +859,10 @@ pub struct CvReport {
 
 pub const CV_JSON: &str = "cv.json";
 
-/// Patient-grouped K-fold cross-validation over the `train` split's folds
-/// (`prepare --folds K`): fold k trains on the other folds and validates on
-/// k, into `run_dir/fold-k`; `cv.json` summarises the best epochs.
+/// Patient-grouped K-fold cross-validation over the development data
+/// (`train` and `val`, which `prepare --folds K` divides into folds): fold k
+/// trains on the other folds and validates on k, into `run_dir/fold-k`;
+/// `cv.json` summarises the best epochs. `test` is never read.
 pub fn cross_validate(
     data_dir: &Path,
     run_dir: &Path,
@@ -873,11 +879,11 @@ pub fn cross_validate(
         let mut c = cfg.clone();
         c.train = Selection {
             folds: super::data::FoldFilter::Except(fold),
-            ..Selection::split("train")
+            ..Selection::split("train+val")
         };
         c.val = Selection {
             folds: super::data::FoldFilter::Only(fold),
-            ..Selection::split("train")
+            ..Selection::split("train+val")
         };
         let run = run_dir.join(format!("fold-{fold}"));
         tracing::info!("cross-validation fold {fold} of {k}");
@@ -940,6 +946,9 @@ mod tests {
     fn never_trains_on_test() {
         let mut c = TrainConfig::new(ModelSpec::default_for(ModelKind::Mlp, 2));
         c.val = Selection::split("test");
+        assert!(c.validate().is_err());
+        c.val = Selection::split("val");
+        c.train = Selection::split("train+test");
         assert!(c.validate().is_err());
     }
 
