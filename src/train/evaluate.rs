@@ -252,7 +252,6 @@ fn group_report(
 }
 
 /// Picks one metric out of a report, for the table's rows.
-type Getter = fn(&Report) -> metrics::Estimate;
 
 /// The printed table: one block per group, one column per level.
 pub fn table(report: &EvalReport) -> String {
@@ -266,16 +265,7 @@ pub fn table(report: &EvalReport) -> String {
             "  {:<18} {:<32} {:<32} {:<32}\n",
             "metric", "patch", "image (mean prob)", "image (majority)"
         ));
-        let rows: [(&str, Getter); 7] = [
-            ("accuracy", |r| r.accuracy),
-            ("balanced accuracy", |r| r.balanced_accuracy),
-            ("precision", |r| r.precision),
-            ("recall", |r| r.recall),
-            ("specificity", |r| r.specificity),
-            ("F1", |r| r.f1),
-            ("ROC AUC", |r| r.roc_auc),
-        ];
-        for (name, get) in rows {
+        for (name, get) in metrics::METRICS {
             out.push_str(&format!(
                 "  {:<18} {:<32} {:<32} {:<32}\n",
                 name,

@@ -225,6 +225,20 @@ pub struct Report {
     pub confusion: Confusion,
 }
 
+/// Reads one metric out of a [`Report`].
+pub type Getter = fn(&Report) -> Estimate;
+
+/// The scalar metrics of a [`Report`] in display order, so every table lists the same ones.
+pub const METRICS: [(&str, Getter); 7] = [
+    ("accuracy", |r| r.accuracy),
+    ("balanced accuracy", |r| r.balanced_accuracy),
+    ("precision", |r| r.precision),
+    ("recall", |r| r.recall),
+    ("specificity", |r| r.specificity),
+    ("F1", |r| r.f1),
+    ("ROC AUC", |r| r.roc_auc),
+];
+
 /// Options of [`report`].
 #[derive(Clone, Copy, Debug)]
 pub struct ReportOptions {

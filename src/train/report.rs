@@ -253,17 +253,7 @@ fn group_markdown(md: &mut String, g: &GroupReport) {
         "## {} ({} patches, {} images)\n\n| metric | patch | image (mean prob) | image (majority) |\n|---|---|---|---|",
         g.group, g.patches, g.images
     );
-    type Getter = fn(&super::metrics::Report) -> super::metrics::Estimate;
-    let rows: [(&str, Getter); 7] = [
-        ("accuracy", |r| r.accuracy),
-        ("balanced accuracy", |r| r.balanced_accuracy),
-        ("precision", |r| r.precision),
-        ("recall", |r| r.recall),
-        ("specificity", |r| r.specificity),
-        ("F1", |r| r.f1),
-        ("ROC AUC", |r| r.roc_auc),
-    ];
-    for (name, get) in rows {
+    for (name, get) in super::metrics::METRICS {
         let _ = writeln!(
             md,
             "| {name} | {} | {} | {} |",
