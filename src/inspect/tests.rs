@@ -109,7 +109,7 @@ fn fixture(dir: &Path, compression: Compression) -> Vec<ManifestRow> {
                 let example = rec.encode();
                 let mut row = row.clone();
                 row.record_bytes = example.len() as u64;
-                let loc = w.write(example).unwrap();
+                let loc = w.write(&example).unwrap();
                 row.shard = file.clone();
                 row.index_in_shard = loc.index;
                 row.byte_offset = loc.offset;

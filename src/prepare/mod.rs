@@ -345,7 +345,7 @@ impl<'a> Writer<'a> {
         let Some((_, writer, rows)) = self.current.as_mut() else {
             unreachable!("a shard writer was opened above")
         };
-        let loc = writer.write(r.example)?;
+        let loc = writer.write(&r.example)?;
         let mut row = r.row;
         row.shard = self.layout.shards[k].file.clone();
         row.index_in_shard = loc.index;

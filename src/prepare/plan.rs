@@ -61,13 +61,37 @@ pub fn load(sample: &Sample, opts: &PrepareOptions) -> Result<Loaded> {
         }
         None => None,
     };
-    if (opts.scale - 1.0).abs() < f32::EPSILON {
-        return Ok(Loaded { image, mask });
-    }
     Ok(Loaded {
-        image: tiling::resize(&image, opts.scale),
-        mask: mask.map(|m| tiling::resize_mask(&m, opts.scale)),
+        image: scaled(image, opts.scale),
+        mask: mask.map(|m| {
+            if is_unit(opts.scale) {
+                m
+            } else {
+                tiling::resize_mask(&m, opts.scale)
+            }
+        }),
     })
+}
+
+/// The image alone at the working scale: rendering needs no mask, and the
+/// planning stage has already validated it.
+pub fn load_image(sample: &Sample, opts: &PrepareOptions) -> Result<RgbImage> {
+    Ok(scaled(
+        image_io::decode_rgb(&sample.image_path, opts.limits())?,
+        opts.scale,
+    ))
+}
+
+fn is_unit(scale: f32) -> bool {
+    (scale - 1.0).abs() < f32::EPSILON
+}
+
+fn scaled(image: RgbImage, scale: f32) -> RgbImage {
+    if is_unit(scale) {
+        image
+    } else {
+        tiling::resize(&image, scale)
+    }
 }
 
 /// Candidate positions: the whole image, or only inside the sample's boxes.

@@ -53,7 +53,7 @@ pub fn render_image(
     if !ids.clone().any(wanted) {
         return Ok(Vec::new());
     }
-    let mut image = plan::load(job.sample, opts)?.image;
+    let mut image = plan::load_image(job.sample, opts)?;
     if let Some(n) = stain {
         image = n.apply(&image);
     }

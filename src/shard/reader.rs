@@ -119,7 +119,7 @@ mod tests {
         let path = dir.join(crate::shard::shard_file_name("train", 0, 1, compression));
         let mut w = ShardWriter::create(&path, compression).unwrap();
         for i in 0..n {
-            let loc = w.write(vec![i as u8; 10 + i]).unwrap();
+            let loc = w.write(&vec![i as u8; 10 + i]).unwrap();
             assert_eq!(loc.index, i as u64);
         }
         let summary = w.finish().unwrap();
@@ -147,21 +147,25 @@ mod tests {
 
     #[test]
     fn frames_are_tensorflow_masked_crc32c() {
-        // A known TFRecord frame: TF writes b"hello" as this (masked CRC32C).
+        // The CRC32C check value of "123456789" is 0xE3069283 (RFC 3720); TF masks
+        // it as ((crc >> 15) | (crc << 17)) + 0xa282ead8. The length CRC is checked
+        // by reading the frame back through the `tfrecord` crate.
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("t.tfrecord");
         let mut w = ShardWriter::create(&path, Compression::None).unwrap();
-        w.write(b"hello".to_vec()).unwrap();
+        w.write(b"123456789").unwrap();
         w.finish().unwrap();
         let bytes = std::fs::read(&path).unwrap();
-        let masked = |b: &[u8]| {
-            let c = crc32c::crc32c(b);
-            c.rotate_right(15).wrapping_add(0xa282_ead8)
-        };
-        assert_eq!(&bytes[0..8], &5u64.to_le_bytes());
-        assert_eq!(&bytes[8..12], &masked(&5u64.to_le_bytes()).to_le_bytes());
-        assert_eq!(&bytes[12..17], b"hello");
-        assert_eq!(&bytes[17..21], &masked(b"hello").to_le_bytes());
+        let masked = 0xE306_9283u32.rotate_right(15).wrapping_add(0xa282_ead8);
+        assert_eq!(bytes.len(), 8 + 4 + 9 + 4);
+        assert_eq!(&bytes[0..8], &9u64.to_le_bytes());
+        assert_eq!(&bytes[12..21], b"123456789");
+        assert_eq!(&bytes[21..25], &masked.to_le_bytes());
+        let back: Vec<_> = ShardReader::open(&path)
+            .unwrap()
+            .collect::<Result<_>>()
+            .unwrap();
+        assert_eq!(back[0].data, b"123456789");
     }
 
     #[test]
@@ -227,7 +231,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("x.tfrecord");
         let mut w = ShardWriter::create(&path, Compression::None).unwrap();
-        w.write(vec![1, 2, 3]).unwrap();
+        w.write(&[1, 2, 3]).unwrap();
         drop(w);
         assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
     }

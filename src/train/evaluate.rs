@@ -251,8 +251,6 @@ fn group_report(
     }
 }
 
-/// Picks one metric out of a report, for the table's rows.
-
 /// The printed table: one block per group, one column per level.
 pub fn table(report: &EvalReport) -> String {
     let mut out = String::new();

@@ -188,7 +188,7 @@ pub fn write_toy_dataset(dir: &Path, spec: &ToySpec) -> Result<Vec<ManifestRow>>
             let (name, w) = &mut writers[j % count as usize];
             let bytes = rec.encode();
             row.record_bytes = bytes.len() as u64;
-            let loc = w.write(bytes)?;
+            let loc = w.write(&bytes)?;
             row.shard = name.clone();
             row.index_in_shard = loc.index;
             row.byte_offset = loc.offset;
