@@ -11,13 +11,18 @@ use crate::error::{IoContext, Result};
 /// Suffix of files being written; a file with it is never complete.
 pub const TMP_SUFFIX: &str = ".tmp";
 
-/// `dir/.name.tmp` for `dir/name`.
-pub fn tmp_path(path: &Path) -> PathBuf {
+/// `dir/.name{suffix}` for `dir/name`: hidden, so globs for the final names never match it.
+pub fn hidden_sibling(path: &Path, suffix: &str) -> PathBuf {
     let name = path
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_default();
-    path.with_file_name(format!(".{name}{TMP_SUFFIX}"))
+    path.with_file_name(format!(".{name}{suffix}"))
+}
+
+/// `dir/.name.tmp` for `dir/name`.
+pub fn tmp_path(path: &Path) -> PathBuf {
+    hidden_sibling(path, TMP_SUFFIX)
 }
 
 /// Whether `name` is a leftover of an interrupted atomic write.

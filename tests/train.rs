@@ -19,6 +19,17 @@ fn col(rows: &[csv::StringRecord], header: &[&str], name: &str) -> Vec<f64> {
     rows.iter().map(|r| r[i].parse().unwrap()).collect()
 }
 
+/// The smallest toy set the tests train on: 4 train images, 1 val, 1 test.
+fn write_tiny_toy(data: &Path) {
+    let spec = ToySpec {
+        train_images: 4,
+        val_images: 1,
+        test_images: 1,
+        ..ToySpec::default()
+    };
+    write_toy_dataset(data, &spec).unwrap();
+}
+
 #[test]
 fn cnn_learns_the_toy_set_and_evaluates() {
     let dir = tempfile::tempdir().unwrap();
@@ -151,16 +162,7 @@ fn cnn_learns_the_toy_set_and_evaluates() {
 fn mlp_trains_and_divergence_stops_clearly() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
-    write_toy_dataset(
-        &data,
-        &ToySpec {
-            train_images: 4,
-            val_images: 1,
-            test_images: 1,
-            ..ToySpec::default()
-        },
-    )
-    .unwrap();
+    write_tiny_toy(&data);
     // Training never opens the test split: it trains with the test shards gone.
     for e in std::fs::read_dir(&data).unwrap() {
         let p = e.unwrap().path();
@@ -390,16 +392,7 @@ fn cnn_throughput() {
 fn resume_continues_exactly() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
-    write_toy_dataset(
-        &data,
-        &ToySpec {
-            train_images: 4,
-            val_images: 1,
-            test_images: 1,
-            ..ToySpec::default()
-        },
-    )
-    .unwrap();
+    write_tiny_toy(&data);
     let args = |out: &Path| -> Vec<String> {
         [
             "--threads",
@@ -488,16 +481,7 @@ fn resume_continues_exactly() {
 fn cross_validation_over_folds() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
-    write_toy_dataset(
-        &data,
-        &ToySpec {
-            train_images: 4,
-            val_images: 1,
-            test_images: 1,
-            ..ToySpec::default()
-        },
-    )
-    .unwrap();
+    write_tiny_toy(&data);
     let out = dir.path().join("cv");
     ok(&[
         "train",

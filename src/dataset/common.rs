@@ -496,6 +496,18 @@ pub fn finish(
     })
 }
 
+/// Writes a small solid image (format from the extension), creating its folder;
+/// the readers' tests build their input trees with it.
+#[cfg(test)]
+pub(crate) fn write_test_image(path: &Path, w: u32, h: u32) {
+    if let Some(p) = path.parent() {
+        std::fs::create_dir_all(p).unwrap();
+    }
+    image::RgbImage::from_pixel(w, h, image::Rgb([1, 2, 3]))
+        .save(path)
+        .unwrap();
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -314,17 +314,9 @@ fn normalize_split(v: &str) -> Option<&'static str> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use image::{Rgb, RgbImage};
     use std::fs;
 
-    fn img(path: &Path, w: u32, h: u32) {
-        if let Some(p) = path.parent() {
-            fs::create_dir_all(p).unwrap();
-        }
-        RgbImage::from_pixel(w, h, Rgb([1, 2, 3]))
-            .save(path)
-            .unwrap();
-    }
+    use crate::dataset::common::write_test_image as img;
 
     fn setup(csv: &str) -> tempfile::TempDir {
         let d = tempfile::tempdir().unwrap();

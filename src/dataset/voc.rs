@@ -211,16 +211,8 @@ fn read_one(root: &Path, root_canon: &Path, xml: &Path) -> Result<Outcome> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use image::{Rgb, RgbImage};
 
-    fn img(path: &Path, w: u32, h: u32) {
-        if let Some(p) = path.parent() {
-            fs::create_dir_all(p).unwrap();
-        }
-        RgbImage::from_pixel(w, h, Rgb([1, 2, 3]))
-            .save(path)
-            .unwrap();
-    }
+    use crate::dataset::common::write_test_image as img;
 
     fn obj(name: &str, b: [&str; 4]) -> String {
         format!(

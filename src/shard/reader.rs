@@ -51,10 +51,6 @@ impl ShardReader {
         })
     }
 
-    pub fn path(&self) -> &Path {
-        &self.path
-    }
-
     fn fault(&mut self, message: impl Into<String>) -> Error {
         self.failed = true;
         Error::record(&self.path, self.index, message)

@@ -92,11 +92,7 @@ fn write_frame(w: &mut impl Write, record: &[u8]) -> std::io::Result<()> {
 
 /// The hidden temporary name of a shard while it is written.
 pub fn partial_path(final_path: &Path) -> PathBuf {
-    let name = final_path
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    final_path.with_file_name(format!(".{name}{PARTIAL_SUFFIX}"))
+    crate::atomic::hidden_sibling(final_path, PARTIAL_SUFFIX)
 }
 
 impl ShardWriter {
