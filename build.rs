@@ -1,6 +1,9 @@
 //! Compiles `schemas/example.proto` with prost (through protox, so no `protoc` is
 //! needed) and turns `schemas/features.json` into Rust constants, so the record
 //! format is written down once and the Rust writer and reader cannot drift from it.
+//!
+//! With the `tch` feature it also gives every binary (tests included) an rpath
+//! to LibTorch's `lib/`, so `histoshard` runs without `LD_LIBRARY_PATH`.
 
 use std::{env, fmt::Write as _, fs, path::PathBuf};
 
@@ -65,4 +68,45 @@ fn main() {
     table.push_str("];\n");
     code.push_str(&table);
     fs::write(out.join("features.rs"), code).expect("OUT_DIR is writable");
+
+    if env::var_os("CARGO_FEATURE_TCH").is_some() {
+        libtorch_rpath();
+    }
+}
+
+/// Where torch-sys found LibTorch: `$LIBTORCH`, or with
+/// `LIBTORCH_USE_PYTORCH=1` the `torch` package of the active Python (found
+/// the way torch-sys finds it).
+fn libtorch_rpath() {
+    println!("cargo:rerun-if-env-changed=LIBTORCH");
+    println!("cargo:rerun-if-env-changed=LIBTORCH_USE_PYTORCH");
+    println!("cargo:rerun-if-env-changed=VIRTUAL_ENV");
+    println!("cargo:rerun-if-env-changed=PATH");
+    let root = match env::var_os("LIBTORCH") {
+        Some(dir) => Some(PathBuf::from(dir)),
+        None if env::var_os("LIBTORCH_USE_PYTORCH").is_some() => {
+            let python = if env::var_os("VIRTUAL_ENV").is_some() {
+                "python"
+            } else {
+                "python3"
+            };
+            std::process::Command::new(python)
+                .args([
+                    "-c",
+                    "import os, torch; print(os.path.dirname(torch.__file__))",
+                ])
+                .output()
+                .ok()
+                .filter(|o| o.status.success())
+                .map(|o| PathBuf::from(String::from_utf8_lossy(&o.stdout).trim()))
+        }
+        None => None,
+    };
+    match root.map(|r| r.join("lib")).filter(|l| l.is_dir()) {
+        Some(lib) => println!("cargo:rustc-link-arg=-Wl,-rpath,{}", lib.display()),
+        None => println!(
+            "cargo:warning=LibTorch's lib/ not found: set LIBTORCH or LIBTORCH_USE_PYTORCH=1 \
+             (scripts/setup_libtorch.sh), or LD_LIBRARY_PATH at run time"
+        ),
+    }
 }

@@ -185,6 +185,11 @@ pub fn run(a: Args, g: &Global) -> anyhow::Result<ExitCode> {
                 c.dropout = v;
             }
         }
+        ModelSpec::EfficientNet(c) => {
+            if let Some(v) = a.dropout.or(file.dropout) {
+                c.dropout = v;
+            }
+        }
     }
     let mut cfg = TrainConfig::new(spec);
     macro_rules! merge {

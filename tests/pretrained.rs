@@ -1,0 +1,152 @@
+//! EfficientNet-Lite0 with its ImageNet weights against PyTorch: the same
+//! `.pth`, the same input, PyTorch's forward (the `efficientnet_lite_pytorch`
+//! package) against ours on every backend this build has.
+//!
+//! These need the weights (`scripts/fetch_weights.sh`) and a Python with
+//! torch (`scripts/setup_torch_venv.sh`), so they are `#[ignore]`d in a bare
+//! `cargo test`; `scripts/test.sh` sets both up and runs them with
+//! `--ignored`. Paths: `HISTOSHARD_WEIGHTS_DIR`, `HISTOSHARD_TORCH_PYTHON`.
+
+#![cfg(feature = "train")]
+
+use std::{path::PathBuf, process::Command};
+
+use burn::tensor::{Device, Tensor, TensorData};
+use histoshard::train::{
+    learner::DeviceChoice,
+    models::{EfficientNetConfig, LiteVariant, pretrained},
+};
+
+const TOLERANCE: f32 = 1e-4;
+
+fn torch_python() -> PathBuf {
+    std::env::var_os("HISTOSHARD_TORCH_PYTHON")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            let home = std::env::var_os("HOME").expect("HOME is set");
+            PathBuf::from(home).join(".cache/histoshard-torch/bin/python")
+        })
+}
+
+fn devices() -> Vec<(DeviceChoice, Device)> {
+    let mut out = Vec::new();
+    if cfg!(feature = "flex") {
+        out.push((DeviceChoice::Flex, DeviceChoice::Flex.device().unwrap()));
+    }
+    if cfg!(feature = "tch") {
+        out.push((DeviceChoice::Cpu, DeviceChoice::Cpu.device().unwrap()));
+    }
+    out
+}
+
+/// A reproducible input in the normalised range: smooth patterns plus noise,
+/// so every channel and position matters.
+fn input(n: usize, side: usize) -> Vec<f32> {
+    let mut state = 0x2545_f491_4f6c_dd1du64;
+    (0..n * 3 * side * side)
+        .map(|i| {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            let noise = (state >> 40) as f32 / (1u64 << 24) as f32 - 0.5;
+            let x = (i % side) as f32 / side as f32;
+            let y = ((i / side) % side) as f32 / side as f32;
+            (6.0 * x + 3.0 * y + (i / (side * side)) as f32).sin() * 0.8 + noise * 0.4
+        })
+        .collect()
+}
+
+fn write_f32(path: &std::path::Path, values: &[f32]) {
+    let bytes: Vec<u8> = values.iter().flat_map(|v| v.to_le_bytes()).collect();
+    std::fs::write(path, bytes).unwrap();
+}
+
+fn read_f32(path: &std::path::Path) -> Vec<f32> {
+    std::fs::read(path)
+        .unwrap()
+        .chunks_exact(4)
+        .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+        .collect()
+}
+
+fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
+    assert_eq!(a.len(), b.len());
+    a.iter()
+        .zip(b)
+        .map(|(x, y)| (x - y).abs())
+        .fold(0.0, f32::max)
+}
+
+#[test]
+#[ignore = "needs scripts/fetch_weights.sh and a torch venv; scripts/test.sh runs it"]
+fn lite0_logits_match_pytorch_on_every_backend() {
+    let weights = pretrained::resolve_weights(LiteVariant::Lite0, None).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    // 224² (the training size: asymmetric SAME padding) and an odd size
+    // (symmetric padding on some layers).
+    for (n, side) in [(2usize, 224usize), (1, 161)] {
+        let x = input(n, side);
+        let (input_path, logits_path, features_path) = (
+            dir.path().join("in.f32"),
+            dir.path().join("logits.f32"),
+            dir.path().join("features.f32"),
+        );
+        write_f32(&input_path, &x);
+        let status = Command::new(torch_python())
+            .arg(concat!(
+                env!("CARGO_MANIFEST_DIR"),
+                "/scripts/efficientnet_reference.py"
+            ))
+            .arg("--weights")
+            .arg(&weights)
+            .args(["--variant", "efficientnet-lite0", "--shape"])
+            .arg(format!("{n},3,{side},{side}"))
+            .arg("--input")
+            .arg(&input_path)
+            .arg("--out")
+            .arg(&logits_path)
+            .arg("--features")
+            .arg(&features_path)
+            .status()
+            .expect("the torch python runs");
+        assert!(status.success(), "reference forward failed");
+        let want_logits = read_f32(&logits_path);
+        let want_features = read_f32(&features_path);
+        assert_eq!(want_logits.len(), n * 1000);
+
+        for (choice, device) in devices() {
+            let model = EfficientNetConfig::new(LiteVariant::Lite0)
+                .with_num_classes(1000)
+                .init(&device);
+            let model = pretrained::load_efficientnet(model, &weights, true).unwrap();
+            let images =
+                Tensor::<4>::from_data(TensorData::new(x.clone(), [n, 3, side, side]), &device);
+            let features = model.features(images.clone());
+            let logits = model.forward(images);
+            let got_features: Vec<f32> = features.into_data().try_to_vec::<f32>().unwrap();
+            let got_logits: Vec<f32> = logits.into_data().try_to_vec::<f32>().unwrap();
+            let df = max_abs_diff(&got_features, &want_features);
+            let dl = max_abs_diff(&got_logits, &want_logits);
+            println!("{choice} {n}×{side}²: max |Δ| features {df:.2e}, logits {dl:.2e}");
+            assert!(
+                df <= TOLERANCE && dl <= TOLERANCE,
+                "{choice} at {side}²: features differ by {df}, logits by {dl}"
+            );
+        }
+    }
+}
+
+#[test]
+#[ignore = "needs scripts/fetch_weights.sh; scripts/test.sh runs it"]
+fn weights_of_another_network_are_refused_by_name() {
+    let weights = pretrained::resolve_weights(LiteVariant::Lite0, None).unwrap();
+    let device = devices()[0].1.clone();
+    // Lite2 is wider: the Lite0 file must not load into it.
+    let model = EfficientNetConfig::new(LiteVariant::Lite2).init(&device);
+    let err = pretrained::load_efficientnet(model, &weights, false)
+        .err()
+        .expect("shape mismatch is an error")
+        .to_string();
+    assert!(err.contains("efficientnet-lite0.pth"), "{err}");
+    assert!(!err.contains('\n'), "{err}");
+}
