@@ -1,10 +1,16 @@
 //! Command-line interface: one file per subcommand, each an `Args` struct and
 //! a `run` that calls the library.
 
+#[cfg(feature = "train")]
+mod classify;
 mod config;
 #[cfg(feature = "train")]
 mod evaluate;
+#[cfg(feature = "train")]
+mod export;
 mod inspect;
+#[cfg(feature = "train")]
+mod predict;
 mod prepare;
 mod synth;
 #[cfg(feature = "train")]
@@ -43,12 +49,21 @@ pub enum Command {
     Verify(verify::Args),
     /// Counts per split, class and patient, and a contact sheet of patches.
     Inspect(inspect::Args),
-    /// Train a classifier (mlp or cnn) on prepared shards with burn.
+    /// Train a classifier (mlp, cnn or a pretrained EfficientNet-Lite) on prepared shards with burn.
     #[cfg(feature = "train")]
     Train(Box<train::Args>),
     /// Evaluate a trained run on a held-out split, patch and image level.
     #[cfg(feature = "train")]
     Evaluate(evaluate::Args),
+    /// Classify whole new images with a trained run (table, CSV, heatmaps).
+    #[cfg(feature = "train")]
+    Predict(predict::Args),
+    /// Write a run's model as safetensors (PyTorch names) or burnpack, plus model.json.
+    #[cfg(feature = "train")]
+    Export(export::Args),
+    /// Top-5 ImageNet classes of photos with a pretrained backbone (checks the weights).
+    #[cfg(feature = "train")]
+    Classify(classify::Args),
 }
 
 /// Logs go to stderr; `RUST_LOG` overrides the level chosen by -v/-q.
@@ -94,6 +109,12 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Train(a) => train::run(*a, &global),
         #[cfg(feature = "train")]
         Command::Evaluate(a) => evaluate::run(a, &global),
+        #[cfg(feature = "train")]
+        Command::Classify(a) => classify::run(a, &global),
+        #[cfg(feature = "train")]
+        Command::Predict(a) => predict::run(a, &global),
+        #[cfg(feature = "train")]
+        Command::Export(a) => export::run(a, &global),
     }
 }
 

@@ -9,7 +9,8 @@ use histoshard::{
             self, Balance, DeviceChoice, OptimizerKind, RunOptions, Schedule, TrainConfig,
             TrainOutcome,
         },
-        models::{ModelKind, ModelSpec},
+        models::{ModelKind, ModelSpec, pretrained},
+        transfer::{BnPolicy, TransferConfig, Unfreeze},
     },
 };
 use serde::Deserialize;
@@ -113,9 +114,26 @@ pub struct Args {
     /// mlp: hidden layer widths, comma-separated [default: 256,64].
     #[arg(long, value_delimiter = ',')]
     hidden: Option<Vec<usize>>,
-    /// Dropout before the head [default: 0.2].
+    /// Dropout before the head [default: 0.2; 0.3 for efficientnet-lite2].
     #[arg(long)]
     dropout: Option<f64>,
+    /// Pretrained models: the ImageNet `.pth` [default: the cache that
+    /// scripts/fetch_weights.sh fills, ~/.cache/histoshard/weights].
+    #[arg(long)]
+    weights: Option<PathBuf>,
+    /// Pretrained models: epochs of the new head on cached frozen features,
+    /// before `--epochs` of fine-tuning [default: 5].
+    #[arg(long)]
+    freeze_epochs: Option<usize>,
+    /// Pretrained models: learning rate of the frozen-feature stage [default: 0.001].
+    #[arg(long)]
+    head_lr: Option<f64>,
+    /// Pretrained models: what fine-tuning trains: all, none or last:N blocks [default: all].
+    #[arg(long)]
+    unfreeze: Option<String>,
+    /// Pretrained models: batch-norm statistics while fine-tuning [default: frozen].
+    #[arg(long, value_enum)]
+    bn_stats: Option<BnPolicy>,
 }
 
 pub fn run(a: Args, g: &Global) -> anyhow::Result<ExitCode> {
@@ -148,7 +166,7 @@ pub fn run(a: Args, g: &Global) -> anyhow::Result<ExitCode> {
         bail!("train needs --data and --output (as flags or in the config file)");
     };
     let Some(kind) = a.model.or(file.model) else {
-        bail!("train needs --model (mlp or cnn)");
+        bail!("train needs --model (mlp, cnn or efficientnet-lite0)");
     };
     // The model's class count comes from the manifest (every split).
     let rows = histoshard::shard::manifest::read_manifest(&data)?;
@@ -192,6 +210,26 @@ pub fn run(a: Args, g: &Global) -> anyhow::Result<ExitCode> {
         }
     }
     let mut cfg = TrainConfig::new(spec);
+    if let Some(variant) = kind.lite_variant() {
+        let given = a.weights.clone().or(file.weights.clone());
+        cfg.transfer = Some(TransferConfig {
+            weights: pretrained::resolve_weights(variant, given.as_deref())?,
+            freeze_epochs: a.freeze_epochs.or(file.freeze_epochs).unwrap_or(5),
+            head_lr: a.head_lr.or(file.head_lr).unwrap_or(1e-3),
+            unfreeze: match a.unfreeze.clone().or(file.unfreeze.clone()) {
+                Some(u) => u.parse::<Unfreeze>().map_err(anyhow::Error::msg)?,
+                None => Unfreeze::All,
+            },
+            bn: a.bn_stats.or(file.bn_stats).unwrap_or(BnPolicy::Frozen),
+        });
+        // Fine-tuning a pretrained network wants a gentler step than training from scratch.
+        cfg.lr = 1e-4;
+        cfg.epochs = 5;
+    } else if a.weights.is_some() || a.freeze_epochs.is_some() || a.unfreeze.is_some() {
+        bail!(
+            "--weights, --freeze-epochs and --unfreeze are for pretrained models (efficientnet-lite0…)"
+        );
+    }
     macro_rules! merge {
         ($($field:ident),*) => {$(
             if let Some(v) = a.$field.or(file.$field) { cfg.$field = v; }

@@ -2,7 +2,7 @@
 //! from its manifest, and a contact sheet PNG of a few patches per class read
 //! back from the shards (which also proves those shards decode).
 
-mod font;
+pub(crate) mod font;
 mod sheet;
 
 use std::{

@@ -35,7 +35,8 @@ use super::{
     data::{Batch, Dataset, LoaderConfig, Selection},
     error::{TrainError, TrainResult},
     metrics::{self, argmax},
-    models::{Model, ModelSpec},
+    models::{Model, ModelSpec, pretrained},
+    transfer::{self, FeatureCache, TransferConfig},
 };
 use crate::{
     error::{Error, IoContext},
@@ -73,9 +74,7 @@ impl std::str::FromStr for DeviceChoice {
                 .strip_prefix("cuda:")
                 .and_then(|n| n.parse().ok())
                 .map(DeviceChoice::Cuda)
-                .ok_or_else(|| {
-                    format!("unknown device {s:?} (cpu, flex, cuda, cuda:N or auto)")
-                }),
+                .ok_or_else(|| format!("unknown device {s:?} (cpu, flex, cuda, cuda:N or auto)")),
         }
     }
 }
@@ -225,6 +224,9 @@ pub struct TrainConfig {
     pub device: DeviceChoice,
     pub train: Selection,
     pub val: Selection,
+    /// Pretrained backbones only: the frozen-feature stage and fine-tuning.
+    #[serde(default)]
+    pub transfer: Option<TransferConfig>,
 }
 
 impl TrainConfig {
@@ -249,13 +251,36 @@ impl TrainConfig {
             device: DeviceChoice::Cpu,
             train: Selection::split("train"),
             val: Selection::split("val"),
+            transfer: None,
         }
+    }
+
+    /// Stage-1 (frozen backbone) epochs; 0 for models trained from scratch.
+    pub fn freeze_epochs(&self) -> usize {
+        self.transfer.as_ref().map_or(0, |t| t.freeze_epochs)
+    }
+
+    /// Every epoch of the run: frozen-feature epochs, then `epochs`.
+    pub fn total_epochs(&self) -> usize {
+        self.freeze_epochs() + self.epochs
     }
 
     fn validate(&self) -> Result<(), Error> {
         let bad = |m: &str| Err(Error::Config(m.to_string()));
-        if self.epochs == 0 {
+        if self.total_epochs() == 0 {
             return bad("epochs must be at least 1");
+        }
+        match (&self.model, &self.transfer) {
+            (ModelSpec::EfficientNet(_), None) => {
+                return bad("a pretrained backbone needs its weights (--weights)");
+            }
+            (ModelSpec::Mlp(_) | ModelSpec::Cnn(_), Some(_)) => {
+                return bad("--freeze-epochs, --unfreeze and --weights are for pretrained models");
+            }
+            (_, Some(t)) if !(t.head_lr.is_finite() && t.head_lr > 0.0) => {
+                return bad("head learning rate must be positive");
+            }
+            _ => {}
         }
         if !(self.lr.is_finite() && self.lr > 0.0) {
             return bad("learning rate must be positive");
@@ -358,6 +383,9 @@ pub struct EpochMetrics {
     pub train_images: usize,
     pub seconds: f64,
     pub images_per_second: f64,
+    /// `scratch`, or for pretrained models `head` (frozen features) then `fine-tune`.
+    #[serde(default)]
+    pub stage: String,
 }
 
 /// What [`train`] returns.
@@ -433,7 +461,7 @@ fn labels_tensor(batch: &Batch, device: &Device) -> Tensor<1, Int> {
 }
 
 /// Row-wise softmax of `[n, k]` logits held flat.
-fn softmax_rows(logits: &[f32], k: usize) -> Vec<Vec<f64>> {
+pub(crate) fn softmax_rows(logits: &[f32], k: usize) -> Vec<Vec<f64>> {
     logits
         .chunks(k)
         .map(|row| {
@@ -565,6 +593,11 @@ pub fn train(
         class_weights,
     };
     write_json(&run_dir.join(RUN_JSON), &info)?;
+    // What `predict` and `export` need to tile new images like the training data.
+    match super::predict::Preprocessing::from_run(&info) {
+        Ok(pre) => pre.save(run_dir)?,
+        Err(e) => tracing::debug!("no preprocessing.json: {e}"),
+    }
     tracing::info!(
         "training {} on {} records ({:?} per class), validating on {}",
         cfg.model.kind(),
@@ -572,18 +605,7 @@ pub fn train(
         train_data.class_counts(),
         val_data.len()
     );
-    base.seed(cfg.seed);
-    let device = base.clone().autodiff();
-    let model = cfg.model.init(&device);
-    let start = Start {
-        model,
-        optim: cfg.optimizer(),
-        state: TrainState {
-            best_val_loss: f64::INFINITY,
-            ..TrainState::default()
-        },
-        history: Vec::new(),
-    };
+    let start = begin(run_dir, &info, &train_data, &val_data, &base, progress)?;
     fit(
         run_dir,
         &info,
@@ -596,6 +618,142 @@ pub fn train(
     )
 }
 
+/// A fresh model (pretrained weights loaded), and for pretrained models
+/// the whole frozen-feature stage.
+fn begin(
+    run_dir: &Path,
+    info: &RunInfo,
+    train_data: &Dataset,
+    val_data: &Dataset,
+    base: &Device,
+    progress: &Progress,
+) -> TrainResult<Start> {
+    let cfg = &info.config;
+    base.seed(cfg.seed);
+    let device = base.clone().autodiff();
+    let mut model = cfg.model.init(&device);
+    if let Some(t) = &cfg.transfer {
+        let net = transfer::backbone(model)?;
+        model = Model::EfficientNet(pretrained::load_efficientnet(net, &t.weights, false)?);
+    }
+    let start = Start {
+        model,
+        optim: cfg.optimizer(),
+        state: TrainState {
+            best_val_loss: f64::INFINITY,
+            ..TrainState::default()
+        },
+        history: Vec::new(),
+    };
+    match &cfg.transfer {
+        Some(t) if t.freeze_epochs > 0 => {
+            head_stage(run_dir, info, train_data, val_data, base, start, progress)
+        }
+        _ => Ok(start),
+    }
+}
+
+/// Stage 1 of transfer learning: cache the frozen backbone's features of
+/// train and val once, then train the new head on them for
+/// `freeze_epochs` epochs; each epoch is checkpointed like any other.
+fn head_stage(
+    run_dir: &Path,
+    info: &RunInfo,
+    train_data: &Dataset,
+    val_data: &Dataset,
+    base: &Device,
+    start: Start,
+    progress: &Progress,
+) -> TrainResult<Start> {
+    let cfg = &info.config;
+    let Some(t) = &cfg.transfer else {
+        return Ok(start);
+    };
+    let device = base.clone().autodiff();
+    let Start {
+        model,
+        mut optim,
+        mut state,
+        mut history,
+    } = start;
+    let mut net = transfer::backbone(model)?.freeze_backbone(0, true);
+    let loader = LoaderConfig {
+        workers: cfg.workers,
+        ..LoaderConfig::eval(
+            cfg.batch_size,
+            cfg.model.input_size(),
+            cfg.model.normalization(),
+        )
+    };
+    let started = Instant::now();
+    let train_cache = FeatureCache::build(&net, train_data, &loader, base, progress, "features")?;
+    let val_cache = FeatureCache::build(&net, val_data, &loader, base, progress, "features")?;
+    let mut cache_seconds = started.elapsed().as_secs_f64();
+    tracing::info!(
+        "frozen {} features of {} + {} patches cached in {cache_seconds:.1} s ({:.1} patches/s)",
+        cfg.model.kind(),
+        train_cache.len(),
+        val_cache.len(),
+        (train_cache.len() + val_cache.len()) as f64 / cache_seconds.max(1e-9)
+    );
+    let loss_fn = CrossEntropyLossConfig::new()
+        .with_weights(info.class_weights.clone())
+        .init(&device);
+    for epoch in 1..=t.freeze_epochs {
+        device.seed(super::data::seed_of(&[cfg.seed, epoch as u64, 0xd0]));
+        let epoch_start = Instant::now();
+        let (trained, stats) = transfer::head_epoch(
+            net,
+            &mut optim,
+            &train_cache,
+            &loss_fn,
+            cfg.batch_size,
+            t.head_lr,
+            super::data::seed_of(&[cfg.seed, epoch as u64]),
+            &device,
+        )
+        .map_err(|e| match e {
+            TrainError::NonFiniteLoss {
+                batch, value, lr, ..
+            } => TrainError::NonFiniteLoss {
+                epoch,
+                batch,
+                value,
+                lr,
+            },
+            other => other,
+        })?;
+        let val = transfer::head_predictions(&trained, &val_cache, base)?;
+        // The first epoch pays for the feature pass.
+        let seconds = epoch_start.elapsed().as_secs_f64() + cache_seconds;
+        cache_seconds = 0.0;
+        let row = epoch_row(
+            epoch,
+            t.head_lr,
+            stats.loss / stats.seen.max(1) as f64,
+            stats.correct as f64 / stats.seen.max(1) as f64,
+            &val,
+            stats.seen,
+            seconds,
+            "head",
+            info.num_classes,
+        );
+        let model = Model::EfficientNet(trained);
+        let stop = end_epoch(run_dir, cfg, &model, &optim, &mut state, &mut history, row)?;
+        net = transfer::backbone(model)?;
+        if stop {
+            break;
+        }
+    }
+    Ok(Start {
+        model: Model::EfficientNet(net),
+        // Stage 2 starts its own optimizer: the head's moments were for another learning rate.
+        optim: cfg.optimizer(),
+        state,
+        history,
+    })
+}
+
 /// Continues the run in `run_dir` after its last finished epoch, from its
 /// `last.bpk`, `last-optim.bpk` and `state.json`; because every random
 /// choice is seeded per epoch, the result equals an uninterrupted run.
@@ -604,17 +762,26 @@ pub fn resume(run_dir: &Path, opts: &RunOptions, progress: &Progress) -> TrainRe
     let cfg = &info.config;
     let base = cfg.device.device()?;
     let state_path = run_dir.join(STATE_JSON);
-    if !state_path.exists() {
+    let state: Option<TrainState> = if state_path.exists() {
+        let text = std::fs::read_to_string(&state_path).at(&state_path)?;
+        Some(serde_json::from_str(&text).map_err(|e| Error::input(&state_path, e.to_string()))?)
+    } else {
+        None
+    };
+    let freeze = cfg.freeze_epochs();
+    // The frozen-feature stage is cheap and deterministic: redo it whole
+    // rather than resume inside it.
+    let redo_head_stage = cfg.transfer.is_some()
+        && state
+            .as_ref()
+            .is_none_or(|s| s.epochs_done < freeze && !s.stopped_early);
+    if state.is_none() && !redo_head_stage {
         return Err(Error::output(
             run_dir,
             "has no finished epoch to resume from (state.json missing); start it again",
         )
         .into());
     }
-    let text = std::fs::read_to_string(&state_path).at(&state_path)?;
-    let state: TrainState =
-        serde_json::from_str(&text).map_err(|e| Error::input(&state_path, e.to_string()))?;
-    let history = read_metrics(&run_dir.join(METRICS_CSV))?;
     let data_dir = opts.data.clone().unwrap_or_else(|| info.data.clone());
     let train_data = Dataset::open(&data_dir, &cfg.train)?;
     let val_data = Dataset::open(&data_dir, &cfg.val)?;
@@ -631,24 +798,40 @@ pub fn resume(run_dir: &Path, opts: &RunOptions, progress: &Progress) -> TrainRe
         )
         .into());
     }
-    let device = base.clone().autodiff();
-    let model = load_model(cfg.model.init(&device), &run_dir.join(LAST_MODEL))?;
-    let optim_path = run_dir.join(LAST_OPTIM);
-    let optim = cfg
-        .optimizer()
-        .load(&optim_path)
-        .map_err(|e| checkpoint_err(&optim_path, format!("{e:?}")))?;
-    tracing::info!(
-        "resuming {} after epoch {} of {}",
-        run_dir.display(),
-        state.epochs_done,
-        cfg.epochs
-    );
-    let start = Start {
-        model,
-        optim,
-        state,
-        history,
+    let start = match state {
+        Some(state) if !redo_head_stage => {
+            let history = read_metrics(&run_dir.join(METRICS_CSV))?;
+            let device = base.clone().autodiff();
+            let model = load_model(cfg.model.init(&device), &run_dir.join(LAST_MODEL))?;
+            let optim_path = run_dir.join(LAST_OPTIM);
+            // Right after the head stage, fine-tuning starts a fresh optimizer.
+            let optim = if cfg.transfer.is_some() && state.epochs_done <= freeze {
+                cfg.optimizer()
+            } else {
+                cfg.optimizer()
+                    .load(&optim_path)
+                    .map_err(|e| checkpoint_err(&optim_path, format!("{e:?}")))?
+            };
+            tracing::info!(
+                "resuming {} after epoch {} of {}",
+                run_dir.display(),
+                state.epochs_done,
+                cfg.total_epochs()
+            );
+            Start {
+                model,
+                optim,
+                state,
+                history,
+            }
+        }
+        _ => {
+            tracing::info!(
+                "resuming {}: redoing the frozen-feature stage",
+                run_dir.display()
+            );
+            begin(run_dir, &info, &train_data, &val_data, &base, progress)?
+        }
     };
     fit(
         run_dir,
@@ -699,6 +882,15 @@ fn fit(
         mut state,
         mut history,
     } = start;
+    if let Some(t) = &cfg.transfer {
+        model = t.stage2(model);
+    }
+    let freeze = cfg.freeze_epochs();
+    let stage = if cfg.transfer.is_some() {
+        "fine-tune"
+    } else {
+        "scratch"
+    };
     let loss_fn = CrossEntropyLossConfig::new()
         .with_weights(info.class_weights.clone())
         .init(&device);
@@ -727,10 +919,10 @@ fn fit(
     };
 
     let per_epoch = train_data.epoch_len(train_loader.oversample);
-    let first = state.epochs_done + 1;
+    let first = (state.epochs_done + 1).max(freeze + 1);
     let last = match opts.stop_after {
-        Some(n) => cfg.epochs.min(state.epochs_done + n),
-        None => cfg.epochs,
+        Some(n) => cfg.total_epochs().min(state.epochs_done + n),
+        None => cfg.total_epochs(),
     };
     if state.stopped_early {
         tracing::info!("the run stopped early already; nothing to do");
@@ -739,7 +931,7 @@ fn fit(
         if state.stopped_early {
             break;
         }
-        let lr = cfg.lr_at(epoch);
+        let lr = cfg.lr_at(epoch - freeze);
         // Reseeded every epoch (dropout masks), so a resumed run draws
         // exactly what an uninterrupted one would.
         device.seed(super::data::seed_of(&[cfg.seed, epoch as u64, 0xd0]));
@@ -794,71 +986,115 @@ fn fit(
         let train_seconds = started.elapsed().as_secs_f64();
 
         let val = predict(&model, val_data, &val_loader, base, progress, "val")?;
-        let val_loss = val.loss();
-        let predicted = val.predicted();
-        let confusion = metrics::Confusion::new(&val.labels, &predicted, k);
-        let positives: Vec<bool> = val.labels.iter().map(|&l| l == 1).collect();
-        let row = EpochMetrics {
+        let row = epoch_row(
             epoch,
             lr,
-            train_loss: loss_sum / seen.max(1) as f64,
-            train_accuracy: correct as f64 / seen.max(1) as f64,
-            val_loss,
-            val_accuracy: confusion.correct() as f64 / confusion.total().max(1) as f64,
-            val_balanced_accuracy: confusion.balanced_accuracy(),
-            val_auc: metrics::roc_auc(&val.scores(1), &positives).unwrap_or(f64::NAN),
-            train_images: seen,
-            seconds: started.elapsed().as_secs_f64(),
-            images_per_second: seen as f64 / train_seconds.max(1e-9),
-        };
-        tracing::info!(
-            "epoch {epoch}: train loss {:.4} acc {:.3} | val loss {:.4} acc {:.3} auc {:.3} | {:.1} img/s",
-            row.train_loss,
-            row.train_accuracy,
-            row.val_loss,
-            row.val_accuracy,
-            row.val_auc,
-            row.images_per_second
+            loss_sum / seen.max(1) as f64,
+            correct as f64 / seen.max(1) as f64,
+            &val,
+            seen,
+            train_seconds,
+            stage,
+            k,
         );
-        if !val_loss.is_finite() {
-            return Err(TrainError::NonFiniteLoss {
-                epoch,
-                batch: 0,
-                value: val_loss as f32,
-                lr,
-            });
-        }
-
-        save_model(&model, &run_dir.join(LAST_MODEL))?;
-        save_optimizer(&optim, &run_dir.join(LAST_OPTIM))?;
-        state.epochs_done = epoch;
-        if val_loss < state.best_val_loss {
-            state.best_val_loss = val_loss;
-            state.best_epoch = epoch;
-            state.epochs_without_improvement = 0;
-            save_model(&model, &run_dir.join(BEST_MODEL))?;
-        } else {
-            state.epochs_without_improvement += 1;
-        }
-        history.push(row);
-        write_metrics(&run_dir.join(METRICS_CSV), &history)?;
-        super::report::write_training_plots(run_dir, &history)?;
-        if cfg
-            .early_stopping
-            .is_some_and(|p| state.epochs_without_improvement >= p)
-        {
-            state.stopped_early = true;
-        }
-        write_json(&run_dir.join(STATE_JSON), &state)?;
-        if state.stopped_early {
-            tracing::info!(
-                "early stop after epoch {epoch}: no better val loss for {} epochs",
-                state.epochs_without_improvement
-            );
+        if end_epoch(run_dir, cfg, &model, &optim, &mut state, &mut history, row)? {
             break;
         }
     }
     Ok(TrainOutcome { state, history })
+}
+
+/// The `metrics.csv` row of an epoch that trained on `seen` images in
+/// `train_seconds` and was validated with `val`.
+#[allow(clippy::too_many_arguments)]
+fn epoch_row(
+    epoch: usize,
+    lr: f64,
+    train_loss: f64,
+    train_accuracy: f64,
+    val: &Predictions,
+    seen: usize,
+    train_seconds: f64,
+    stage: &str,
+    k: usize,
+) -> EpochMetrics {
+    let predicted = val.predicted();
+    let confusion = metrics::Confusion::new(&val.labels, &predicted, k);
+    let positives: Vec<bool> = val.labels.iter().map(|&l| l == 1).collect();
+    EpochMetrics {
+        epoch,
+        lr,
+        train_loss,
+        train_accuracy,
+        val_loss: val.loss(),
+        val_accuracy: confusion.correct() as f64 / confusion.total().max(1) as f64,
+        val_balanced_accuracy: confusion.balanced_accuracy(),
+        val_auc: metrics::roc_auc(&val.scores(1), &positives).unwrap_or(f64::NAN),
+        train_images: seen,
+        seconds: train_seconds,
+        images_per_second: seen as f64 / train_seconds.max(1e-9),
+        stage: stage.to_string(),
+    }
+}
+
+/// Logs and checkpoints a finished epoch (model, optimizer, best model,
+/// `metrics.csv`, plots, `state.json`); true when training should stop early.
+fn end_epoch(
+    run_dir: &Path,
+    cfg: &TrainConfig,
+    model: &Model,
+    optim: &ModuleOptimizer,
+    state: &mut TrainState,
+    history: &mut Vec<EpochMetrics>,
+    row: EpochMetrics,
+) -> TrainResult<bool> {
+    let epoch = row.epoch;
+    tracing::info!(
+        "epoch {epoch} ({}): train loss {:.4} acc {:.3} | val loss {:.4} acc {:.3} auc {:.3} | {:.1} img/s",
+        row.stage,
+        row.train_loss,
+        row.train_accuracy,
+        row.val_loss,
+        row.val_accuracy,
+        row.val_auc,
+        row.images_per_second
+    );
+    if !row.val_loss.is_finite() {
+        return Err(TrainError::NonFiniteLoss {
+            epoch,
+            batch: 0,
+            value: row.val_loss as f32,
+            lr: row.lr,
+        });
+    }
+    save_model(model, &run_dir.join(LAST_MODEL))?;
+    save_optimizer(optim, &run_dir.join(LAST_OPTIM))?;
+    state.epochs_done = epoch;
+    if row.val_loss < state.best_val_loss {
+        state.best_val_loss = row.val_loss;
+        state.best_epoch = epoch;
+        state.epochs_without_improvement = 0;
+        save_model(model, &run_dir.join(BEST_MODEL))?;
+    } else {
+        state.epochs_without_improvement += 1;
+    }
+    history.push(row);
+    write_metrics(&run_dir.join(METRICS_CSV), history)?;
+    super::report::write_training_plots(run_dir, history)?;
+    if cfg
+        .early_stopping
+        .is_some_and(|p| state.epochs_without_improvement >= p)
+    {
+        state.stopped_early = true;
+    }
+    write_json(&run_dir.join(STATE_JSON), state)?;
+    if state.stopped_early {
+        tracing::info!(
+            "early stop after epoch {epoch}: no better val loss for {} epochs",
+            state.epochs_without_improvement
+        );
+    }
+    Ok(state.stopped_early)
 }
 
 /// One fold's outcome in `cv.json`.

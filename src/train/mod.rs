@@ -1,19 +1,27 @@
 //! The burn trainer (cargo feature `train`; `flex` or `tch` picks the backend
 //! at run time through a [`burn::tensor::Device`]).
 //!
+//! - [`classify`]: ImageNet top-k of photos with a pretrained backbone.
 //! - [`data`]: manifest-driven streaming batches (shuffle buffer, prefetch, CRC faults named).
 //! - [`models`]: the model registry (`mlp`, `cnn`).
 //! - [`learner`]: the training loop, checkpoints and `metrics.csv`.
 //! - [`metrics`]: accuracy, AUC, … with confidence intervals.
 //! - [`evaluate`]: patch- and image-level evaluation of a run.
+//! - [`export`]: safetensors (PyTorch names) or burnpack, plus `model.json`.
+//! - [`predict`]: whole new images → patch probabilities, image label, heatmap.
 //! - [`report`]: SVG plots (loss, accuracy, ROC, confusion) and `report.md`.
+//! - [`transfer`]: frozen-feature head training, then fine-tuning, for pretrained backbones.
 //! - [`toy`]: a tiny two-class shard set for tests and timings.
 
+pub mod classify;
 pub mod data;
 pub mod error;
 pub mod evaluate;
+pub mod export;
 pub mod learner;
 pub mod metrics;
 pub mod models;
+pub mod predict;
 pub mod report;
 pub mod toy;
+pub mod transfer;

@@ -16,7 +16,7 @@ use burn::{
 use serde::{Deserialize, Serialize};
 
 pub use cnn::{Cnn, CnnConfig};
-pub use efficientnet::{EfficientNet, EfficientNetConfig, LiteVariant};
+pub use efficientnet::{EfficientNet, EfficientNetConfig, FEATURES, LiteVariant};
 pub use mlp::{Mlp, MlpConfig};
 
 use super::data::Normalization;
@@ -98,7 +98,11 @@ impl ModelSpec {
             | ModelKind::EfficientnetLite1
             | ModelKind::EfficientnetLite2 => {
                 let variant = kind.lite_variant().unwrap_or(LiteVariant::Lite0);
-                let dropout = if variant == LiteVariant::Lite2 { 0.3 } else { 0.2 };
+                let dropout = if variant == LiteVariant::Lite2 {
+                    0.3
+                } else {
+                    0.2
+                };
                 ModelSpec::EfficientNet(
                     EfficientNetConfig::new(variant)
                         .with_num_classes(num_classes)

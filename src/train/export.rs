@@ -1,0 +1,136 @@
+//! `histoshard export`: a trained run as files another framework can use.
+//!
+//! - `model.safetensors`: the weights under PyTorch's names and layouts
+//!   (linear weights transposed, batch norm `weight`/`bias`), loadable with
+//!   `load_state_dict` into `efficientnet_lite_pytorch.EfficientNet` for the
+//!   EfficientNet-Lite models, or into the `Cnn`/`Mlp` of
+//!   `scripts/histoshard_torch.py` for the from-scratch ones;
+//! - or `model.bpk`: burn's own format, for burn programs;
+//! - `model.json`: the architecture and the preprocessing (patch size, scale,
+//!   normalisation, class names, aggregation) — what `predict` also uses.
+
+use std::path::{Path, PathBuf};
+
+use burn::{
+    module::Module,
+    store::{BurnToPyTorchAdapter, ModuleSnapshot, SafetensorsStore},
+    tensor::Device,
+};
+use serde::Serialize;
+
+use super::{
+    error::TrainResult,
+    learner::{BEST_MODEL, RunInfo, load_model},
+    models::{Model, ModelSpec},
+    predict::Preprocessing,
+};
+use crate::error::{Error, IoContext};
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum ExportFormat {
+    Safetensors,
+    Burn,
+}
+
+/// `model.json`.
+#[derive(Clone, Debug, Serialize)]
+pub struct ExportInfo {
+    pub histoshard: String,
+    pub format: String,
+    pub weights: String,
+    pub model: ModelSpec,
+    /// How to build the same network in PyTorch.
+    pub pytorch: String,
+    pub preprocessing: Preprocessing,
+    pub parameters: usize,
+}
+
+/// Writes the run's best model (or `checkpoint`) to `out_dir`.
+pub fn export(
+    run: &Path,
+    out_dir: &Path,
+    format: ExportFormat,
+    checkpoint: Option<&Path>,
+    device: &Device,
+) -> TrainResult<ExportInfo> {
+    let info = RunInfo::load(run)?;
+    let pre = match Preprocessing::load(run) {
+        Ok(p) => p,
+        Err(_) => Preprocessing::from_run(&info)?,
+    };
+    let source = checkpoint.map_or_else(|| run.join(BEST_MODEL), Path::to_path_buf);
+    let model = load_model(info.config.model.init(device), &source)?;
+    std::fs::create_dir_all(out_dir).at(out_dir)?;
+    let weights = match format {
+        ExportFormat::Safetensors => {
+            let path = out_dir.join("model.safetensors");
+            write_safetensors(&model, &info.config.model, &path)?;
+            path
+        }
+        ExportFormat::Burn => {
+            let path = out_dir.join("model.bpk");
+            let bytes = std::fs::read(&source).at(&source)?;
+            crate::atomic::write(&path, &bytes)?;
+            path
+        }
+    };
+    let export = ExportInfo {
+        histoshard: env!("CARGO_PKG_VERSION").to_string(),
+        format: match format {
+            ExportFormat::Safetensors => "safetensors".into(),
+            ExportFormat::Burn => "burn".into(),
+        },
+        weights: file_name(&weights),
+        pytorch: pytorch_recipe(&info.config.model),
+        parameters: model.num_params(),
+        model: info.config.model.clone(),
+        preprocessing: pre,
+    };
+    let json_path = out_dir.join("model.json");
+    let text = serde_json::to_string_pretty(&export)
+        .map_err(|e| Error::output(&json_path, e.to_string()))?;
+    crate::atomic::write(&json_path, text.as_bytes())?;
+    Ok(export)
+}
+
+fn file_name(path: &Path) -> String {
+    path.file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default()
+}
+
+fn pytorch_recipe(spec: &ModelSpec) -> String {
+    match spec {
+        ModelSpec::EfficientNet(c) => format!(
+            "efficientnet_lite_pytorch.EfficientNet.from_name('{}', num_classes={}); load_state_dict(strict=False: only num_batches_tracked is absent)",
+            c.variant.name(),
+            c.num_classes
+        ),
+        ModelSpec::Cnn(_) | ModelSpec::Mlp(_) => {
+            "scripts/histoshard_torch.py: load_export(folder)".into()
+        }
+    }
+}
+
+/// Safetensors under PyTorch names, written to a temporary name first.
+fn write_safetensors(model: &Model, spec: &ModelSpec, path: &Path) -> TrainResult<()> {
+    let tmp: PathBuf = crate::atomic::tmp_path(path);
+    let mut store = SafetensorsStore::from_file(&tmp)
+        .with_to_adapter(BurnToPyTorchAdapter)
+        .metadata("histoshard_model", spec.kind().to_string());
+    let result = match model {
+        // `blocks.3.bn1.weight` → `_blocks.3._bn1.weight`, the efficientnet_lite_pytorch names.
+        Model::EfficientNet(m) => {
+            store = store.with_key_remapping(r"(^|\.)([a-z])", "${1}_${2}");
+            m.save_into(&mut store)
+        }
+        Model::Cnn(m) => m.save_into(&mut store),
+        Model::Mlp(m) => m.save_into(&mut store),
+    };
+    result.map_err(|e| {
+        let _ = std::fs::remove_file(&tmp);
+        Error::output(path, format!("cannot write safetensors: {e}"))
+    })?;
+    crate::atomic::commit(&tmp, path)?;
+    Ok(())
+}

@@ -1,0 +1,263 @@
+//! Transfer learning from an ImageNet backbone, in two stages:
+//!
+//! 1. **Frozen features.** The backbone runs once over train and val, in
+//!    inference mode, and its pooled features are kept in memory (1,280
+//!    floats a patch: 10 MB for the GlaS set); the new head then trains for
+//!    `freeze_epochs` epochs on those, which costs milliseconds an epoch.
+//! 2. **Fine-tuning.** The backbone unfreezes (all of it, or its last N
+//!    blocks) and trains end to end with the run's learning rate, usually
+//!    lower than the head's.
+//!
+//! Both stages write the same per-epoch checkpoints and `metrics.csv` rows,
+//! so the best epoch is chosen on val across both.
+
+use std::path::PathBuf;
+
+use burn::{
+    module::Module,
+    nn::loss::CrossEntropyLoss,
+    optim::{GradientsParams, ModuleOptimizer},
+    tensor::{Device, Int, Tensor, TensorData},
+};
+use rand::{SeedableRng, seq::SliceRandom};
+use rand_chacha::ChaCha8Rng;
+use serde::{Deserialize, Serialize};
+
+use super::{
+    data::{Dataset, LoaderConfig, seed_of},
+    error::{TrainError, TrainResult},
+    learner::{Predictions, images_tensor, softmax_rows},
+    models::{EfficientNet, FEATURES, Model},
+};
+use crate::{error::Error, progress::Progress};
+
+/// What trains in stage 2.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Unfreeze {
+    /// The whole backbone.
+    All,
+    /// Only the last N blocks (and the head convolution).
+    Last(usize),
+    /// Nothing: stage 2 trains the head alone, on live (augmentable) images.
+    None,
+}
+
+impl std::str::FromStr for Unfreeze {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "all" => Ok(Unfreeze::All),
+            "none" => Ok(Unfreeze::None),
+            _ => s
+                .strip_prefix("last:")
+                .and_then(|n| n.parse().ok())
+                .map(Unfreeze::Last)
+                .ok_or_else(|| format!("unknown --unfreeze {s:?} (all, none or last:N)")),
+        }
+    }
+}
+
+impl std::fmt::Display for Unfreeze {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Unfreeze::All => f.write_str("all"),
+            Unfreeze::None => f.write_str("none"),
+            Unfreeze::Last(n) => write!(f, "last:{n}"),
+        }
+    }
+}
+
+/// Batch-norm statistics while fine-tuning.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum BnPolicy {
+    /// Keep ImageNet's running statistics (safe with small batches).
+    Frozen,
+    /// Update them from the training batches.
+    Train,
+}
+
+/// The transfer-learning part of a run's configuration.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct TransferConfig {
+    /// The ImageNet `.pth` the backbone started from (provenance).
+    pub weights: PathBuf,
+    /// Stage 1 epochs (head on cached features).
+    pub freeze_epochs: usize,
+    /// Stage 1 learning rate; stage 2 uses the run's `lr`.
+    pub head_lr: f64,
+    pub unfreeze: Unfreeze,
+    pub bn: BnPolicy,
+}
+
+impl TransferConfig {
+    /// Applies the stage-2 freezing policy (also after loading a checkpoint:
+    /// frozen flags are not part of the saved parameters).
+    pub fn stage2(&self, model: Model) -> Model {
+        let Model::EfficientNet(m) = model else {
+            return model;
+        };
+        let blocks = match self.unfreeze {
+            Unfreeze::All => m.num_blocks(),
+            Unfreeze::Last(n) => n.min(m.num_blocks()),
+            Unfreeze::None => 0,
+        };
+        let freeze_bn = self.bn == BnPolicy::Frozen || self.unfreeze == Unfreeze::None;
+        Model::EfficientNet(m.freeze_backbone(blocks, freeze_bn))
+    }
+}
+
+/// Pooled features of every record of `data`, in data order.
+pub struct FeatureCache {
+    pub features: Vec<f32>,
+    pub labels: Vec<i64>,
+    pub rows: Vec<usize>,
+}
+
+impl FeatureCache {
+    pub fn len(&self) -> usize {
+        self.labels.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.labels.is_empty()
+    }
+
+    /// Runs the frozen backbone over `data` once (inference mode, `loader`
+    /// must not shuffle).
+    pub fn build(
+        model: &EfficientNet,
+        data: &Dataset,
+        loader: &LoaderConfig,
+        device: &Device,
+        progress: &Progress,
+        stage: &str,
+    ) -> TrainResult<Self> {
+        let device = device.clone().without_autodiff();
+        let model = model.valid();
+        let bar = progress.bar(stage, data.len() as u64, "patches");
+        let mut out = FeatureCache {
+            features: Vec::with_capacity(data.len() * FEATURES),
+            labels: Vec::with_capacity(data.len()),
+            rows: Vec::with_capacity(data.len()),
+        };
+        for batch in data.stream(loader, 0)? {
+            let batch = batch?;
+            let f = model.features(images_tensor(&batch, &device));
+            out.features.extend(to_vec(f)?);
+            out.labels.extend_from_slice(&batch.labels);
+            out.rows.extend_from_slice(&batch.rows);
+            bar.inc(batch.len() as u64);
+        }
+        bar.finish_and_clear();
+        Ok(out)
+    }
+
+    fn batch(&self, items: &[usize], device: &Device) -> (Tensor<2>, Tensor<1, Int>) {
+        let mut x = Vec::with_capacity(items.len() * FEATURES);
+        let mut y = Vec::with_capacity(items.len());
+        for &i in items {
+            x.extend_from_slice(&self.features[i * FEATURES..(i + 1) * FEATURES]);
+            y.push(self.labels[i]);
+        }
+        (
+            Tensor::from_data(TensorData::new(x, [items.len(), FEATURES]), device),
+            Tensor::from_data(TensorData::new(y, [items.len()]), device),
+        )
+    }
+}
+
+fn to_vec<const D: usize>(t: Tensor<D>) -> TrainResult<Vec<f32>> {
+    t.into_data()
+        .try_to_vec::<f32>()
+        .map_err(|e| Error::Config(format!("unexpected tensor data: {e:?}")).into())
+}
+
+/// What one stage-1 epoch measured.
+pub struct HeadEpoch {
+    pub loss: f64,
+    pub correct: usize,
+    pub seen: usize,
+}
+
+/// One epoch of the head on cached features: shuffled (seeded by `seed`),
+/// `batch_size` at a time.
+#[allow(clippy::too_many_arguments)]
+pub fn head_epoch(
+    model: EfficientNet,
+    optim: &mut ModuleOptimizer,
+    cache: &FeatureCache,
+    loss_fn: &CrossEntropyLoss,
+    batch_size: usize,
+    lr: f64,
+    seed: u64,
+    device: &Device,
+) -> TrainResult<(EfficientNet, HeadEpoch)> {
+    let mut order: Vec<usize> = (0..cache.len()).collect();
+    order.shuffle(&mut ChaCha8Rng::seed_from_u64(seed_of(&[seed, 0x4ead])));
+    let mut model = model;
+    let mut stats = HeadEpoch {
+        loss: 0.0,
+        correct: 0,
+        seen: 0,
+    };
+    let batch_size = batch_size.max(1);
+    for (b, items) in order.chunks(batch_size).enumerate() {
+        let (x, y) = cache.batch(items, device);
+        let logits = model.head(x);
+        let loss = loss_fn.forward(logits.clone(), y);
+        let value: f32 = loss.clone().into_scalar();
+        if !value.is_finite() {
+            return Err(TrainError::NonFiniteLoss {
+                epoch: 0,
+                batch: b + 1,
+                value,
+                lr,
+            });
+        }
+        let grads = GradientsParams::from_grads(loss.backward(), &model);
+        model = optim.step(lr, model, grads);
+        let k = logits.dims()[1];
+        let flat = to_vec(logits)?;
+        stats.correct += flat
+            .chunks(k)
+            .zip(items)
+            .filter(|(row, i)| {
+                let p: Vec<f64> = row.iter().map(|&v| v as f64).collect();
+                super::metrics::argmax(&p) == cache.labels[**i] as usize
+            })
+            .count();
+        stats.loss += value as f64 * items.len() as f64;
+        stats.seen += items.len();
+    }
+    Ok((model, stats))
+}
+
+/// The head's class probabilities on cached features (inference mode).
+pub fn head_predictions(
+    model: &EfficientNet,
+    cache: &FeatureCache,
+    device: &Device,
+) -> TrainResult<Predictions> {
+    let device = device.clone().without_autodiff();
+    let model = model.valid();
+    let mut out = Predictions::default();
+    let items: Vec<usize> = (0..cache.len()).collect();
+    for chunk in items.chunks(256) {
+        let (x, _) = cache.batch(chunk, &device);
+        let logits = model.head(x);
+        let k = logits.dims()[1];
+        out.probabilities.extend(softmax_rows(&to_vec(logits)?, k));
+    }
+    out.labels = cache.labels.iter().map(|&l| l as usize).collect();
+    out.rows = cache.rows.clone();
+    Ok(out)
+}
+
+/// The EfficientNet inside `model`, for stage 1.
+pub fn backbone(model: Model) -> TrainResult<EfficientNet> {
+    match model {
+        Model::EfficientNet(m) => Ok(m),
+        _ => Err(Error::Config("transfer learning needs a pretrained backbone".into()).into()),
+    }
+}
