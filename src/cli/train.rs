@@ -9,8 +9,8 @@ use histoshard::{
             self, Balance, DeviceChoice, OptimizerKind, RunOptions, Schedule, TrainConfig,
             TrainOutcome,
         },
-        models::{ModelKind, ModelSpec, pretrained},
-        transfer::{BnPolicy, TransferConfig, Unfreeze},
+        models::{ModelKind, ModelSpec},
+        transfer::{BnPolicy, Unfreeze},
     },
 };
 use serde::Deserialize;
@@ -176,8 +176,41 @@ pub fn run(a: Args, g: &Global) -> anyhow::Result<ExitCode> {
         .max()
         .unwrap_or(2)
         .max(2);
-    let mut spec = ModelSpec::default_for(kind, classes);
-    match &mut spec {
+    let mut cfg = TrainConfig::for_model(
+        kind,
+        classes,
+        a.weights.clone().or(file.weights.clone()).as_deref(),
+    )?;
+    apply_args(&mut cfg, &a, &file)?;
+    if let Some(t) = g.threads {
+        cfg.workers = t.max(1);
+    }
+    if let Some(k) = a.cv.or(file.cv) {
+        let cv =
+            learner::cross_validate(&data, &output, &cfg, k, &opts, &super::progress(g.quiet))?;
+        if !g.quiet {
+            println!(
+                "{k}-fold CV: val loss {:.4} ± {:.4}, accuracy {:.3} ± {:.3}, AUC {:.3} ± {:.3} → {}",
+                cv.val_loss.mean,
+                cv.val_loss.sd,
+                cv.val_accuracy.mean,
+                cv.val_accuracy.sd,
+                cv.val_auc.mean,
+                cv.val_auc.sd,
+                output.display()
+            );
+        }
+        return Ok(ExitCode::SUCCESS);
+    }
+    let outcome = learner::train(&data, &output, &cfg, &opts, &super::progress(g.quiet))?;
+    print_outcome(&outcome, &output, g);
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Applies the options given (flags first, then the config file) over
+/// `cfg`'s defaults; `compare` uses it for its per-model config files.
+pub(super) fn apply_args(cfg: &mut TrainConfig, a: &Args, file: &Args) -> anyhow::Result<()> {
+    match &mut cfg.model {
         ModelSpec::Mlp(c) => {
             if let Some(v) = a.input_size.or(file.input_size) {
                 c.input_size = v;
@@ -209,26 +242,28 @@ pub fn run(a: Args, g: &Global) -> anyhow::Result<ExitCode> {
             }
         }
     }
-    let mut cfg = TrainConfig::new(spec);
-    if let Some(variant) = kind.lite_variant() {
-        let given = a.weights.clone().or(file.weights.clone());
-        cfg.transfer = Some(TransferConfig {
-            weights: pretrained::resolve_weights(variant, given.as_deref())?,
-            freeze_epochs: a.freeze_epochs.or(file.freeze_epochs).unwrap_or(5),
-            head_lr: a.head_lr.or(file.head_lr).unwrap_or(1e-3),
-            unfreeze: match a.unfreeze.clone().or(file.unfreeze.clone()) {
-                Some(u) => u.parse::<Unfreeze>().map_err(anyhow::Error::msg)?,
-                None => Unfreeze::All,
-            },
-            bn: a.bn_stats.or(file.bn_stats).unwrap_or(BnPolicy::Frozen),
-        });
-        // Fine-tuning a pretrained network wants a gentler step than training from scratch.
-        cfg.lr = 1e-4;
-        cfg.epochs = 5;
-    } else if a.weights.is_some() || a.freeze_epochs.is_some() || a.unfreeze.is_some() {
-        bail!(
-            "--weights, --freeze-epochs and --unfreeze are for pretrained models (efficientnet-lite0…)"
-        );
+    match &mut cfg.transfer {
+        Some(t) => {
+            if let Some(v) = a.freeze_epochs.or(file.freeze_epochs) {
+                t.freeze_epochs = v;
+            }
+            if let Some(v) = a.head_lr.or(file.head_lr) {
+                t.head_lr = v;
+            }
+            if let Some(u) = a.unfreeze.clone().or(file.unfreeze.clone()) {
+                t.unfreeze = u.parse::<Unfreeze>().map_err(anyhow::Error::msg)?;
+            }
+            if let Some(v) = a.bn_stats.or(file.bn_stats) {
+                t.bn = v;
+            }
+        }
+        None => {
+            if a.weights.is_some() || a.freeze_epochs.is_some() || a.unfreeze.is_some() {
+                bail!(
+                    "--weights, --freeze-epochs and --unfreeze are for pretrained models (efficientnet-lite0…)"
+                );
+            }
+        }
     }
     macro_rules! merge {
         ($($field:ident),*) => {$(
@@ -251,13 +286,15 @@ pub fn run(a: Args, g: &Global) -> anyhow::Result<ExitCode> {
     );
     cfg.early_stopping = a.early_stopping.or(file.early_stopping);
     if a.augment || file.augment || file.augmentation.is_some() {
-        cfg.augment = Some(a.augmentation.or(file.augmentation).unwrap_or_default());
+        cfg.augment = Some(
+            a.augmentation
+                .clone()
+                .or(file.augmentation.clone())
+                .unwrap_or_default(),
+        );
     }
-    if let Some(d) = a.device.or(file.device) {
+    if let Some(d) = a.device.clone().or(file.device.clone()) {
         cfg.device = d.parse::<DeviceChoice>().map_err(anyhow::Error::msg)?;
-    }
-    if let Some(t) = g.threads {
-        cfg.workers = t.max(1);
     }
     if let Some(k) = a.fold.or(file.fold) {
         cfg.train = Selection {
@@ -269,26 +306,7 @@ pub fn run(a: Args, g: &Global) -> anyhow::Result<ExitCode> {
             ..Selection::split("train+val")
         };
     }
-    if let Some(k) = a.cv.or(file.cv) {
-        let cv =
-            learner::cross_validate(&data, &output, &cfg, k, &opts, &super::progress(g.quiet))?;
-        if !g.quiet {
-            println!(
-                "{k}-fold CV: val loss {:.4} ± {:.4}, accuracy {:.3} ± {:.3}, AUC {:.3} ± {:.3} → {}",
-                cv.val_loss.mean,
-                cv.val_loss.sd,
-                cv.val_accuracy.mean,
-                cv.val_accuracy.sd,
-                cv.val_auc.mean,
-                cv.val_auc.sd,
-                output.display()
-            );
-        }
-        return Ok(ExitCode::SUCCESS);
-    }
-    let outcome = learner::train(&data, &output, &cfg, &opts, &super::progress(g.quiet))?;
-    print_outcome(&outcome, &output, g);
-    Ok(ExitCode::SUCCESS)
+    Ok(())
 }
 
 fn print_outcome(outcome: &TrainOutcome, output: &std::path::Path, g: &Global) {

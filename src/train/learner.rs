@@ -35,7 +35,7 @@ use super::{
     data::{Batch, Dataset, LoaderConfig, Selection},
     error::{TrainError, TrainResult},
     metrics::{self, argmax},
-    models::{Model, ModelSpec, pretrained},
+    models::{Model, ModelKind, ModelSpec, pretrained},
     transfer::{self, FeatureCache, TransferConfig},
 };
 use crate::{
@@ -253,6 +253,29 @@ impl TrainConfig {
             val: Selection::split("val"),
             transfer: None,
         }
+    }
+
+    /// The defaults for `kind` on data with `num_classes` classes; pretrained
+    /// models get their weights (`weights`, else the cache), a frozen-feature
+    /// stage of 5 epochs and a gentler fine-tuning rate.
+    pub fn for_model(
+        kind: ModelKind,
+        num_classes: usize,
+        weights: Option<&Path>,
+    ) -> Result<Self, Error> {
+        let mut cfg = Self::new(ModelSpec::default_for(kind, num_classes));
+        if let Some(variant) = kind.lite_variant() {
+            cfg.transfer = Some(TransferConfig {
+                weights: pretrained::resolve_weights(variant, weights)?,
+                freeze_epochs: 5,
+                head_lr: 1e-3,
+                unfreeze: transfer::Unfreeze::All,
+                bn: transfer::BnPolicy::Frozen,
+            });
+            cfg.lr = 1e-4;
+            cfg.epochs = 5;
+        }
+        Ok(cfg)
     }
 
     /// Stage-1 (frozen backbone) epochs; 0 for models trained from scratch.
@@ -1195,7 +1218,6 @@ pub fn cross_validate(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::train::models::ModelKind;
 
     #[test]
     fn schedules() {

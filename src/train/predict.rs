@@ -2,7 +2,10 @@
 //! tiled exactly as `prepare` tiled the training data (scale, patch size,
 //! stride, edge policy, tissue threshold, stain normalisation), every tissue
 //! patch is classified, and the patch probabilities are averaged into the
-//! image's label — the same aggregation `evaluate` reports as "mean".
+//! image's label — the same aggregation `evaluate` reports as "mean". One
+//! difference: where `prepare` dropped the strip at the right and bottom
+//! edges, `predict` shifts a last patch flush with the edge, so every pixel
+//! is classified.
 //!
 //! The preprocessing comes from the run's `preprocessing.json` (written by
 //! `train` and `export`), so a run folder is all a user needs.
@@ -185,7 +188,13 @@ impl Predictor {
         let img = self.working_image(path)?;
         let p = &self.pre;
         let (w, h) = img.dimensions();
-        let mut grid = tiling::grid(w, h, p.patch_size, p.stride, p.edge);
+        // `shift` rather than `drop` at the edges: the same full patches, but
+        // the heatmap then covers the whole image.
+        let edge = match p.edge {
+            EdgePolicy::Drop => EdgePolicy::Shift,
+            other => other,
+        };
+        let mut grid = tiling::grid(w, h, p.patch_size, p.stride, edge);
         if grid.is_empty() {
             // Smaller than a patch: one reflect-padded patch, as `--edge pad` would cut.
             grid.push((0, 0));
@@ -306,7 +315,7 @@ pub fn heatmap(
         font::draw_text(&mut out, x as i64 - 3, (by + bh + 3) as i64, label, 1, ink);
     }
     let title = format!(
-        "P({class_name}) per patch; image: {} {:.2}",
+        "P({class_name}) per patch - image: {} {:.2}",
         prediction.label_text,
         prediction.probabilities.get(class).copied().unwrap_or(0.0)
     );
