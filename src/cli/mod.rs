@@ -3,6 +3,8 @@
 
 #[cfg(feature = "train")]
 mod classify;
+#[cfg(feature = "train")]
+mod compare;
 mod config;
 #[cfg(feature = "train")]
 mod evaluate;
@@ -55,6 +57,9 @@ pub enum Command {
     /// Evaluate a trained run on a held-out split, patch and image level.
     #[cfg(feature = "train")]
     Evaluate(evaluate::Args),
+    /// Train several models on the same shards and compare them in one table and plot.
+    #[cfg(feature = "train")]
+    Compare(compare::Args),
     /// Classify whole new images with a trained run (table, CSV, heatmaps).
     #[cfg(feature = "train")]
     Predict(predict::Args),
@@ -111,6 +116,8 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Evaluate(a) => evaluate::run(a, &global),
         #[cfg(feature = "train")]
         Command::Classify(a) => classify::run(a, &global),
+        #[cfg(feature = "train")]
+        Command::Compare(a) => compare::run(a, &global),
         #[cfg(feature = "train")]
         Command::Predict(a) => predict::run(a, &global),
         #[cfg(feature = "train")]

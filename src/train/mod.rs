@@ -2,6 +2,7 @@
 //! at run time through a [`burn::tensor::Device`]).
 //!
 //! - [`classify`]: ImageNet top-k of photos with a pretrained backbone.
+//! - [`compare`]: several models on the same data, one table and one plot.
 //! - [`data`]: manifest-driven streaming batches (shuffle buffer, prefetch, CRC faults named).
 //! - [`models`]: the model registry (`mlp`, `cnn`).
 //! - [`learner`]: the training loop, checkpoints and `metrics.csv`.
@@ -14,6 +15,7 @@
 //! - [`toy`]: a tiny two-class shard set for tests and timings.
 
 pub mod classify;
+pub mod compare;
 pub mod data;
 pub mod error;
 pub mod evaluate;

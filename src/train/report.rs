@@ -114,6 +114,89 @@ fn axes(svg: &mut String, x_label: &str, (x0, x1): (f64, f64), (y0, y1): (f64, f
     );
 }
 
+/// Grouped bars on a 0–1 scale: one group per model, one bar per metric
+/// (coloured, with a legend), each with its interval as a whisker.
+pub fn bar_chart(
+    title: &str,
+    metrics: &[&str],
+    groups: &[(String, Vec<super::metrics::Estimate>)],
+) -> String {
+    let mut svg = header(title);
+    let _ = writeln!(
+        svg,
+        r#"<path d="M{PAD},{PAD} V{} H{}" fill="none" stroke="black"/>"#,
+        H - PAD,
+        W - PAD
+    );
+    let sy = |v: f64| H - PAD - v.clamp(0.0, 1.0) * (H - 2.0 * PAD);
+    for i in 0..=4 {
+        let v = i as f64 / 4.0;
+        let _ = writeln!(
+            svg,
+            r##"<text x="{}" y="{:.0}" text-anchor="end" font-size="11">{v:.2}</text><path d="M{PAD},{:.0} H{}" stroke="#ddd"/>"##,
+            PAD - 4.0,
+            sy(v) + 4.0,
+            sy(v),
+            W - PAD
+        );
+    }
+    let slot = (W - 2.0 * PAD) / groups.len().max(1) as f64;
+    let bar = (slot * 0.8 / metrics.len().max(1) as f64).min(40.0);
+    for (g, (name, values)) in groups.iter().enumerate() {
+        let left = PAD + g as f64 * slot + (slot - bar * metrics.len() as f64) / 2.0;
+        for (m, e) in values.iter().enumerate() {
+            if !e.value.is_finite() {
+                continue;
+            }
+            let c = COLOURS[m % COLOURS.len()];
+            let x = left + m as f64 * bar;
+            let _ = writeln!(
+                svg,
+                r#"<rect x="{x:.1}" y="{:.1}" width="{:.1}" height="{:.1}" fill="{c}"/>"#,
+                sy(e.value),
+                bar - 2.0,
+                sy(0.0) - sy(e.value)
+            );
+            if e.lo.is_finite() && e.hi.is_finite() {
+                let cx = x + (bar - 2.0) / 2.0;
+                let _ = writeln!(
+                    svg,
+                    r#"<path d="M{cx:.1},{:.1} V{:.1} M{:.1},{:.1} H{:.1} M{:.1},{:.1} H{:.1}" stroke="black"/>"#,
+                    sy(e.lo),
+                    sy(e.hi),
+                    cx - 4.0,
+                    sy(e.lo),
+                    cx + 4.0,
+                    cx - 4.0,
+                    sy(e.hi),
+                    cx + 4.0
+                );
+            }
+        }
+        let _ = writeln!(
+            svg,
+            r#"<text x="{:.0}" y="{}" text-anchor="middle" font-size="12">{}</text>"#,
+            PAD + (g as f64 + 0.5) * slot,
+            H - PAD + 16.0,
+            esc(name)
+        );
+    }
+    for (m, name) in metrics.iter().enumerate() {
+        let _ = writeln!(
+            svg,
+            r#"<rect x="{}" y="{}" width="10" height="10" fill="{}"/><text x="{}" y="{}" font-size="12">{}</text>"#,
+            W - PAD - 90.0,
+            PAD - 30.0 + 14.0 * m as f64,
+            COLOURS[m % COLOURS.len()],
+            W - PAD - 75.0,
+            PAD - 21.0 + 14.0 * m as f64,
+            esc(name)
+        );
+    }
+    svg.push_str("</svg>\n");
+    svg
+}
+
 /// A confusion matrix as shaded cells with counts.
 pub fn confusion_chart(title: &str, matrix: &[Vec<u64>], classes: &[String]) -> String {
     let k = matrix.len().max(1);
@@ -293,5 +376,28 @@ mod tests {
             &["benign".into(), "malignant".into()],
         );
         assert_eq!(c.matches("<rect").count(), 5);
+    }
+
+    #[test]
+    fn bar_chart_draws_a_bar_and_whisker_per_value() {
+        use crate::train::metrics::Estimate;
+        let e = |v: f64| Estimate {
+            value: v,
+            lo: v - 0.1,
+            hi: v + 0.05,
+            n: 10,
+        };
+        let svg = bar_chart(
+            "t",
+            &["accuracy", "AUC"],
+            &[
+                ("mlp".into(), vec![e(0.6), e(0.7)]),
+                ("cnn".into(), vec![e(0.8), e(f64::NAN)]),
+            ],
+        );
+        // Background + 3 finite bars + 2 legend swatches.
+        assert_eq!(svg.matches("<rect").count(), 1 + 3 + 2);
+        assert_eq!(svg.matches("stroke=\"black\"/>").count(), 1 + 3);
+        assert!(svg.contains(">mlp<") && svg.contains(">cnn<"));
     }
 }
