@@ -7,6 +7,8 @@ mod classify;
 mod compare;
 mod config;
 #[cfg(feature = "train")]
+mod demo;
+#[cfg(feature = "train")]
 mod evaluate;
 #[cfg(feature = "train")]
 mod export;
@@ -43,6 +45,9 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    /// The whole path in one command: synth → prepare → compare → heatmaps → REPORT.md.
+    #[cfg(feature = "train")]
+    Demo(Box<demo::Args>),
     /// Write a synthetic data set in the Warwick-QU (GlaS) download's layout.
     Synth(synth::Args),
     /// Convert labelled images into shards of patches plus a manifest.
@@ -107,6 +112,8 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     };
     match cli.command {
         Command::Synth(a) => synth::run(a, &global),
+        #[cfg(feature = "train")]
+        Command::Demo(a) => demo::run(*a, &global),
         Command::Prepare(a) => prepare::run(*a, &global),
         Command::Verify(a) => verify::run(a, &global),
         Command::Inspect(a) => inspect::run(a, &global),
