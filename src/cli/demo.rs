@@ -35,7 +35,12 @@ pub struct Args {
     #[arg(long, default_value_t = 165)]
     images: usize,
     /// Models to compare.
-    #[arg(long, value_enum, value_delimiter = ',', default_value = "mlp,cnn,efficientnet-lite0")]
+    #[arg(
+        long,
+        value_enum,
+        value_delimiter = ',',
+        default_value = "mlp,cnn,efficientnet-lite0"
+    )]
     models: Vec<ModelKind>,
     /// Resize factor before tiling (0.5: half the scanner's magnification).
     #[arg(long, default_value_t = 0.5)]
@@ -52,7 +57,7 @@ pub struct Args {
     #[arg(long)]
     cv: Option<u32>,
     /// cpu, flex, cuda[:N] or auto.
-    #[arg(long, default_value = "auto")]
+    #[arg(long, default_value = "auto", env = "HISTOSHARD_DEVICE")]
     device: DeviceChoice,
     /// ImageNet weights [default: the cache filled by scripts/fetch_weights.sh].
     #[arg(long)]
@@ -120,7 +125,11 @@ pub fn run(a: Args, g: &Global) -> anyhow::Result<ExitCode> {
         }
         match &mut cfg.model {
             // Half the cost at the same accuracy on small patches.
-            ModelSpec::Cnn(c) => *c = CnnConfig::new().with_num_classes(classes).with_stem_stride(2),
+            ModelSpec::Cnn(c) => {
+                *c = CnnConfig::new()
+                    .with_num_classes(classes)
+                    .with_stem_stride(2)
+            }
             ModelSpec::Mlp(_) | ModelSpec::EfficientNet(_) => {}
         }
         match &mut cfg.transfer {
@@ -165,7 +174,10 @@ pub fn run(a: Args, g: &Global) -> anyhow::Result<ExitCode> {
         .with_context(|| format!("{}: cannot list", input.display()))?
         .filter_map(|e| e.ok().map(|e| e.path()))
         .filter(|p| {
-            let name = p.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+            let name = p
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default();
             name.starts_with("test") && name.ends_with(".bmp") && !name.ends_with("_anno.bmp")
         })
         .collect();
@@ -173,7 +185,10 @@ pub fn run(a: Args, g: &Global) -> anyhow::Result<ExitCode> {
     let mut heat_md = String::new();
     for path in test_images.iter().take(a.heatmaps) {
         let (prediction, img) = predictor.predict(path)?;
-        let stem = path.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
+        let stem = path
+            .file_stem()
+            .map(|s| s.to_string_lossy().into_owned())
+            .unwrap_or_default();
         let file = heat_dir.join(format!("{stem}.heatmap.png"));
         let map = predict::heatmap(
             &img,
@@ -190,7 +205,11 @@ pub fn run(a: Args, g: &Global) -> anyhow::Result<ExitCode> {
             heat_md,
             "**{stem}**: predicted {} (P = {:.2})\n\n![{stem}](heatmaps/{stem}.heatmap.png)\n",
             prediction.label_text,
-            prediction.probabilities.get(positive).copied().unwrap_or(0.0)
+            prediction
+                .probabilities
+                .get(positive)
+                .copied()
+                .unwrap_or(0.0)
         );
     }
 
@@ -217,10 +236,7 @@ pub fn run(a: Args, g: &Global) -> anyhow::Result<ExitCode> {
         prepared.split["shared_patients"]
             .as_array()
             .map_or(0, |v| v.len()),
-        sheet
-            .strip_prefix(out)
-            .unwrap_or(&sheet)
-            .display()
+        sheet.strip_prefix(out).unwrap_or(&sheet).display()
     );
     let table = std::fs::read_to_string(runs.join(COMPARISON_MD))
         .with_context(|| format!("{}: cannot read", runs.join(COMPARISON_MD).display()))?;

@@ -88,8 +88,8 @@ pub struct Args {
     /// Batches decoded ahead [default: 4].
     #[arg(long)]
     prefetch: Option<usize>,
-    /// cpu, cuda[:N] or auto [default: cpu].
-    #[arg(long)]
+    /// cpu (LibTorch's when built with tch, else flex), flex, cuda[:N] or auto [default: cpu].
+    #[arg(long, env = "HISTOSHARD_DEVICE")]
     device: Option<String>,
     /// Train on the folds other than K and validate on fold K, over train and
     /// val together (prepare --folds).

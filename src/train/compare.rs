@@ -113,8 +113,8 @@ fn write_outputs(out: &Path, results: &[ModelResult]) -> TrainResult<()> {
     crate::atomic::write(&out.join(COMPARISON_MD), markdown(results).as_bytes())?;
     crate::atomic::write(&out.join(COMPARISON_CSV), &csv(results)?)?;
     crate::atomic::write(&out.join(COMPARISON_SVG), chart(results).as_bytes())?;
-    let json = serde_json::to_string_pretty(results)
-        .map_err(|e| Error::output(out, e.to_string()))?;
+    let json =
+        serde_json::to_string_pretty(results).map_err(|e| Error::output(out, e.to_string()))?;
     crate::atomic::write(&out.join("comparison.json"), json.as_bytes())?;
     Ok(())
 }
@@ -201,12 +201,7 @@ fn csv(results: &[ModelResult]) -> TrainResult<Vec<u8>> {
     for r in results {
         let mut row = vec![r.model.clone()];
         for rep in [&r.test.image_mean, &r.test.patch] {
-            for e in [
-                rep.accuracy,
-                rep.roc_auc,
-                rep.f1,
-                rep.balanced_accuracy,
-            ] {
+            for e in [rep.accuracy, rep.roc_auc, rep.f1, rep.balanced_accuracy] {
                 row.extend([e.value, e.lo, e.hi].map(|v| format!("{v:.6}")));
             }
         }
@@ -224,14 +219,20 @@ fn csv(results: &[ModelResult]) -> TrainResult<Vec<u8>> {
 
 /// Image-level accuracy, AUC and F1 per model as bars with their 95% intervals.
 pub fn chart(results: &[ModelResult]) -> String {
-    let metrics: [(&str, fn(&GroupReport) -> Estimate); 3] = [
+    type Metric = (&'static str, fn(&GroupReport) -> Estimate);
+    let metrics: [Metric; 3] = [
         ("accuracy", |g| g.image_mean.accuracy),
         ("ROC AUC", |g| g.image_mean.roc_auc),
         ("F1", |g| g.image_mean.f1),
     ];
     let groups: Vec<(String, Vec<Estimate>)> = results
         .iter()
-        .map(|r| (r.model.clone(), metrics.iter().map(|(_, f)| f(&r.test)).collect()))
+        .map(|r| {
+            (
+                r.model.clone(),
+                metrics.iter().map(|(_, f)| f(&r.test)).collect(),
+            )
+        })
         .collect();
     let names: Vec<&str> = metrics.iter().map(|(n, _)| *n).collect();
     report::bar_chart("Test, image level (95% CI)", &names, &groups)

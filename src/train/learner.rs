@@ -573,6 +573,16 @@ pub struct RunOptions {
     pub data: Option<PathBuf>,
 }
 
+impl RunOptions {
+    /// What is left for [`fit`] after `done` epochs of this invocation.
+    fn after(&self, done: usize) -> Self {
+        Self {
+            stop_after: self.stop_after.map(|n| n.saturating_sub(done)),
+            ..self.clone()
+        }
+    }
+}
+
 /// Trains `cfg.model` on `data_dir`'s train selection, selecting on val,
 /// writing the run to `run_dir` (which must not already hold a run).
 pub fn train(
@@ -628,7 +638,16 @@ pub fn train(
         train_data.class_counts(),
         val_data.len()
     );
-    let start = begin(run_dir, &info, &train_data, &val_data, &base, progress)?;
+    let start = begin(
+        run_dir,
+        &info,
+        &train_data,
+        &val_data,
+        &base,
+        opts,
+        progress,
+    )?;
+    let opts = &opts.after(start.state.epochs_done);
     fit(
         run_dir,
         &info,
@@ -649,6 +668,7 @@ fn begin(
     train_data: &Dataset,
     val_data: &Dataset,
     base: &Device,
+    opts: &RunOptions,
     progress: &Progress,
 ) -> TrainResult<Start> {
     let cfg = &info.config;
@@ -670,15 +690,21 @@ fn begin(
     };
     match &cfg.transfer {
         Some(t) if t.freeze_epochs > 0 => {
-            head_stage(run_dir, info, train_data, val_data, base, start, progress)
+            let epochs = opts
+                .stop_after
+                .map_or(t.freeze_epochs, |n| n.min(t.freeze_epochs));
+            head_stage(
+                run_dir, info, train_data, val_data, base, start, epochs, progress,
+            )
         }
         _ => Ok(start),
     }
 }
 
 /// Stage 1 of transfer learning: cache the frozen backbone's features of
-/// train and val once, then train the new head on them for
-/// `freeze_epochs` epochs; each epoch is checkpointed like any other.
+/// train and val once, then train the new head on them for `epochs` (of
+/// `freeze_epochs`) epochs; each epoch is checkpointed like any other.
+#[allow(clippy::too_many_arguments)]
 fn head_stage(
     run_dir: &Path,
     info: &RunInfo,
@@ -686,6 +712,7 @@ fn head_stage(
     val_data: &Dataset,
     base: &Device,
     start: Start,
+    epochs: usize,
     progress: &Progress,
 ) -> TrainResult<Start> {
     let cfg = &info.config;
@@ -722,7 +749,7 @@ fn head_stage(
     let loss_fn = CrossEntropyLossConfig::new()
         .with_weights(info.class_weights.clone())
         .init(&device);
-    for epoch in 1..=t.freeze_epochs {
+    for epoch in 1..=epochs {
         device.seed(super::data::seed_of(&[cfg.seed, epoch as u64, 0xd0]));
         let epoch_start = Instant::now();
         let (trained, stats) = transfer::head_epoch(
@@ -781,6 +808,7 @@ fn head_stage(
 /// `last.bpk`, `last-optim.bpk` and `state.json`; because every random
 /// choice is seeded per epoch, the result equals an uninterrupted run.
 pub fn resume(run_dir: &Path, opts: &RunOptions, progress: &Progress) -> TrainResult<TrainOutcome> {
+    let mut opts = opts.clone();
     let info = RunInfo::load(run_dir)?;
     let cfg = &info.config;
     let base = cfg.device.device()?;
@@ -853,7 +881,17 @@ pub fn resume(run_dir: &Path, opts: &RunOptions, progress: &Progress) -> TrainRe
                 "resuming {}: redoing the frozen-feature stage",
                 run_dir.display()
             );
-            begin(run_dir, &info, &train_data, &val_data, &base, progress)?
+            let start = begin(
+                run_dir,
+                &info,
+                &train_data,
+                &val_data,
+                &base,
+                &opts,
+                progress,
+            )?;
+            opts = opts.after(start.state.epochs_done);
+            start
         }
     };
     fit(
@@ -863,7 +901,7 @@ pub fn resume(run_dir: &Path, opts: &RunOptions, progress: &Progress) -> TrainRe
         &val_data,
         &base,
         start,
-        opts,
+        &opts,
         progress,
     )
 }

@@ -270,19 +270,32 @@ impl EfficientNet {
     }
 
     /// Freezes the backbone except its last `trainable_blocks` blocks (and
-    /// the head convolution when any block trains); the classifier always
+    /// the head convolution when any block trains, the stem when all
+    /// do); the classifier always
     /// trains. Frozen layers also stop updating their batch-norm statistics.
     /// With `freeze_bn`, every batch norm is frozen (the usual choice when
     /// batches are small).
+    /// Starts from a wholly trainable network, so it also thaws what an
+    /// earlier call froze.
     pub fn freeze_backbone(self, trainable_blocks: usize, freeze_bn: bool) -> Self {
-        let n = self.blocks.len();
+        let this = self.unfreeze();
+        let n = this.blocks.len();
         let keep_from = n.saturating_sub(trainable_blocks);
         let frozen_bn = |b: BatchNorm| if freeze_bn { b.freeze() } else { b };
         let tail = trainable_blocks > 0;
+        let whole = trainable_blocks >= n;
         EfficientNet {
-            conv_stem: self.conv_stem.freeze(),
-            bn0: self.bn0.freeze(),
-            blocks: self
+            conv_stem: if whole {
+                this.conv_stem
+            } else {
+                this.conv_stem.freeze()
+            },
+            bn0: if whole {
+                frozen_bn(this.bn0)
+            } else {
+                this.bn0.freeze()
+            },
+            blocks: this
                 .blocks
                 .into_iter()
                 .enumerate()
@@ -300,24 +313,17 @@ impl EfficientNet {
                 })
                 .collect(),
             conv_head: if tail {
-                self.conv_head
+                this.conv_head
             } else {
-                self.conv_head.freeze()
+                this.conv_head.freeze()
             },
             bn1: if tail {
-                frozen_bn(self.bn1)
+                frozen_bn(this.bn1)
             } else {
-                self.bn1.freeze()
+                this.bn1.freeze()
             },
-            ..self
+            ..this
         }
-    }
-
-    /// The classifier's weight `[features, classes]` and bias, to move a
-    /// head trained on cached features into the network.
-    pub fn with_head(mut self, fc: Linear) -> Self {
-        self.fc = fc;
-        self
     }
 }
 
@@ -344,6 +350,39 @@ mod tests {
         let x = Tensor::<4>::zeros([2, 3, 64, 48], &d);
         assert_eq!(m.features(x.clone()).dims(), [2, FEATURES]);
         assert_eq!(m.forward(x).dims(), [2, 2]);
+    }
+
+    #[test]
+    fn freezing_keeps_only_the_chosen_tail_trainable() {
+        use burn::module::ModuleVisitor;
+        /// Counts parameters that require gradients.
+        struct Trainable(usize);
+        impl ModuleVisitor for Trainable {
+            fn visit_float<const D: usize>(&mut self, param: &burn::module::Param<Tensor<D>>) {
+                let t = param.val();
+                if t.is_require_grad() {
+                    self.0 += t.shape().num_elements();
+                }
+            }
+        }
+        let d = Device::default().autodiff();
+        let m = EfficientNetConfig::new(LiteVariant::Lite0).init(&d);
+        let count = |m: &EfficientNet| {
+            let mut v = Trainable(0);
+            m.visit(&mut v);
+            v.0
+        };
+        let all = count(&m);
+        let head_only = m.freeze_backbone(0, true);
+        assert_eq!(count(&head_only), FEATURES * 2 + 2);
+        // Thawing again after a head-only stage: the last block and the head conv train.
+        let tail = head_only.freeze_backbone(1, true);
+        let last = EfficientNetConfig::new(LiteVariant::Lite0).blocks()[15];
+        let hidden = last.input * last.expand;
+        let convs =
+            last.input * hidden + hidden * 9 + hidden * last.output + last.output * FEATURES;
+        assert_eq!(count(&tail), convs + FEATURES * 2 + 2);
+        assert_eq!(count(&tail.freeze_backbone(16, false)), all);
     }
 
     #[test]
