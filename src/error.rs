@@ -6,11 +6,12 @@ use std::path::{Path, PathBuf};
 /// What went wrong, with the file it went wrong in.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    /// The operating system refused a read or write.
-    #[error("{}: {source}", path.display())]
+    /// The operating system refused a read or write. (`cause` is part of
+    /// the message rather than a `source`, so `{:#}` does not repeat it.)
+    #[error("{}: {cause}", path.display())]
     Io {
         path: PathBuf,
-        source: std::io::Error,
+        cause: std::io::Error,
     },
     /// An input file is malformed or inconsistent (bad CSV row, unknown grade, ...).
     #[error("{}: {message}", path.display())]
@@ -40,7 +41,7 @@ impl Error {
     pub fn io(path: impl AsRef<Path>, source: std::io::Error) -> Self {
         Error::Io {
             path: path.as_ref().to_path_buf(),
-            source,
+            cause: source,
         }
     }
     pub fn input(path: impl AsRef<Path>, message: impl Into<String>) -> Self {

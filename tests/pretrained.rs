@@ -312,3 +312,80 @@ fn untimed(run: &std::path::Path) -> Vec<Vec<String>> {
         })
         .collect()
 }
+
+#[test]
+#[ignore = "needs a torch venv with safetensors and scripts/fetch_weights.sh; scripts/test.sh runs it"]
+fn exported_safetensors_give_pytorch_the_same_logits() {
+    use histoshard::train::learner::{BEST_MODEL, RunInfo, load_model};
+    let dir = tempfile::tempdir().unwrap();
+    let data = prepared_toy(dir.path());
+    let device = DeviceChoice::Flex.device().unwrap();
+    for (model, extra) in [
+        ("mlp", &["--epochs", "1"][..]),
+        (
+            "cnn",
+            &["--epochs", "1", "--width", "8", "--depth", "3"][..],
+        ),
+        (
+            "efficientnet-lite0",
+            &[
+                "--freeze-epochs",
+                "1",
+                "--epochs",
+                "1",
+                "--unfreeze",
+                "last:3",
+            ][..],
+        ),
+    ] {
+        let run = dir.path().join(model);
+        let mut args = vec![
+            "train",
+            "--data",
+            data.to_str().unwrap(),
+            "--output",
+            run.to_str().unwrap(),
+            "--model",
+            model,
+            "--batch-size",
+            "8",
+        ];
+        args.extend_from_slice(extra);
+        common::ok(&args);
+        common::ok(&["export", "--run", run.to_str().unwrap()]);
+
+        let info = RunInfo::load(&run).unwrap();
+        let side = info.config.model.input_size().unwrap_or(32) as usize;
+        let n = 3;
+        let x = input(n, side);
+        let net = load_model(info.config.model.init(&device), &run.join(BEST_MODEL)).unwrap();
+        let images =
+            Tensor::<4>::from_data(TensorData::new(x.clone(), [n, 3, side, side]), &device);
+        let ours: Vec<f32> = net.forward(images).into_data().try_to_vec::<f32>().unwrap();
+
+        let (input_path, out_path) = (dir.path().join("x.f32"), dir.path().join("y.f32"));
+        write_f32(&input_path, &x);
+        let status = Command::new(torch_python())
+            .arg(concat!(
+                env!("CARGO_MANIFEST_DIR"),
+                "/scripts/histoshard_torch.py"
+            ))
+            .arg(run.join("export"))
+            .arg("--input")
+            .arg(&input_path)
+            .arg("--shape")
+            .arg(format!("{n},3,{side},{side}"))
+            .arg("--out")
+            .arg(&out_path)
+            .status()
+            .expect("the torch python runs");
+        assert!(
+            status.success(),
+            "{model}: PyTorch could not load the export"
+        );
+        let theirs = read_f32(&out_path);
+        let d = max_abs_diff(&ours, &theirs);
+        println!("{model}: export max |Δ| logits {d:.2e}");
+        assert!(d <= TOLERANCE, "{model}: PyTorch's logits differ by {d}");
+    }
+}

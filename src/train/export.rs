@@ -54,12 +54,12 @@ pub fn export(
     device: &Device,
 ) -> TrainResult<ExportInfo> {
     let info = RunInfo::load(run)?;
+    let source = checkpoint.map_or_else(|| run.join(BEST_MODEL), Path::to_path_buf);
+    let model = load_model(info.config.model.init(device), &source)?;
     let pre = match Preprocessing::load(run) {
         Ok(p) => p,
         Err(_) => Preprocessing::from_run(&info)?,
     };
-    let source = checkpoint.map_or_else(|| run.join(BEST_MODEL), Path::to_path_buf);
-    let model = load_model(info.config.model.init(device), &source)?;
     std::fs::create_dir_all(out_dir).at(out_dir)?;
     let weights = match format {
         ExportFormat::Safetensors => {
@@ -121,7 +121,8 @@ fn write_safetensors(model: &Model, spec: &ModelSpec, path: &Path) -> TrainResul
     let result = match model {
         // `blocks.3.bn1.weight` → `_blocks.3._bn1.weight`, the efficientnet_lite_pytorch names.
         Model::EfficientNet(m) => {
-            store = store.with_key_remapping(r"(^|\.)([a-z])", "${1}_${2}");
+            // Every module segment gains its underscore, the tensor's own name does not.
+            store = store.with_key_remapping(r"(^|\.)([a-z][a-z0-9_]*)\.", "${1}_${2}.");
             m.save_into(&mut store)
         }
         Model::Cnn(m) => m.save_into(&mut store),
