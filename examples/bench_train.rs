@@ -11,6 +11,9 @@
 //! cargo run --release --example bench_train -- --loader DATA --batch-size 32 --workers 2
 //! ```
 //!
+//! `HISTOSHARD_DEFAULT_MALLOC=1` leaves glibc's allocator settings alone
+//! (what `train` changes: `src/train/alloc.rs`), to measure their effect.
+//!
 //! Loader mode: one epoch of a prepared folder's `train` split through the
 //! trainer's streaming loader (read, CRC, shuffle buffer, PNG decode,
 //! normalise, batch), no model: the images per second it can feed.
@@ -74,6 +77,9 @@ fn parse() -> Args {
 }
 
 fn main() {
+    if std::env::var_os("HISTOSHARD_DEFAULT_MALLOC").is_none() {
+        histoshard::train::alloc::keep_freed_memory();
+    }
     let a = parse();
     rayon::ThreadPoolBuilder::new()
         .num_threads(a.threads)

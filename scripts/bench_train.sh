@@ -2,7 +2,10 @@
 # Training throughput (docs/BENCHMARKS.md): histoshard's training step on
 # LibTorch (burn-tch) and on flex against PyTorch eager doing the same step
 # (same network, batch, image size and thread count; one random batch held on
-# the device), then the streaming loader alone on 224-px PNG shards.
+# the device), then the streaming loader alone on 224-px PNG shards. burn
+# runs with and without the allocator settings histoshard trains with
+# (src/train/alloc.rs); PyTorch too, with the same settings through glibc's
+# MALLOC_* variables, so the comparison stays fair.
 #
 #   bash scripts/bench_train.sh            # THREADS=2 by default
 #
@@ -23,13 +26,21 @@ if "$venv/bin/python" -c 'import torch, sys; sys.exit(0 if torch.cuda.is_availab
     devices+=(cuda)
 fi
 echo "# $(date -u +%FT%TZ) $(nproc) cores, threads $threads"
-for spec in "cnn 32 224 20 3" "efficientnet-lite0 16 224 5 2"; do
+for spec in "cnn 32 224 10 2" "efficientnet-lite0 16 224 4 1"; do
     read -r model batch size steps warmup <<<"$spec"
     common=(--model "$model" --batch-size "$batch" --size "$size" --steps "$steps" --warmup "$warmup" --threads "$threads")
     for d in "${devices[@]}"; do
+        echo -n "pytorch, default malloc: "
         "$venv/bin/python" scripts/bench_torch_train.py "${common[@]}" --device "$d"
+        echo -n "pytorch, histoshard's malloc settings: "
+        MALLOC_MMAP_MAX_=0 MALLOC_TRIM_THRESHOLD_=2147483647 \
+            "$venv/bin/python" scripts/bench_torch_train.py "${common[@]}" --device "$d"
+        echo -n "burn, default malloc: "
+        HISTOSHARD_DEFAULT_MALLOC=1 "$ex" "${common[@]}" --device "$d"
+        echo -n "burn (as histoshard trains): "
         "$ex" "${common[@]}" --device "$d"
     done
+    echo -n "burn (as histoshard trains): "
     "$ex" "${common[@]}" --device flex
 done
 

@@ -128,6 +128,29 @@ fn predict_tiles_like_prepare_and_draws_heatmaps() {
         // The image (64 px, legend at least 260 wide) plus the legend strip.
         assert_eq!(map.dimensions(), (260, 64 + 46));
     }
+    // A real GlaS image (where ../shared has the sample): the heatmap has its size.
+    let shared = Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/glas-sample");
+    let real = std::fs::read_dir(&shared).ok().and_then(|entries| {
+        let mut v: Vec<PathBuf> = entries
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| {
+                let n = p.to_string_lossy();
+                n.ends_with(".bmp") && !n.ends_with("_anno.bmp")
+            })
+            .collect();
+        v.sort();
+        v.into_iter().next()
+    });
+    match real {
+        Some(img) => {
+            ok(&["predict", "--run", s(&run), "--heatmap", s(&heat), s(&img)]);
+            let (w, h) = image::image_dimensions(&img).unwrap();
+            let stem = img.file_stem().unwrap().to_string_lossy();
+            let map = image::image_dimensions(heat.join(format!("{stem}.heatmap.png"))).unwrap();
+            assert_eq!(map, (w.max(260), h + 46));
+        }
+        None => eprintln!("no ../shared/glas-sample here: real-image heatmap not checked"),
+    }
     // An unknown class for the heatmap is named.
     fails_with(
         &[

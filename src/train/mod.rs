@@ -1,6 +1,7 @@
 //! The burn trainer (cargo feature `train`; `flex` or `tch` picks the backend
 //! at run time through a [`burn::tensor::Device`]).
 //!
+//! - [`alloc`]: allocator settings that stop per-step page faults.
 //! - [`classify`]: ImageNet top-k of photos with a pretrained backbone.
 //! - [`compare`]: several models on the same data, one table and one plot.
 //! - [`data`]: manifest-driven streaming batches (shuffle buffer, prefetch, CRC faults named).
@@ -14,6 +15,7 @@
 //! - [`transfer`]: frozen-feature head training, then fine-tuning, for pretrained backbones.
 //! - [`toy`]: a tiny two-class shard set for tests and timings.
 
+pub mod alloc;
 pub mod classify;
 pub mod compare;
 pub mod data;
