@@ -8,6 +8,7 @@ mod common;
 use std::path::{Path, PathBuf};
 
 use common::{fails_with, ok, s};
+use histoshard::train::predict::{LEGEND_HEIGHT, LEGEND_WIDTH};
 use rand::SeedableRng;
 
 /// Twelve 64×64 images per class (class = texture), prepared into 32-px
@@ -126,7 +127,7 @@ fn predict_tiles_like_prepare_and_draws_heatmaps() {
             .unwrap()
             .to_rgb8();
         // The image (64 px, legend at least 260 wide) plus the legend strip.
-        assert_eq!(map.dimensions(), (260, 64 + 46));
+        assert_eq!(map.dimensions(), (LEGEND_WIDTH, 64 + LEGEND_HEIGHT));
     }
     // A real GlaS image (where ../shared has the sample): the heatmap has its size.
     let shared = Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/glas-sample");
@@ -147,7 +148,7 @@ fn predict_tiles_like_prepare_and_draws_heatmaps() {
             let (w, h) = image::image_dimensions(&img).unwrap();
             let stem = img.file_stem().unwrap().to_string_lossy();
             let map = image::image_dimensions(heat.join(format!("{stem}.heatmap.png"))).unwrap();
-            assert_eq!(map, (w.max(260), h + 46));
+            assert_eq!(map, (w.max(LEGEND_WIDTH), h + LEGEND_HEIGHT));
         }
         None => eprintln!("no ../shared/glas-sample here: real-image heatmap not checked"),
     }

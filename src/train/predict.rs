@@ -259,6 +259,11 @@ impl Predictor {
     }
 }
 
+/// Rows under the image for the colour bar and the legend.
+pub const LEGEND_HEIGHT: u32 = 52;
+/// The narrowest heatmap (room for the colour bar and its legend).
+pub const LEGEND_WIDTH: u32 = 260;
+
 /// The working image with each classified patch tinted by its probability of
 /// `class` (blue 0 → red 1), a colour bar and a legend underneath.
 pub fn heatmap(
@@ -283,8 +288,9 @@ pub fn heatmap(
             }
         }
     }
-    let legend_h = 46u32;
-    let width = w.max(260);
+    // Colour bar with ticks, then two lines of text under it.
+    let legend_h = LEGEND_HEIGHT;
+    let width = w.max(LEGEND_WIDTH);
     let mut out = RgbImage::from_pixel(width, h + legend_h, Rgb([255, 255, 255]));
     for (x, y, p) in img.enumerate_pixels() {
         let i = (y * w + x) as usize;
@@ -319,18 +325,21 @@ pub fn heatmap(
         prediction.label_text,
         prediction.probabilities.get(class).copied().unwrap_or(0.0)
     );
-    let tx = bx + bw + 12;
-    let title = font::fit(&title, width.saturating_sub(tx + 4), 1);
-    font::draw_text(&mut out, tx as i64, by as i64, &title, 1, ink);
+    let text_w = width.saturating_sub(bx + 4);
+    let (t1, t2) = (by + bh + 14, by + bh + 26);
     font::draw_text(
         &mut out,
-        tx as i64,
-        (by + 14) as i64,
-        &font::fit(
-            "pale: background, not classified",
-            width.saturating_sub(tx + 4),
-            1,
-        ),
+        bx as i64,
+        t1 as i64,
+        &font::fit(&title, text_w, 1),
+        1,
+        ink,
+    );
+    font::draw_text(
+        &mut out,
+        bx as i64,
+        t2 as i64,
+        &font::fit("pale: background, not classified", text_w, 1),
         1,
         Rgb([110, 110, 110]),
     );
@@ -383,8 +392,8 @@ mod tests {
             background_patches: 1,
         };
         let map = heatmap(&img, &prediction, 1, 32, "malignant");
-        assert_eq!(map.width(), 260);
-        assert_eq!(map.height(), 32 + 46);
+        assert_eq!(map.width(), LEGEND_WIDTH);
+        assert_eq!(map.height(), 32 + LEGEND_HEIGHT);
         let red = map.get_pixel(40, 10);
         let pale = map.get_pixel(10, 10);
         assert!(red[0] > red[2] + 50, "{red:?}");
