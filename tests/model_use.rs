@@ -7,37 +7,8 @@ mod common;
 
 use std::path::{Path, PathBuf};
 
-use common::{fails_with, ok, s};
+use common::{fails_with, ok, prepared_toy, s};
 use histoshard::train::predict::{LEGEND_HEIGHT, LEGEND_WIDTH};
-use rand::SeedableRng;
-
-/// Twelve 64×64 images per class (class = texture), prepared into 32-px
-/// patches; returns (input folder, prepared folder).
-fn prepared_toy(dir: &Path) -> (PathBuf, PathBuf) {
-    let input = dir.join("in");
-    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(3);
-    for (label, class) in ["benign", "malignant"].iter().enumerate() {
-        std::fs::create_dir_all(input.join(class)).unwrap();
-        for i in 0..12 {
-            let img = histoshard::train::toy::toy_patch(label as i64, 64, &mut rng);
-            img.save(input.join(class).join(format!("{class}_{i}.png")))
-                .unwrap();
-        }
-    }
-    let data = dir.join("prepared");
-    ok(&[
-        "prepare",
-        "-i",
-        s(&input),
-        "-o",
-        s(&data),
-        "--patch-size",
-        "32",
-        "--min-tissue",
-        "0",
-    ]);
-    (input, data)
-}
 
 fn train_cnn(data: &Path, run: &Path) {
     ok(&[
@@ -64,7 +35,7 @@ fn train_cnn(data: &Path, run: &Path) {
 #[test]
 fn predict_tiles_like_prepare_and_draws_heatmaps() {
     let dir = tempfile::tempdir().unwrap();
-    let (input, data) = prepared_toy(dir.path());
+    let (input, data) = prepared_toy(dir.path(), 12, 3);
     let run = dir.path().join("run");
     train_cnn(&data, &run);
     let pre: serde_json::Value =
@@ -171,7 +142,7 @@ fn predict_tiles_like_prepare_and_draws_heatmaps() {
 #[test]
 fn export_writes_pytorch_named_safetensors_and_preprocessing() {
     let dir = tempfile::tempdir().unwrap();
-    let (_, data) = prepared_toy(dir.path());
+    let (_, data) = prepared_toy(dir.path(), 12, 3);
     let run = dir.path().join("run");
     train_cnn(&data, &run);
     ok(&["export", "--run", s(&run)]);
@@ -216,7 +187,7 @@ fn export_writes_pytorch_named_safetensors_and_preprocessing() {
 #[test]
 fn compare_writes_one_table_and_one_plot() {
     let dir = tempfile::tempdir().unwrap();
-    let (_, data) = prepared_toy(dir.path());
+    let (_, data) = prepared_toy(dir.path(), 12, 3);
     let cfg = dir.path().join("configs");
     std::fs::create_dir_all(&cfg).unwrap();
     std::fs::write(cfg.join("cnn.toml"), "width = 4\ndepth = 2\nlr = 0.01\n").unwrap();
@@ -272,7 +243,7 @@ fn compare_writes_one_table_and_one_plot() {
 #[test]
 fn pretrained_models_say_how_to_get_their_weights() {
     let dir = tempfile::tempdir().unwrap();
-    let (_, data) = prepared_toy(dir.path());
+    let (_, data) = prepared_toy(dir.path(), 12, 3);
     let empty = dir.path().join("no-weights");
     let (okay, _, err) = common::run_env(
         &[

@@ -188,40 +188,11 @@ fn classify_names_real_photos() {
     }
 }
 
-/// A folder-per-class toy set prepared into 32-px patches (the smallest
-/// input EfficientNet's 32× downsampling takes).
-fn prepared_toy(dir: &std::path::Path) -> PathBuf {
-    use rand::SeedableRng;
-    let input = dir.join("in");
-    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(5);
-    for (label, class) in ["benign", "malignant"].iter().enumerate() {
-        std::fs::create_dir_all(input.join(class)).unwrap();
-        for i in 0..10 {
-            let img = histoshard::train::toy::toy_patch(label as i64, 64, &mut rng);
-            img.save(input.join(class).join(format!("{i}.png")))
-                .unwrap();
-        }
-    }
-    let data = dir.join("data");
-    common::ok(&[
-        "prepare",
-        "-i",
-        input.to_str().unwrap(),
-        "-o",
-        data.to_str().unwrap(),
-        "--patch-size",
-        "32",
-        "--min-tissue",
-        "0",
-    ]);
-    data
-}
-
 #[test]
 #[ignore = "needs scripts/fetch_weights.sh; scripts/test.sh runs it"]
 fn transfer_learning_heads_then_fine_tunes_and_resumes_exactly() {
     let dir = tempfile::tempdir().unwrap();
-    let data = prepared_toy(dir.path());
+    let (_, data) = common::prepared_toy(dir.path(), 10, 5);
     let train = |run: &std::path::Path, extra: &[&str]| {
         let mut args = vec![
             "--threads",
@@ -286,40 +257,27 @@ fn transfer_learning_heads_then_fine_tunes_and_resumes_exactly() {
             out.to_str().unwrap(),
             "--device",
             "flex",
-            dir.path().join("in/benign/0.png").to_str().unwrap(),
-            dir.path().join("in/malignant/0.png").to_str().unwrap(),
+            dir.path().join("in/benign/benign_0.png").to_str().unwrap(),
+            dir.path()
+                .join("in/malignant/malignant_0.png")
+                .to_str()
+                .unwrap(),
         ]);
         std::fs::read_to_string(out)
             .unwrap()
             .replace(run.to_str().unwrap(), "")
     };
-    let want = (untimed(&full), predictions(&full));
+    let want = (common::untimed(&full), predictions(&full));
     for stop in ["1", "2", "3"] {
         let part = dir.path().join(format!("part{stop}"));
         train(&part, &["--stop-after", stop]);
-        assert_eq!(untimed(&part).len(), stop.parse::<usize>().unwrap());
+        assert_eq!(common::untimed(&part).len(), stop.parse::<usize>().unwrap());
         common::ok(&["train", "--resume", part.to_str().unwrap()]);
         assert!(
-            (untimed(&part), predictions(&part)) == want,
+            (common::untimed(&part), predictions(&part)) == want,
             "stopping after {stop} epochs and resuming changed the run"
         );
     }
-}
-
-/// `metrics.csv` without its timing columns.
-fn untimed(run: &std::path::Path) -> Vec<Vec<String>> {
-    let mut r = csv::Reader::from_path(run.join("metrics.csv")).unwrap();
-    let header = r.headers().unwrap().clone();
-    r.records()
-        .map(|row| {
-            row.unwrap()
-                .iter()
-                .zip(&header)
-                .filter(|(_, h)| !["seconds", "images_per_second"].contains(h))
-                .map(|(v, _)| v.to_string())
-                .collect()
-        })
-        .collect()
 }
 
 #[test]
@@ -327,7 +285,7 @@ fn untimed(run: &std::path::Path) -> Vec<Vec<String>> {
 fn exported_safetensors_give_pytorch_the_same_logits() {
     use histoshard::train::learner::{BEST_MODEL, RunInfo, load_model};
     let dir = tempfile::tempdir().unwrap();
-    let data = prepared_toy(dir.path());
+    let (_, data) = common::prepared_toy(dir.path(), 10, 5);
     let device = DeviceChoice::Flex.device().unwrap();
     for (model, extra) in [
         ("mlp", &["--epochs", "1"][..]),
@@ -404,7 +362,7 @@ fn exported_safetensors_give_pytorch_the_same_logits() {
 fn the_head_stage_leaves_the_backbone_untouched_and_fine_tuning_moves_it() {
     use histoshard::train::learner::{LAST_MODEL, RunInfo, load_model};
     let dir = tempfile::tempdir().unwrap();
-    let data = prepared_toy(dir.path());
+    let (_, data) = common::prepared_toy(dir.path(), 10, 5);
     let device = DeviceChoice::Flex.device().unwrap();
     let weights = pretrained::resolve_weights(LiteVariant::Lite0, None).unwrap();
     let imagenet = pretrained::load_efficientnet(

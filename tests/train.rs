@@ -6,28 +6,12 @@ mod common;
 
 use std::path::Path;
 
-use common::{fails_with, ok, s};
+use common::{fails_with, ok, s, untimed};
 use histoshard::train::toy::{ToySpec, write_toy_dataset};
 
 fn metrics(run: &Path) -> Vec<csv::StringRecord> {
     let mut r = csv::Reader::from_path(run.join("metrics.csv")).unwrap();
     r.records().map(|x| x.unwrap()).collect()
-}
-
-/// `metrics.csv` without its timing columns, which no two runs share.
-fn untimed(run: &Path) -> Vec<Vec<String>> {
-    let mut r = csv::Reader::from_path(run.join("metrics.csv")).unwrap();
-    let header = r.headers().unwrap().clone();
-    r.records()
-        .map(|row| {
-            row.unwrap()
-                .iter()
-                .zip(&header)
-                .filter(|(_, h)| !["seconds", "images_per_second"].contains(h))
-                .map(|(v, _)| v.to_string())
-                .collect()
-        })
-        .collect()
 }
 
 fn col(rows: &[csv::StringRecord], header: &[&str], name: &str) -> Vec<f64> {
@@ -283,30 +267,8 @@ fn mlp_trains_and_divergence_stops_clearly() {
 /// `prepare` output (folder per class) is what the trainer reads in practice.
 #[test]
 fn trains_on_prepare_output() {
-    use rand::SeedableRng;
     let dir = tempfile::tempdir().unwrap();
-    let input = dir.path().join("in");
-    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(3);
-    for (label, class) in ["benign", "malignant"].iter().enumerate() {
-        std::fs::create_dir_all(input.join(class)).unwrap();
-        for i in 0..12 {
-            let img = histoshard::train::toy::toy_patch(label as i64, 64, &mut rng);
-            img.save(input.join(class).join(format!("{class}_{i}.png")))
-                .unwrap();
-        }
-    }
-    let data = dir.path().join("prepared");
-    ok(&[
-        "prepare",
-        "-i",
-        s(&input),
-        "-o",
-        s(&data),
-        "--patch-size",
-        "32",
-        "--min-tissue",
-        "0",
-    ]);
+    let (_, data) = common::prepared_toy(dir.path(), 12, 3);
     let run = dir.path().join("run");
     ok(&[
         "train",

@@ -52,13 +52,7 @@ pub struct Args {
 }
 
 pub fn run(a: Args, g: &Global) -> anyhow::Result<ExitCode> {
-    let rows = histoshard::shard::manifest::read_manifest(&a.data)?;
-    let classes = rows
-        .iter()
-        .map(|r| r.label.max(0) as usize + 1)
-        .max()
-        .unwrap_or(2)
-        .max(2);
+    let classes = histoshard::train::data::num_classes(&a.data)?;
     let mut models = Vec::new();
     for &kind in &a.models {
         let mut cfg = TrainConfig::for_model(kind, classes, a.weights.as_deref())?;

@@ -185,25 +185,25 @@ pub fn run(a: Args, g: &Global) -> anyhow::Result<ExitCode> {
     let mut heat_md = String::new();
     for path in test_images.iter().take(a.heatmaps) {
         let (prediction, img) = predictor.predict(path)?;
-        let stem = path
-            .file_stem()
-            .map(|s| s.to_string_lossy().into_owned())
-            .unwrap_or_default();
-        let file = heat_dir.join(format!("{stem}.heatmap.png"));
-        let map = predict::heatmap(
+        let file = predict::write_heatmap(
+            &heat_dir,
             &img,
             &prediction,
             positive,
             predictor.preprocessing().patch_size,
             names.get(positive).map_or("class", String::as_str),
-        );
-        let tmp = histoshard::atomic::tmp_path(&file);
-        map.save_with_format(&tmp, image::ImageFormat::Png)
-            .with_context(|| format!("{}: cannot write", file.display()))?;
-        histoshard::atomic::commit(&tmp, &file)?;
+        )?;
+        let stem = path
+            .file_stem()
+            .map(|s| s.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let name = file
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
         let _ = writeln!(
             heat_md,
-            "**{stem}**: predicted {} (P = {:.2})\n\n![{stem}](heatmaps/{stem}.heatmap.png)\n",
+            "**{stem}**: predicted {} (P = {:.2})\n\n![{stem}](heatmaps/{name})\n",
             prediction.label_text,
             prediction
                 .probabilities

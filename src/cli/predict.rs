@@ -78,22 +78,14 @@ pub fn run(a: Args, g: &Global) -> anyhow::Result<ExitCode> {
             );
         }
         if let Some(dir) = &a.heatmap {
-            let stem = path
-                .file_stem()
-                .map(|s| s.to_string_lossy().into_owned())
-                .unwrap_or_default();
-            let out = dir.join(format!("{stem}.heatmap.png"));
-            let map = predict::heatmap(
+            predict::write_heatmap(
+                dir,
                 &img,
                 &p,
                 class,
                 predictor.preprocessing().patch_size,
                 classes.get(class).map_or("class", String::as_str),
-            );
-            let tmp = histoshard::atomic::tmp_path(&out);
-            map.save_with_format(&tmp, image::ImageFormat::Png)
-                .with_context(|| format!("{}: cannot write", out.display()))?;
-            histoshard::atomic::commit(&tmp, &out)?;
+            )?;
         }
         let mut row = vec![
             path.display().to_string(),

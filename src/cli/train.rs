@@ -168,14 +168,7 @@ pub fn run(a: Args, g: &Global) -> anyhow::Result<ExitCode> {
     let Some(kind) = a.model.or(file.model) else {
         bail!("train needs --model (mlp, cnn or efficientnet-lite0)");
     };
-    // The model's class count comes from the manifest (every split).
-    let rows = histoshard::shard::manifest::read_manifest(&data)?;
-    let classes = rows
-        .iter()
-        .map(|r| r.label.max(0) as usize + 1)
-        .max()
-        .unwrap_or(2)
-        .max(2);
+    let classes = histoshard::train::data::num_classes(&data)?;
     let mut cfg = TrainConfig::for_model(
         kind,
         classes,

@@ -3,7 +3,7 @@
 //! back from the shards (which also proves those shards decode).
 
 pub(crate) mod font;
-mod sheet;
+pub(crate) mod sheet;
 
 use std::{
     collections::{BTreeMap, BTreeSet},

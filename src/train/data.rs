@@ -189,6 +189,18 @@ impl LoaderConfig {
     }
 }
 
+/// Classes a model for `dir` needs: one per label of its manifest, every
+/// split counted (a class may be missing from one split), at least 2.
+pub fn num_classes(dir: &Path) -> Result<usize> {
+    let rows = read_manifest(dir)?;
+    Ok(rows
+        .iter()
+        .map(|r| r.label.max(0) as usize + 1)
+        .max()
+        .unwrap_or(2)
+        .max(2))
+}
+
 /// Decode threads when nobody says: the cores, less one for the trainer.
 pub fn default_workers() -> usize {
     std::thread::available_parallelism()

@@ -346,6 +346,30 @@ pub fn heatmap(
     out
 }
 
+/// Writes `DIR/<image stem>.heatmap.png` for `prediction` (atomically) and
+/// returns its path.
+pub fn write_heatmap(
+    dir: &Path,
+    img: &RgbImage,
+    prediction: &ImagePrediction,
+    class: usize,
+    patch: u32,
+    class_name: &str,
+) -> Result<PathBuf, Error> {
+    let stem = prediction
+        .path
+        .file_stem()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let out = dir.join(format!("{stem}.heatmap.png"));
+    let png = crate::inspect::sheet::encode_png(
+        &heatmap(img, prediction, class, patch, class_name),
+        &out,
+    )?;
+    crate::atomic::write(&out, &png)?;
+    Ok(out)
+}
+
 /// Blue → white → red, so 0.5 (undecided) reads as neither.
 fn colormap(v: f32) -> Rgb<u8> {
     let v = v.clamp(0.0, 1.0);

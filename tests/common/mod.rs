@@ -76,6 +76,52 @@ pub fn synth(dir: &Path, n: usize, seed: u64) -> PathBuf {
     out
 }
 
+/// `per_class` 64×64 toy images per class in a folder per class
+/// (`in/<class>/<class>_<i>.png`), prepared into 32-px patches (`data/`):
+/// the smallest real `prepare` output a model trains on. Returns (input, data).
+pub fn prepared_toy(dir: &Path, per_class: usize, seed: u64) -> (PathBuf, PathBuf) {
+    use rand::SeedableRng;
+    let input = dir.join("in");
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
+    for (label, class) in ["benign", "malignant"].iter().enumerate() {
+        std::fs::create_dir_all(input.join(class)).unwrap();
+        for i in 0..per_class {
+            let img = histoshard::train::toy::toy_patch(label as i64, 64, &mut rng);
+            img.save(input.join(class).join(format!("{class}_{i}.png")))
+                .unwrap();
+        }
+    }
+    let data = dir.join("data");
+    ok(&[
+        "prepare",
+        "-i",
+        s(&input),
+        "-o",
+        s(&data),
+        "--patch-size",
+        "32",
+        "--min-tissue",
+        "0",
+    ]);
+    (input, data)
+}
+
+/// `metrics.csv` without its timing columns, which no two runs share.
+pub fn untimed(run: &Path) -> Vec<Vec<String>> {
+    let mut r = csv::Reader::from_path(run.join("metrics.csv")).unwrap();
+    let header = r.headers().unwrap().clone();
+    r.records()
+        .map(|row| {
+            row.unwrap()
+                .iter()
+                .zip(&header)
+                .filter(|(_, h)| !["seconds", "images_per_second"].contains(h))
+                .map(|(v, _)| v.to_string())
+                .collect()
+        })
+        .collect()
+}
+
 pub fn s(p: &Path) -> &str {
     p.to_str().unwrap()
 }
