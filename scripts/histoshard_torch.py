@@ -7,7 +7,8 @@ builds the same network and loads the weights:
 
 * ``cnn`` and ``mlp``: the modules below, attribute for attribute the burn
   ones (``blocks.N.conv`` / ``blocks.N.norm``, ``layers.N``, ``head``);
-* ``efficientnet`` (Lite0/1/2): ``efficientnet_lite_pytorch.EfficientNet``.
+* ``efficientnet`` (Lite0/1/2): ``efficientnet_lite_pytorch.EfficientNet``;
+* ``resnet`` (18/50): ``torchvision.models.resnet18`` / ``resnet50``.
 
     import histoshard_torch
     model, info = histoshard_torch.load_export("runs/effnet/export")
@@ -91,6 +92,10 @@ def build(spec):
         return EfficientNet.from_name(
             variant, num_classes=spec["num_classes"], image_size=None, dropout_rate=spec["dropout"]
         )
+    if kind == "resnet":
+        import torchvision
+
+        return getattr(torchvision.models, f"resnet{spec['depth']}")(num_classes=spec["num_classes"])
     raise ValueError(f"unknown model kind {kind!r}")
 
 

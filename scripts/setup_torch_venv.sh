@@ -18,6 +18,9 @@ set -euo pipefail
 # ---- Packages (the versions tested). ----
 TORCH=torch==2.9.0
 PIP_PACKAGES=(numpy==2.4.6 pillow==13.0.0 packaging==25.0 safetensors==0.6.2)
+# torchvision: the ResNet reference of the parity tests, installed --no-deps
+# so pip never touches the torch pinned above.
+TORCHVISION=torchvision==0.24.0
 EFFICIENTNET_LITE=efficientnet-lite-pytorch==0.1.0
 EFFICIENTNET_LITE_SHA256=ce0fe869b0e829aceafc32f84275a40c0e3418d19216401b03f695f5f20cbc41
 
@@ -73,6 +76,10 @@ fi
 if ! has "__import__('importlib.metadata').metadata.version('efficientnet-lite-pytorch') == '${EFFICIENTNET_LITE#*==}'"; then
     echo "setup_torch_venv: pip install --no-deps $EFFICIENTNET_LITE" >&2
     install_efficientnet_lite
+fi
+if ! has "__import__('importlib.metadata').metadata.version('torchvision') == '${TORCHVISION#*==}'"; then
+    echo "setup_torch_venv: pip install --no-deps $TORCHVISION" >&2
+    "${pip[@]}" install --no-deps "$TORCHVISION" || die "pip install $TORCHVISION failed"
 fi
 has "__import__('torch') and __import__('numpy') and __import__('PIL') and __import__('efficientnet_lite_pytorch')" ||
     die "the venv $venv does not import torch, numpy, PIL and efficientnet_lite_pytorch"

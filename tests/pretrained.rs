@@ -137,6 +137,61 @@ fn lite0_logits_match_pytorch_on_every_backend() {
 }
 
 #[test]
+#[ignore = "needs a torch venv with torchvision; scripts/test.sh runs it"]
+fn resnet_logits_match_torchvision_on_every_backend() {
+    use histoshard::train::models::ResNetConfig;
+    let dir = tempfile::tempdir().unwrap();
+    for (arch, depth) in [("resnet18", 18), ("resnet50", 50)] {
+        let (n, side) = (2usize, 96usize);
+        let x = input(n, side);
+        let (input_path, logits_path, weights) = (
+            dir.path().join("in.f32"),
+            dir.path().join("logits.f32"),
+            dir.path().join(format!("{arch}.pth")),
+        );
+        write_f32(&input_path, &x);
+        let status = Command::new(torch_python())
+            .arg(concat!(
+                env!("CARGO_MANIFEST_DIR"),
+                "/scripts/torchvision_reference.py"
+            ))
+            .args(["--arch", arch, "--shape"])
+            .arg(format!("{n},3,{side},{side}"))
+            .arg("--weights")
+            .arg(&weights)
+            .arg("--input")
+            .arg(&input_path)
+            .arg("--out")
+            .arg(&logits_path)
+            .status()
+            .expect("the torch python runs");
+        assert!(status.success(), "torchvision reference failed");
+        let want = read_f32(&logits_path);
+        for (choice, device) in devices() {
+            let model = ResNetConfig::new(depth)
+                .with_num_classes(1000)
+                .init(&device);
+            let model = pretrained::load_resnet(model, &weights, true).unwrap();
+            let images =
+                Tensor::<4>::from_data(TensorData::new(x.clone(), [n, 3, side, side]), &device);
+            let got: Vec<f32> = model
+                .forward(images)
+                .into_data()
+                .try_to_vec::<f32>()
+                .unwrap();
+            // Logits of a random network are large: compare relative to their scale.
+            let scale = want.iter().fold(1.0f32, |m, v| m.max(v.abs()));
+            let d = max_abs_diff(&got, &want) / scale;
+            println!("{choice} {arch}: max |Δ| / max |logit| {d:.2e} (scale {scale:.1})");
+            assert!(
+                d <= TOLERANCE,
+                "{choice} {arch}: logits differ by {d} (relative)"
+            );
+        }
+    }
+}
+
+#[test]
 #[ignore = "needs scripts/fetch_weights.sh; scripts/test.sh runs it"]
 fn weights_of_another_network_are_refused_by_name() {
     let weights = pretrained::resolve_weights(LiteVariant::Lite0, None).unwrap();
@@ -287,7 +342,37 @@ fn exported_safetensors_give_pytorch_the_same_logits() {
     let dir = tempfile::tempdir().unwrap();
     let (_, data) = common::prepared_toy(dir.path(), 10, 5);
     let device = DeviceChoice::Flex.device().unwrap();
+    // torchvision-format ResNet-18 weights (random: no registry ships ImageNet ones).
+    let resnet = dir.path().join("resnet18.pth");
+    let (x0, y0) = (dir.path().join("x0.f32"), dir.path().join("y0.f32"));
+    write_f32(&x0, &input(1, 32));
+    let status = Command::new(torch_python())
+        .arg(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/scripts/torchvision_reference.py"
+        ))
+        .args(["--arch", "resnet18", "--shape", "1,3,32,32", "--weights"])
+        .arg(&resnet)
+        .arg("--input")
+        .arg(&x0)
+        .arg("--out")
+        .arg(&y0)
+        .status()
+        .expect("the torch python runs");
+    assert!(status.success());
+    let resnet_weights = resnet.to_str().unwrap().to_string();
     for (model, extra) in [
+        (
+            "resnet18",
+            &[
+                "--weights",
+                resnet_weights.as_str(),
+                "--freeze-epochs",
+                "1",
+                "--epochs",
+                "1",
+            ][..],
+        ),
         ("mlp", &["--epochs", "1"][..]),
         (
             "cnn",

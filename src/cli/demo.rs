@@ -130,7 +130,7 @@ pub fn run(a: Args, g: &Global) -> anyhow::Result<ExitCode> {
                     .with_num_classes(classes)
                     .with_stem_stride(2)
             }
-            ModelSpec::Mlp(_) | ModelSpec::EfficientNet(_) => {}
+            ModelSpec::Mlp(_) | ModelSpec::EfficientNet(_) | ModelSpec::ResNet(_) => {}
         }
         match &mut cfg.transfer {
             Some(t) => {

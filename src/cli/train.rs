@@ -9,7 +9,7 @@ use histoshard::{
             self, Balance, DeviceChoice, OptimizerKind, RunOptions, Schedule, TrainConfig,
             TrainOutcome,
         },
-        models::{ModelKind, ModelSpec},
+        models::{EfficientNetConfig, ModelKind, ModelSpec, ResNetConfig},
         transfer::{BnPolicy, Unfreeze},
     },
 };
@@ -166,7 +166,7 @@ pub fn run(a: Args, g: &Global) -> anyhow::Result<ExitCode> {
         bail!("train needs --data and --output (as flags or in the config file)");
     };
     let Some(kind) = a.model.or(file.model) else {
-        bail!("train needs --model (mlp, cnn or efficientnet-lite0)");
+        bail!("train needs --model (mlp, cnn, efficientnet-lite0, resnet18, …)");
     };
     let classes = histoshard::train::data::num_classes(&data)?;
     let mut cfg = TrainConfig::for_model(
@@ -229,9 +229,10 @@ pub(super) fn apply_args(cfg: &mut TrainConfig, a: &Args, file: &Args) -> anyhow
                 c.dropout = v;
             }
         }
-        ModelSpec::EfficientNet(c) => {
+        ModelSpec::EfficientNet(EfficientNetConfig { dropout, .. })
+        | ModelSpec::ResNet(ResNetConfig { dropout, .. }) => {
             if let Some(v) = a.dropout.or(file.dropout) {
-                c.dropout = v;
+                *dropout = v;
             }
         }
     }

@@ -3,7 +3,8 @@
 //! - `model.safetensors`: the weights under PyTorch's names and layouts
 //!   (linear weights transposed, batch norm `weight`/`bias`), loadable with
 //!   `load_state_dict` into `efficientnet_lite_pytorch.EfficientNet` for the
-//!   EfficientNet-Lite models, or into the `Cnn`/`Mlp` of
+//!   EfficientNet-Lite models, `torchvision.models.resnet18/50` for the
+//!   ResNets, or into the `Cnn`/`Mlp` of
 //!   `scripts/histoshard_torch.py` for the from-scratch ones;
 //! - or `model.bpk`: burn's own format, for burn programs;
 //! - `model.json`: the architecture and the preprocessing (patch size, scale,
@@ -106,6 +107,10 @@ fn pytorch_recipe(spec: &ModelSpec) -> String {
             c.variant.name(),
             c.num_classes
         ),
+        ModelSpec::ResNet(c) => format!(
+            "torchvision.models.resnet{}(num_classes={}); load_state_dict(strict=False: only num_batches_tracked is absent)",
+            c.depth, c.num_classes
+        ),
         ModelSpec::Cnn(_) | ModelSpec::Mlp(_) => {
             "scripts/histoshard_torch.py: load_export(folder)".into()
         }
@@ -123,6 +128,15 @@ fn write_safetensors(model: &Model, spec: &ModelSpec, path: &Path) -> TrainResul
         Model::EfficientNet(m) => {
             // Every module segment gains its underscore, the tensor's own name does not.
             store = store.with_key_remapping(r"(^|\.)([a-z][a-z0-9_]*)\.", "${1}_${2}.");
+            m.save_into(&mut store)
+        }
+        // torchvision's Sequential shortcut names.
+        Model::ResNet(m) => {
+            store = store
+                // Our block enum's variant is not part of torchvision's names.
+                .with_key_remapping(r"\.(Basic|Bottleneck)\.", ".")
+                .with_key_remapping(r"\.downsample\.conv\.", ".downsample.0.")
+                .with_key_remapping(r"\.downsample\.bn\.", ".downsample.1.");
             m.save_into(&mut store)
         }
         Model::Cnn(m) => m.save_into(&mut store),

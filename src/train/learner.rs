@@ -264,9 +264,9 @@ impl TrainConfig {
         weights: Option<&Path>,
     ) -> Result<Self, Error> {
         let mut cfg = Self::new(ModelSpec::default_for(kind, num_classes));
-        if let Some(variant) = kind.lite_variant() {
+        if kind.is_pretrained() {
             cfg.transfer = Some(TransferConfig {
-                weights: pretrained::resolve_weights(variant, weights)?,
+                weights: pretrained::resolve_weights_for(kind, weights)?,
                 freeze_epochs: 5,
                 head_lr: 1e-3,
                 unfreeze: transfer::Unfreeze::All,
@@ -294,7 +294,7 @@ impl TrainConfig {
             return bad("epochs must be at least 1");
         }
         match (&self.model, &self.transfer) {
-            (ModelSpec::EfficientNet(_), None) => {
+            (ModelSpec::EfficientNet(_) | ModelSpec::ResNet(_), None) => {
                 return bad("a pretrained backbone needs its weights (--weights)");
             }
             (ModelSpec::Mlp(_) | ModelSpec::Cnn(_), Some(_)) => {
@@ -676,8 +676,7 @@ fn begin(
     let device = base.clone().autodiff();
     let mut model = cfg.model.init(&device);
     if let Some(t) = &cfg.transfer {
-        let net = transfer::backbone(model)?;
-        model = Model::EfficientNet(pretrained::load_efficientnet(net, &t.weights, false)?);
+        model = transfer::backbone(model)?.load_imagenet(&t.weights)?.into();
     }
     let start = Start {
         model,
@@ -788,7 +787,7 @@ fn head_stage(
             "head",
             info.num_classes,
         );
-        let model = Model::EfficientNet(trained);
+        let model = Model::from(trained);
         let stop = end_epoch(run_dir, cfg, &model, &optim, &mut state, &mut history, row)?;
         net = transfer::backbone(model)?;
         if stop {
@@ -796,7 +795,7 @@ fn head_stage(
         }
     }
     Ok(Start {
-        model: Model::EfficientNet(net),
+        model: net.into(),
         // Stage 2 starts its own optimizer: the head's moments were for another learning rate.
         optim: cfg.optimizer(),
         state,

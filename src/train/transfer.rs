@@ -2,7 +2,8 @@
 //!
 //! 1. **Frozen features.** The backbone runs once over train and val, in
 //!    inference mode, and its pooled features are kept in memory (1,280
-//!    floats a patch: 10 MB for the GlaS set); the new head then trains for
+//!    floats a patch for EfficientNet-Lite, 512 or 2,048 for ResNets: about
+//!    10 MB for the GlaS set); the new head then trains for
 //!    `freeze_epochs` epochs on those, which costs milliseconds an epoch.
 //! 2. **Fine-tuning.** The backbone unfreezes (all of it, or its last N
 //!    blocks) and trains end to end with the run's learning rate, usually
@@ -27,7 +28,7 @@ use super::{
     data::{Dataset, LoaderConfig, seed_of},
     error::{TrainError, TrainResult},
     learner::{Predictions, images_tensor, softmax_rows},
-    models::{EfficientNet, FEATURES, Model},
+    models::{EfficientNet, Model, ResNet, pretrained},
 };
 use crate::{error::Error, progress::Progress};
 
@@ -94,21 +95,96 @@ impl TransferConfig {
     /// Applies the stage-2 freezing policy (also after loading a checkpoint:
     /// frozen flags are not part of the saved parameters).
     pub fn stage2(&self, model: Model) -> Model {
-        let Model::EfficientNet(m) = model else {
-            return model;
+        let Ok(net) = Pretrained::try_from(model) else {
+            unreachable!("TrainConfig::validate pairs transfer settings with pretrained models")
         };
         let blocks = match self.unfreeze {
-            Unfreeze::All => m.num_blocks(),
-            Unfreeze::Last(n) => n.min(m.num_blocks()),
+            Unfreeze::All => net.num_blocks(),
+            Unfreeze::Last(n) => n.min(net.num_blocks()),
             Unfreeze::None => 0,
         };
         let freeze_bn = self.bn == BnPolicy::Frozen || self.unfreeze == Unfreeze::None;
-        Model::EfficientNet(m.freeze_backbone(blocks, freeze_bn))
+        net.freeze_backbone(blocks, freeze_bn).into()
+    }
+}
+
+/// A network with ImageNet weights: a backbone that pools features and a
+/// classifier on top, whatever the architecture.
+#[derive(Module, Debug)]
+#[allow(clippy::large_enum_variant)]
+pub enum Pretrained {
+    EfficientNet(EfficientNet),
+    ResNet(ResNet),
+}
+
+impl TryFrom<Model> for Pretrained {
+    type Error = Model;
+    fn try_from(model: Model) -> Result<Self, Model> {
+        match model {
+            Model::EfficientNet(m) => Ok(Pretrained::EfficientNet(m)),
+            Model::ResNet(m) => Ok(Pretrained::ResNet(m)),
+            other => Err(other),
+        }
+    }
+}
+
+impl From<Pretrained> for Model {
+    fn from(p: Pretrained) -> Model {
+        match p {
+            Pretrained::EfficientNet(m) => Model::EfficientNet(m),
+            Pretrained::ResNet(m) => Model::ResNet(m),
+        }
+    }
+}
+
+impl Pretrained {
+    pub fn features(&self, images: Tensor<4>) -> Tensor<2> {
+        match self {
+            Pretrained::EfficientNet(m) => m.features(images),
+            Pretrained::ResNet(m) => m.features(images),
+        }
+    }
+
+    pub fn head(&self, features: Tensor<2>) -> Tensor<2> {
+        match self {
+            Pretrained::EfficientNet(m) => m.head(features),
+            Pretrained::ResNet(m) => m.head(features),
+        }
+    }
+
+    pub fn num_blocks(&self) -> usize {
+        match self {
+            Pretrained::EfficientNet(m) => m.num_blocks(),
+            Pretrained::ResNet(m) => m.num_blocks(),
+        }
+    }
+
+    pub fn freeze_backbone(self, trainable_blocks: usize, freeze_bn: bool) -> Self {
+        match self {
+            Pretrained::EfficientNet(m) => {
+                Pretrained::EfficientNet(m.freeze_backbone(trainable_blocks, freeze_bn))
+            }
+            Pretrained::ResNet(m) => {
+                Pretrained::ResNet(m.freeze_backbone(trainable_blocks, freeze_bn))
+            }
+        }
+    }
+
+    /// Loads the ImageNet weights of `path` (without their 1000-class head).
+    pub fn load_imagenet(self, path: &std::path::Path) -> TrainResult<Self> {
+        Ok(match self {
+            Pretrained::EfficientNet(m) => {
+                Pretrained::EfficientNet(pretrained::load_efficientnet(m, path, false)?)
+            }
+            Pretrained::ResNet(m) => Pretrained::ResNet(pretrained::load_resnet(m, path, false)?),
+        })
     }
 }
 
 /// Pooled features of every record of `data`, in data order.
 pub struct FeatureCache {
+    /// Width of one feature vector.
+    pub width: usize,
     pub features: Vec<f32>,
     pub labels: Vec<i64>,
     pub rows: Vec<usize>,
@@ -126,7 +202,7 @@ impl FeatureCache {
     /// Runs the frozen backbone over `data` once (inference mode, `loader`
     /// must not shuffle).
     pub fn build(
-        model: &EfficientNet,
+        model: &Pretrained,
         data: &Dataset,
         loader: &LoaderConfig,
         device: &Device,
@@ -137,13 +213,15 @@ impl FeatureCache {
         let model = model.valid();
         let bar = progress.bar(stage, data.len() as u64, "patches");
         let mut out = FeatureCache {
-            features: Vec::with_capacity(data.len() * FEATURES),
+            width: 0,
+            features: Vec::new(),
             labels: Vec::with_capacity(data.len()),
             rows: Vec::with_capacity(data.len()),
         };
         for batch in data.stream(loader, 0)? {
             let batch = batch?;
             let f = model.features(images_tensor(&batch, &device));
+            out.width = f.dims()[1];
             out.features.extend(to_vec(f)?);
             out.labels.extend_from_slice(&batch.labels);
             out.rows.extend_from_slice(&batch.rows);
@@ -154,14 +232,15 @@ impl FeatureCache {
     }
 
     fn batch(&self, items: &[usize], device: &Device) -> (Tensor<2>, Tensor<1, Int>) {
-        let mut x = Vec::with_capacity(items.len() * FEATURES);
+        let w = self.width;
+        let mut x = Vec::with_capacity(items.len() * w);
         let mut y = Vec::with_capacity(items.len());
         for &i in items {
-            x.extend_from_slice(&self.features[i * FEATURES..(i + 1) * FEATURES]);
+            x.extend_from_slice(&self.features[i * w..(i + 1) * w]);
             y.push(self.labels[i]);
         }
         (
-            Tensor::from_data(TensorData::new(x, [items.len(), FEATURES]), device),
+            Tensor::from_data(TensorData::new(x, [items.len(), w]), device),
             Tensor::from_data(TensorData::new(y, [items.len()]), device),
         )
     }
@@ -184,7 +263,7 @@ pub struct HeadEpoch {
 /// `batch_size` at a time.
 #[allow(clippy::too_many_arguments)]
 pub fn head_epoch(
-    model: EfficientNet,
+    model: Pretrained,
     optim: &mut ModuleOptimizer,
     cache: &FeatureCache,
     loss_fn: &CrossEntropyLoss,
@@ -192,7 +271,7 @@ pub fn head_epoch(
     lr: f64,
     seed: u64,
     device: &Device,
-) -> TrainResult<(EfficientNet, HeadEpoch)> {
+) -> TrainResult<(Pretrained, HeadEpoch)> {
     let mut order: Vec<usize> = (0..cache.len()).collect();
     order.shuffle(&mut ChaCha8Rng::seed_from_u64(seed_of(&[seed, 0x4ead])));
     let mut model = model;
@@ -235,7 +314,7 @@ pub fn head_epoch(
 
 /// The head's class probabilities on cached features (inference mode).
 pub fn head_predictions(
-    model: &EfficientNet,
+    model: &Pretrained,
     cache: &FeatureCache,
     device: &Device,
 ) -> TrainResult<Predictions> {
@@ -254,10 +333,8 @@ pub fn head_predictions(
     Ok(out)
 }
 
-/// The EfficientNet inside `model`, for stage 1.
-pub fn backbone(model: Model) -> TrainResult<EfficientNet> {
-    match model {
-        Model::EfficientNet(m) => Ok(m),
-        _ => Err(Error::Config("transfer learning needs a pretrained backbone".into()).into()),
-    }
+/// The pretrained network inside `model`.
+pub fn backbone(model: Model) -> TrainResult<Pretrained> {
+    Pretrained::try_from(model)
+        .map_err(|_| Error::Config("transfer learning needs a pretrained backbone".into()).into())
 }

@@ -8,6 +8,7 @@ pub mod cnn;
 pub mod efficientnet;
 pub mod mlp;
 pub mod pretrained;
+pub mod resnet;
 
 use burn::{
     module::Module,
@@ -18,6 +19,7 @@ use serde::{Deserialize, Serialize};
 pub use cnn::{Cnn, CnnConfig};
 pub use efficientnet::{EfficientNet, EfficientNetConfig, FEATURES, LiteVariant};
 pub use mlp::{Mlp, MlpConfig};
+pub use resnet::{ResNet, ResNetConfig};
 
 use super::data::Normalization;
 use crate::error::{Error, Result};
@@ -40,6 +42,10 @@ pub enum ModelKind {
     #[value(name = "efficientnet-lite2")]
     #[serde(rename = "efficientnet-lite2")]
     EfficientnetLite2,
+    /// ResNet-18 with torchvision's ImageNet weights (`--weights`).
+    Resnet18,
+    /// ResNet-50 with torchvision's ImageNet weights (`--weights`).
+    Resnet50,
 }
 
 impl ModelKind {
@@ -49,13 +55,22 @@ impl ModelKind {
             ModelKind::EfficientnetLite0 => Some(LiteVariant::Lite0),
             ModelKind::EfficientnetLite1 => Some(LiteVariant::Lite1),
             ModelKind::EfficientnetLite2 => Some(LiteVariant::Lite2),
-            ModelKind::Mlp | ModelKind::Cnn => None,
+            _ => None,
+        }
+    }
+
+    /// The ResNet depth, for the torchvision kinds.
+    pub fn resnet_depth(self) -> Option<usize> {
+        match self {
+            ModelKind::Resnet18 => Some(18),
+            ModelKind::Resnet50 => Some(50),
+            _ => None,
         }
     }
 
     /// Whether the model starts from ImageNet weights.
     pub fn is_pretrained(self) -> bool {
-        self.lite_variant().is_some()
+        self.lite_variant().is_some() || self.resnet_depth().is_some()
     }
 }
 
@@ -67,6 +82,8 @@ impl std::fmt::Display for ModelKind {
             ModelKind::EfficientnetLite0 => "efficientnet-lite0",
             ModelKind::EfficientnetLite1 => "efficientnet-lite1",
             ModelKind::EfficientnetLite2 => "efficientnet-lite2",
+            ModelKind::Resnet18 => "resnet18",
+            ModelKind::Resnet50 => "resnet50",
         })
     }
 }
@@ -79,6 +96,8 @@ pub enum ModelSpec {
     Cnn(CnnConfig),
     #[serde(rename = "efficientnet")]
     EfficientNet(EfficientNetConfig),
+    #[serde(rename = "resnet")]
+    ResNet(ResNetConfig),
 }
 
 /// Pixel statistics of stained H&E patches; from-scratch models normalise
@@ -109,6 +128,9 @@ impl ModelSpec {
                         .with_dropout(dropout),
                 )
             }
+            ModelKind::Resnet18 | ModelKind::Resnet50 => ModelSpec::ResNet(
+                ResNetConfig::new(kind.resnet_depth().unwrap_or(18)).with_num_classes(num_classes),
+            ),
         }
     }
 
@@ -121,6 +143,8 @@ impl ModelSpec {
                 LiteVariant::Lite1 => ModelKind::EfficientnetLite1,
                 LiteVariant::Lite2 => ModelKind::EfficientnetLite2,
             },
+            ModelSpec::ResNet(c) if c.depth == 50 => ModelKind::Resnet50,
+            ModelSpec::ResNet(_) => ModelKind::Resnet18,
         }
     }
 
@@ -129,6 +153,7 @@ impl ModelSpec {
             ModelSpec::Mlp(c) => c.num_classes,
             ModelSpec::Cnn(c) => c.num_classes,
             ModelSpec::EfficientNet(c) => c.num_classes,
+            ModelSpec::ResNet(c) => c.num_classes,
         }
     }
 
@@ -136,13 +161,14 @@ impl ModelSpec {
     pub fn input_size(&self) -> Option<u32> {
         match self {
             ModelSpec::Mlp(c) => Some(c.input_size as u32),
-            ModelSpec::Cnn(_) | ModelSpec::EfficientNet(_) => None,
+            ModelSpec::Cnn(_) | ModelSpec::EfficientNet(_) | ModelSpec::ResNet(_) => None,
         }
     }
 
     pub fn normalization(&self) -> Normalization {
         match self {
             ModelSpec::EfficientNet(_) => efficientnet::NORMALIZATION,
+            ModelSpec::ResNet(_) => resnet::NORMALIZATION,
             ModelSpec::Mlp(_) | ModelSpec::Cnn(_) => HE_NORMALIZATION,
         }
     }
@@ -188,14 +214,21 @@ impl ModelSpec {
                     }
                 }
             }
-            ModelSpec::EfficientNet(c) => {
-                if !(0.0..1.0).contains(&c.dropout) {
+            ModelSpec::EfficientNet(EfficientNetConfig { dropout, .. })
+            | ModelSpec::ResNet(ResNetConfig { dropout, .. }) => {
+                if !(0.0..1.0).contains(dropout) {
                     return Err(Error::Config("dropout must be in [0, 1)".into()));
                 }
                 if side.is_some_and(|s| s < 32) {
                     return Err(Error::Config(
-                        "EfficientNet downsamples 32×: patches must be at least 32×32".into(),
+                        "pretrained backbones downsample 32×: patches must be at least 32×32"
+                            .into(),
                     ));
+                }
+                if let ModelSpec::ResNet(c) = self
+                    && ![18, 50].contains(&c.depth)
+                {
+                    return Err(Error::Config("ResNet depth must be 18 or 50".into()));
                 }
             }
         }
@@ -209,6 +242,7 @@ impl ModelSpec {
             ModelSpec::Mlp(c) => Model::Mlp(c.init(device)),
             ModelSpec::Cnn(c) => Model::Cnn(c.init(device)),
             ModelSpec::EfficientNet(c) => Model::EfficientNet(c.init(device)),
+            ModelSpec::ResNet(c) => Model::ResNet(c.init(device)),
         }
     }
 }
@@ -220,6 +254,7 @@ pub enum Model {
     Mlp(Mlp),
     Cnn(Cnn),
     EfficientNet(EfficientNet),
+    ResNet(ResNet),
 }
 
 impl Model {
@@ -229,6 +264,7 @@ impl Model {
             Model::Mlp(m) => m.forward(images),
             Model::Cnn(m) => m.forward(images),
             Model::EfficientNet(m) => m.forward(images),
+            Model::ResNet(m) => m.forward(images),
         }
     }
 }

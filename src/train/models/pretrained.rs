@@ -7,7 +7,11 @@ use std::path::{Path, PathBuf};
 
 use burn::store::{ModuleSnapshot, PytorchStore};
 
-use super::efficientnet::{EfficientNet, LiteVariant};
+use super::{
+    ModelKind,
+    efficientnet::{EfficientNet, LiteVariant},
+    resnet::ResNet,
+};
 use crate::error::Error;
 
 /// `$HISTOSHARD_WEIGHTS_DIR`, else `~/.cache/histoshard/weights`: where
@@ -23,6 +27,26 @@ pub fn weights_dir() -> PathBuf {
 /// The cached `.pth` of `variant`.
 pub fn default_weights(variant: LiteVariant) -> PathBuf {
     weights_dir().join(format!("{}.pth", variant.name()))
+}
+
+/// The weights of any pretrained `kind`: `given`, else `<cache>/<kind>.pth`.
+pub fn resolve_weights_for(kind: ModelKind, given: Option<&Path>) -> Result<PathBuf, Error> {
+    if let Some(variant) = kind.lite_variant() {
+        return resolve_weights(variant, given);
+    }
+    let path = given.map_or_else(
+        || weights_dir().join(format!("{kind}.pth")),
+        Path::to_path_buf,
+    );
+    if path.is_file() {
+        return Ok(path);
+    }
+    Err(Error::input(
+        &path,
+        format!(
+            "no {kind} weights here (torchvision's ImageNet file, e.g. {kind}-*.pth from download.pytorch.org: pass --weights FILE.pth or put it here)"
+        ),
+    ))
 }
 
 /// The weights file to use: `given`, else the cache; an error that says how
@@ -77,6 +101,29 @@ pub fn load_efficientnet(
         result.skipped.len(),
         result.unused.len()
     );
+    Ok(model)
+}
+
+/// Loads torchvision ImageNet weights into a ResNet (see
+/// [`load_efficientnet`] for `head`).
+pub fn load_resnet(mut model: ResNet, path: &Path, head: bool) -> Result<ResNet, Error> {
+    let mut store = PytorchStore::from_file(path)
+        // torchvision's Sequential shortcut: `downsample.0` conv, `downsample.1` batch norm.
+        .with_key_remapping(r"\.downsample\.0\.", ".downsample.conv.")
+        .with_key_remapping(r"\.downsample\.1\.", ".downsample.bn.")
+        .map_indices_contiguous(false);
+    if !head {
+        store = store.with_predicate(|path, _| !path.starts_with("fc."));
+    }
+    let result = model
+        .load_from(&mut store)
+        .map_err(|e| Error::input(path, one_line(&e.to_string())))?;
+    if !result.errors.is_empty() || !result.missing.is_empty() {
+        return Err(Error::input(
+            path,
+            one_line(&format!("not weights for this ResNet: {result}")),
+        ));
+    }
     Ok(model)
 }
 
