@@ -8,8 +8,10 @@ pub mod encode;
 pub mod options;
 pub mod output;
 pub mod plan;
+pub mod png_fast;
 pub mod render;
 mod report;
+pub mod rle_deflate;
 
 use std::{collections::BTreeMap, sync::mpsc, time::Instant};
 
