@@ -130,27 +130,29 @@ impl Engine {
         })
     }
 
-    /// The zlib stream of `input` into `out` (resized to fit, then to its length).
-    fn compress(&mut self, input: &[u8], out: &mut Vec<u8>) -> Result<(), String> {
-        match self {
-            Engine::Rle(r, block_bytes) => {
-                out.clear();
-                r.zlib(input, *block_bytes, out);
+    /// Writes the zlib stream of `input` at the start of `out` and returns its
+    /// length. `out` is a scratch buffer: grown as needed (only what is new
+    /// gets zeroed), never shrunk; bytes past the stream are garbage.
+    fn compress(&mut self, input: &[u8], out: &mut Vec<u8>) -> Result<usize, String> {
+        let grow = |out: &mut Vec<u8>, len: usize| {
+            if out.len() < len {
+                out.resize(len, 0);
             }
+        };
+        Ok(match self {
+            Engine::Rle(r, block_bytes) => r.zlib_at(input, *block_bytes, out, 0),
             Engine::Libdeflate(c) => {
-                out.resize(c.zlib_compress_bound(input.len()), 0);
-                let n = c
-                    .zlib_compress(input, out)
-                    .map_err(|e| format!("deflate failed: {e}"))?;
-                out.truncate(n);
+                grow(out, c.zlib_compress_bound(input.len()));
+                c.zlib_compress(input, out)
+                    .map_err(|e| format!("deflate failed: {e}"))?
             }
             Engine::Zlib(z) => {
                 z.reset();
-                out.resize(zlib_rs::compress_bound(input.len()), 0);
+                grow(out, zlib_rs::compress_bound(input.len()));
                 loop {
                     let (i, o) = (z.total_in() as usize, z.total_out() as usize);
                     if o == out.len() {
-                        out.resize(out.len() * 2, 0);
+                        grow(out, 2 * o);
                     }
                     let status = z
                         .compress(&input[i..], &mut out[o..], zlib_rs::DeflateFlush::Finish)
@@ -159,10 +161,9 @@ impl Engine {
                         break;
                     }
                 }
-                out.truncate(z.total_out() as usize);
+                z.total_out() as usize
             }
-        }
-        Ok(())
+        })
     }
 }
 
@@ -199,8 +200,8 @@ pub fn encode_rgb8(
             unreachable!("set above")
         };
         filter_image(pixels, row, filter, &mut s.filtered);
-        engine.compress(&s.filtered, &mut s.zlib)?;
-        let zlib = &s.zlib[..];
+        let n = engine.compress(&s.filtered, &mut s.zlib)?;
+        let zlib = &s.zlib[..n];
 
         let chunks = zlib.len().div_ceil(MAX_IDAT).max(1);
         let mut out = Vec::with_capacity(SIGNATURE.len() + 25 + zlib.len() + 12 * chunks + 12);
@@ -234,7 +235,8 @@ fn chunk(out: &mut Vec<u8>, kind: &[u8; 4], data: &[u8]) {
 /// row, the filter-type byte, then the filtered bytes.
 fn filter_image(pixels: &[u8], row: usize, filter: Filter, out: &mut Vec<u8>) {
     let height = pixels.len() / row;
-    out.clear();
+    // Every byte is written below: no need to zero what is reused.
+    out.truncate(height * (row + 1));
     out.resize(height * (row + 1), 0);
     let zeros = vec![0u8; row];
     // Candidates for the adaptive choice (None needs none: it is the row itself).

@@ -59,34 +59,51 @@ pub struct RleDeflater {
 impl RleDeflater {
     /// Appends the zlib stream of `data` to `out`.
     pub fn zlib(&mut self, data: &[u8], block_bytes: usize, out: &mut Vec<u8>) {
+        let start = out.len();
+        let end = self.zlib_at(data, block_bytes, out, start);
+        out.truncate(end);
+    }
+
+    /// Writes the zlib stream of `data` into `buf` from `start` and returns
+    /// where it ends; `buf` grows as needed (only the growth is zeroed) and
+    /// may hold garbage past the end.
+    pub fn zlib_at(
+        &mut self,
+        data: &[u8],
+        block_bytes: usize,
+        buf: &mut Vec<u8>,
+        start: usize,
+    ) -> usize {
         let block_bytes = block_bytes.max(1);
-        // CMF: deflate, 32 KiB window; FLG: "fast" compression level, check bits.
-        out.extend_from_slice(&[0x78, 0x5e]);
         let mut bits = BitWriter {
-            pos: out.len(),
-            buf: std::mem::take(out),
+            buf: std::mem::take(buf),
+            pos: start,
             acc: 0,
             n: 0,
         };
-        let mut start = 0;
+        // CMF: deflate, 32 KiB window; FLG: "fast" compression level, check bits.
+        bits.bytes(&[0x78, 0x5e]);
+        let mut from = 0;
         loop {
-            let end = (start + block_bytes).min(data.len());
-            self.block(data, start, end, end == data.len(), &mut bits);
-            if end == data.len() {
+            let to = (from + block_bytes).min(data.len());
+            self.block(data, from, to, to == data.len(), &mut bits);
+            if to == data.len() {
                 break;
             }
-            start = end;
+            from = to;
         }
         bits.align();
-        *out = bits.finish();
-        let adler = zlib_rs::adler32::adler32(1, data);
-        out.extend_from_slice(&adler.to_be_bytes());
+        bits.bytes(&zlib_rs::adler32::adler32(1, data).to_be_bytes());
+        let end = bits.pos;
+        *buf = bits.buf;
+        end
     }
 
     /// One block of `data[start..end]` (earlier bytes are its history).
     fn block(&mut self, data: &[u8], start: usize, end: usize, last: bool, bits: &mut BitWriter) {
         let mut lit_freq = [0u32; LITLEN];
-        tokenize(data, start, end, &mut self.tokens, &mut lit_freq);
+        let n_tokens = tokenize(data, start, end, &mut self.tokens, &mut lit_freq);
+        let tokens = &self.tokens[..n_tokens];
         lit_freq[EOB] = 1;
 
         let mut lit_len = [0u8; LITLEN];
@@ -156,7 +173,7 @@ impl RleDeflater {
                 l + run_extra_bits(s) + (s > EOB) as u32,
             );
         }
-        put_tokens(&self.tokens, &table, bits);
+        put_tokens(tokens, &table, bits);
         bits.put(lit_code[EOB] as u32, lit_len[EOB] as u32);
     }
 }
@@ -168,11 +185,28 @@ fn put_tokens(tokens: &[u32], table: &[(u32, u32, u32); LITLEN], w: &mut BitWrit
     w.flush_bytes();
     let (mut acc, mut n, mut pos) = (w.acc, w.n, w.pos);
     let buf = &mut w.buf[..];
-    for &t in tokens {
+    let bits = |t: u32| {
         let (code, shift, total) = table[(t & 0x1ff) as usize];
-        acc |= ((code | ((t >> 9) << shift)) as u64) << n;
-        n += total;
-        // Branch-free: store all 8 bytes, keep the whole ones (n < 8 + 21 bits).
+        ((code | ((t >> 9) << shift)) as u64, total)
+    };
+    // Two tokens at a time (≤ 42 bits, on top of < 8 pending), joined before
+    // they meet the accumulator: half the serial dependency chain.
+    let mut pairs = tokens.chunks_exact(2);
+    for p in &mut pairs {
+        let ((v0, n0), (v1, n1)) = (bits(p[0]), bits(p[1]));
+        acc |= (v0 | (v1 << n0)) << n;
+        n += n0 + n1;
+        // Branch-free: store all 8 bytes, keep the whole ones.
+        buf[pos..pos + 8].copy_from_slice(&acc.to_le_bytes());
+        let whole = n >> 3;
+        pos += whole as usize;
+        acc >>= whole * 8;
+        n &= 7;
+    }
+    for &t in pairs.remainder() {
+        let (v, len) = bits(t);
+        acc |= v << n;
+        n += len;
         buf[pos..pos + 8].copy_from_slice(&acc.to_le_bytes());
         let whole = n >> 3;
         pos += whole as usize;
@@ -217,31 +251,46 @@ fn stored(bytes: &[u8], last: bool, bits: &mut BitWriter) {
 
 /// Tokens of `data[start..end]`, counted into `freq`: a run where the byte
 /// before repeats at least three times (a distance-1 match), else a literal.
+/// Returns the number of tokens, written to the start of `tokens` (grown as needed).
 fn tokenize(
     data: &[u8],
     start: usize,
     end: usize,
     tokens: &mut Vec<u32>,
     freq: &mut [u32; LITLEN],
-) {
-    tokens.clear();
-    tokens.resize(end - start, 0);
-    // Two histograms, alternating, so that runs of one symbol do not chain
-    // their increments through memory.
-    let mut hist = [[0u32; LITLEN]; 2];
+) -> usize {
+    if tokens.len() < end - start {
+        tokens.resize(end - start, 0);
+    }
+    // Literals are counted as all bytes of the block, four tables interleaved
+    // so that repeated symbols do not chain their increments through memory;
+    // the bytes that runs cover are taken off again below (runs are rare).
+    let mut hist = [[0u32; 256]; 4];
+    let mut quads = data[start..end].chunks_exact(4);
+    for q in &mut quads {
+        hist[0][q[0] as usize] += 1;
+        hist[1][q[1] as usize] += 1;
+        hist[2][q[2] as usize] += 1;
+        hist[3][q[3] as usize] += 1;
+    }
+    for &b in quads.remainder() {
+        hist[0][b as usize] += 1;
+    }
+    for (b, f) in freq.iter_mut().take(256).enumerate() {
+        *f += hist[0][b] + hist[1][b] + hist[2][b] + hist[3][b];
+    }
     let mut k = 0;
     let mut i = start;
     if i == 0 && end > 0 {
         // The first byte of the stream has no history.
         tokens[0] = data[0] as u32;
-        hist[0][data[0] as usize] += 1;
         k = 1;
         i = 1;
     }
     while i < end {
         let b = data[i];
         // data[i - 1..i + 3] all equal to b: a run of at least 3.
-        let t = if i + MIN_RUN <= end
+        tokens[k] = if i + MIN_RUN <= end
             && u32::from_le_bytes(data[i - 1..i + 3].try_into().expect("4 bytes"))
                 == u32::from(b) * 0x0101_0101
         {
@@ -251,19 +300,17 @@ fn tokenize(
                 len += 1;
             }
             i += len;
-            RUN_TOKEN[len]
+            freq[b as usize] -= len as u32;
+            let t = RUN_TOKEN[len];
+            freq[(t & 0x1ff) as usize] += 1;
+            t
         } else {
             i += 1;
             b as u32
         };
-        tokens[k] = t;
-        hist[k & 1][(t & 0x1ff) as usize] += 1;
         k += 1;
     }
-    tokens.truncate(k);
-    for s in 0..LITLEN {
-        freq[s] += hist[0][s] + hist[1][s];
-    }
+    k
 }
 
 /// Code lengths as code-length-alphabet tokens (symbol, extra-bits value):
@@ -423,7 +470,7 @@ fn canonical(lens: &[u8]) -> Vec<u16> {
 }
 
 /// Bits into bytes, least significant first, into `buf` from `pos` (`buf`
-/// is kept longer than what is written, and cut at [`finish`](Self::finish)).
+/// is kept longer than what is written).
 struct BitWriter {
     buf: Vec<u8>,
     pos: usize,
@@ -477,12 +524,6 @@ impl BitWriter {
         self.reserve(b.len());
         self.buf[self.pos..self.pos + b.len()].copy_from_slice(b);
         self.pos += b.len();
-    }
-
-    fn finish(mut self) -> Vec<u8> {
-        debug_assert_eq!(self.n, 0, "align first");
-        self.buf.truncate(self.pos);
-        self.buf
     }
 }
 
