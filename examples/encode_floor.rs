@@ -19,9 +19,10 @@
 //! (decode_seconds, encode_seconds) and cpu_seconds (user + system CPU time of
 //! the timed part: below seconds × threads when other load held the cores).
 //!
-//! `--sweep` instead times PNG encoding alone of a subset of the records at
-//! every zlib level (the zlib-rs backend histoshard links) with adaptive and Up
-//! filters, and fdeflate: the speed/size trade-offs open to `Encoding`.
+//! `--sweep` instead times PNG encoding alone of a subset of the records with
+//! libdeflate at every level (adaptive filters, optionally every fixed filter),
+//! fdeflate, and the `png` crate's zlib-rs level 6: the speed/size trade-offs
+//! open to `Encoding`.
 
 use std::{
     path::{Path, PathBuf},
@@ -32,7 +33,10 @@ use anyhow::{Context, Result, bail};
 use clap::Parser;
 use histoshard::{
     dataset::image_io::{self, DecodeLimits},
-    prepare::encode::{EncodeFormat, Encoding, PngCompression},
+    prepare::{
+        encode::{EncodeFormat, Encoding, PngCompression, PngEncoder},
+        png_fast::{Deflater, Filter, FilterType, ZlibStrategy},
+    },
     shard::{
         example::PatchRecord,
         manifest::{ImageRow, read_parquet},
@@ -62,14 +66,30 @@ struct Args {
     #[arg(long)]
     quality: Option<u8>,
     /// Instead: time PNG encoding alone (no decode) of an evenly spaced subset
-    /// of the records at every zlib level 1-9 (the zlib-rs backend `prepare`
-    /// links) with adaptive and Up filters, plus `fast` (fdeflate); one JSON
-    /// line per setting.
+    /// of the records with libdeflate at each of --sweep-levels (adaptive
+    /// filters, and with --sweep-fixed each fixed filter too), plus the `png`
+    /// crate's fdeflate (`fast`) and zlib-rs level 6 (the `balanced` of before
+    /// libdeflate); one JSON line per setting. Level 0 stores: it times the
+    /// filtering and framing alone.
     #[arg(long)]
     sweep: bool,
     /// Records in the --sweep subset.
     #[arg(long, default_value_t = 600)]
     sweep_records: usize,
+    /// libdeflate levels of the --sweep.
+    #[arg(long, value_delimiter = ',', default_values_t = 0..=12)]
+    sweep_levels: Vec<i32>,
+    /// Also sweep PIL's adaptive choice (no Average) and every fixed filter
+    /// (None, Sub, Up, Average, Paeth) with each deflater.
+    #[arg(long)]
+    sweep_fixed: bool,
+    /// Block sizes (bytes of filtered data) of the own RLE deflater to sweep.
+    #[arg(long, value_delimiter = ',', default_values_t = [16_384usize, 32_768, 65_536, 1 << 20])]
+    sweep_rle_blocks: Vec<usize>,
+    /// Also sweep zlib-rs strategies (default, filtered, huffman-only, rle) and
+    /// memory levels.
+    #[arg(long)]
+    sweep_zlib: bool,
 }
 
 /// The encoding `prepare` used, from prepare.json's `config`, overridden by flags.
@@ -160,7 +180,7 @@ fn main() -> Result<()> {
         .num_threads(args.threads)
         .build()?;
     if args.sweep {
-        return sweep(&pool, &records, args.sweep_records, args.threads);
+        return sweep(&pool, &records, &args);
     }
     let limits = DecodeLimits::default();
     let cpu_before = cpu_seconds();
@@ -212,17 +232,14 @@ fn main() -> Result<()> {
     Ok(())
 }
 
-/// One PNG the way `Encoding::encode` writes it, with explicit deflate and filter.
-fn png_with(
-    img: &RgbImage,
-    deflate: png::DeflateCompression,
-    filter: png::Filter,
-) -> Result<usize> {
-    let mut out = Vec::with_capacity(img.as_raw().len() / 2);
+/// A PNG through the `png` crate at an explicit zlib-rs level and filter (the
+/// encoder `balanced` used before libdeflate), for comparison.
+fn png_crate(img: &RgbImage, level: u8, filter: png::Filter) -> Result<usize> {
+    let mut out = Vec::with_capacity(img.as_raw().len() * 3 / 4);
     let mut enc = png::Encoder::new(&mut out, img.width(), img.height());
     enc.set_color(png::ColorType::Rgb);
     enc.set_depth(png::BitDepth::Eight);
-    enc.set_deflate_compression(deflate);
+    enc.set_deflate_compression(png::DeflateCompression::Level(level));
     enc.set_filter(filter);
     let mut w = enc.write_header()?;
     w.write_image_data(img.as_raw())?;
@@ -230,50 +247,131 @@ fn png_with(
     Ok(out.len())
 }
 
-fn sweep(
-    pool: &rayon::ThreadPool,
-    records: &[RgbImage],
-    want: usize,
-    threads: usize,
-) -> Result<()> {
-    let step = (records.len() / want.max(1)).max(1);
-    let subset: Vec<&RgbImage> = records.iter().step_by(step).take(want).collect();
-    let mut settings: Vec<(String, png::DeflateCompression, png::Filter)> = vec![(
-        "fast (fdeflate, adaptive)".into(),
-        png::DeflateCompression::FdeflateUltraFast,
-        png::Filter::Adaptive,
-    )];
-    for level in 1..=9u8 {
-        for (name, filter) in [("adaptive", png::Filter::Adaptive), ("up", png::Filter::Up)] {
-            settings.push((
-                format!("zlib-rs level {level}, {name}"),
-                png::DeflateCompression::Level(level),
-                filter,
-            ));
+/// One setting of the sweep.
+#[derive(Clone, Copy)]
+enum Setting {
+    Encoder(PngEncoder),
+    PngCrate(u8, png::Filter),
+}
+
+impl Setting {
+    fn name(self) -> String {
+        match self {
+            Setting::Encoder(PngEncoder::Fdeflate) => "png crate, fdeflate, adaptive".into(),
+            Setting::Encoder(PngEncoder::Own { deflater, filter }) => {
+                let f = match filter {
+                    Filter::Adaptive => "adaptive".to_string(),
+                    Filter::AdaptiveNoAverage => "adaptive without average".to_string(),
+                    Filter::Fixed(t) => format!("{t:?}").to_lowercase(),
+                };
+                let d = match deflater {
+                    Deflater::Rle { block_bytes } => format!("rle, {block_bytes}-byte blocks"),
+                    Deflater::Libdeflate { level } => format!("libdeflate level {level}"),
+                    Deflater::Zlib {
+                        level,
+                        strategy,
+                        mem_level,
+                    } => format!(
+                        "zlib-rs level {level} {} memlevel {mem_level}",
+                        format!("{strategy:?}").to_lowercase()
+                    ),
+                };
+                format!("{d}, {f}")
+            }
+            Setting::PngCrate(level, filter) => {
+                format!("png crate, zlib-rs level {level}, {filter:?}").to_lowercase()
+            }
         }
     }
-    for (name, deflate, filter) in settings {
+
+    fn encode(self, img: &RgbImage) -> Result<usize> {
+        match self {
+            Setting::Encoder(e) => e.encode(img).map(|b| b.len()).map_err(anyhow::Error::msg),
+            Setting::PngCrate(level, filter) => png_crate(img, level, filter),
+        }
+    }
+}
+
+fn sweep(pool: &rayon::ThreadPool, records: &[RgbImage], args: &Args) -> Result<()> {
+    let want = args.sweep_records;
+    let step = (records.len() / want.max(1)).max(1);
+    let subset: Vec<&RgbImage> = records.iter().step_by(step).take(want).collect();
+    let mut settings = vec![
+        Setting::Encoder(PngEncoder::Fdeflate),
+        Setting::PngCrate(6, png::Filter::Adaptive),
+    ];
+    let own = |deflater, filter| Setting::Encoder(PngEncoder::Own { deflater, filter });
+    let mut deflaters: Vec<Deflater> = args
+        .sweep_levels
+        .iter()
+        .map(|&level| Deflater::Libdeflate { level })
+        .collect();
+    for &block_bytes in &args.sweep_rle_blocks {
+        deflaters.push(Deflater::Rle { block_bytes });
+    }
+    if args.sweep_zlib {
+        for (level, strategy, mem_level) in [
+            (6, ZlibStrategy::Default, 8),
+            (6, ZlibStrategy::Default, 9),
+            (1, ZlibStrategy::Filtered, 9),
+            (4, ZlibStrategy::Filtered, 9),
+            (6, ZlibStrategy::Filtered, 8),
+            (6, ZlibStrategy::Filtered, 9),
+            (6, ZlibStrategy::HuffmanOnly, 8),
+            (6, ZlibStrategy::HuffmanOnly, 9),
+            (6, ZlibStrategy::Rle, 6),
+            (6, ZlibStrategy::Rle, 7),
+            (6, ZlibStrategy::Rle, 8),
+            (6, ZlibStrategy::Rle, 9),
+        ] {
+            deflaters.push(Deflater::Zlib {
+                level,
+                strategy,
+                mem_level,
+            });
+        }
+    }
+    for deflater in deflaters {
+        settings.push(own(deflater, Filter::Adaptive));
+        if args.sweep_fixed {
+            settings.push(own(deflater, Filter::AdaptiveNoAverage));
+            for t in [
+                FilterType::None,
+                FilterType::Sub,
+                FilterType::Up,
+                FilterType::Average,
+                FilterType::Paeth,
+            ] {
+                settings.push(own(deflater, Filter::Fixed(t)));
+            }
+        }
+    }
+    for setting in settings {
+        let cpu_before = cpu_seconds();
         let t = Instant::now();
         let bytes: usize = pool
             .install(|| {
                 subset
                     .par_iter()
-                    .map(|img| png_with(img, deflate, filter))
+                    .map(|img| setting.encode(img))
                     .collect::<Result<Vec<usize>>>()
             })?
             .iter()
             .sum();
         let s = t.elapsed().as_secs_f64();
+        let cpu = cpu_seconds().zip(cpu_before).map(|(a, b)| a - b);
         println!(
             "{}",
             serde_json::json!({
                 "mode": "sweep",
-                "setting": name,
-                "threads": threads,
+                "cpu_seconds": cpu.map(|c| round(c, 2)),
+                "records_per_cpu_s": cpu.map(|c| round(subset.len() as f64 / c.max(0.01), 1)),
+                "setting": setting.name(),
+                "threads": args.threads,
                 "records": subset.len(),
                 "seconds": round(s, 4),
                 "records_per_s": round(subset.len() as f64 / s, 1),
-                "records_per_s_per_thread": round(subset.len() as f64 / s / threads as f64, 1),
+                "records_per_s_per_thread": round(subset.len() as f64 / s / args.threads as f64, 1),
                 "mean_bytes_per_record": round(bytes as f64 / subset.len() as f64, 1),
             })
         );

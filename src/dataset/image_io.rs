@@ -242,6 +242,32 @@ pub fn decode_mask(path: &Path, limits: DecodeLimits) -> Result<GrayImage> {
                 image::Luma([if p[1] == 0 { 0 } else { narrow16(p[0], max) }])
             })
         }
+        // The common colour cases (GlaS `_anno.bmp` palettes decode to RGB) in
+        // one pass over the buffer, without the RGBA copy of the general case.
+        DynamicImage::ImageRgb8(c) => GrayImage::from_vec(
+            w,
+            h,
+            c.as_raw()
+                .chunks_exact(3)
+                .map(|p| p[0].max(p[1]).max(p[2]))
+                .collect(),
+        )
+        .expect("one byte per pixel"),
+        DynamicImage::ImageRgba8(c) => GrayImage::from_vec(
+            w,
+            h,
+            c.as_raw()
+                .chunks_exact(4)
+                .map(|p| {
+                    if p[3] == 0 {
+                        0
+                    } else {
+                        p[0].max(p[1]).max(p[2])
+                    }
+                })
+                .collect(),
+        )
+        .expect("one byte per pixel"),
         other => {
             let has_alpha = other.color().has_alpha();
             let rgba = other.into_rgba8();
@@ -386,6 +412,17 @@ mod tests {
         .save(&c)
         .unwrap();
         let m = decode_mask(&c, DecodeLimits::default()).unwrap();
+        assert_eq!(m.as_raw(), &vec![0, 9, 200]);
+
+        let ca = d.path().join("ca.png");
+        image::RgbaImage::from_fn(3, 1, |x, _| match x {
+            0 => Rgba([90, 90, 90, 0]),
+            1 => Rgba([0, 0, 9, 255]),
+            _ => Rgba([200, 40, 0, 1]),
+        })
+        .save(&ca)
+        .unwrap();
+        let m = decode_mask(&ca, DecodeLimits::default()).unwrap();
         assert_eq!(m.as_raw(), &vec![0, 9, 200]);
 
         let l16 = d.path().join("l16.png");

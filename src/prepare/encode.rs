@@ -1,8 +1,12 @@
-//! Encoding patches. PNG goes through the `png` crate with the zlib-rs deflate
-//! backend (zlib-ng class speed at zlib's ratio); JPEG through `image`.
+//! Encoding patches. PNG goes through [`png_fast`](super::png_fast) (adaptive
+//! filters; for `balanced` the run-length deflater of
+//! [`rle_deflate`](super::rle_deflate), for `high` libdeflate) or, for `fast`,
+//! the `png` crate with fdeflate; JPEG through `image`.
 
 use image::RgbImage;
 use serde::{Deserialize, Serialize};
+
+use super::png_fast::{self, Deflater, Filter};
 
 /// Patch encoding.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
@@ -27,13 +31,70 @@ impl EncodeFormat {
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "lowercase")]
 pub enum PngCompression {
-    /// fdeflate: several times faster, files ~10-15% larger.
+    /// fdeflate (fixed Huffman tables): ~2.5x faster than balanced, files ~10% larger.
     Fast,
-    /// deflate level 6 with adaptive filters, like PIL's default.
+    /// Adaptive filters, literals and runs under dynamic Huffman codes: PIL's size or a
+    /// little under, ~4x faster than zlib level 6.
     #[default]
     Balanced,
-    /// deflate level 9: slower, slightly smaller.
+    /// Adaptive filters, libdeflate level 12: ~0.5% smaller than balanced, ~15x slower.
     High,
+}
+
+/// The deflater of `balanced` (docs/BENCHMARKS.md, "Encoder options measured").
+pub const BALANCED: Deflater = Deflater::Rle {
+    block_bytes: 65_536,
+};
+/// The deflater of `high`.
+pub const HIGH: Deflater = Deflater::Libdeflate { level: 12 };
+
+/// A PNG encoder: what each [`PngCompression`] runs, and what the benchmarks sweep.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PngEncoder {
+    /// The `png` crate with fdeflate and its adaptive filter.
+    Fdeflate,
+    /// [`png_fast`] with a deflater and a filter choice.
+    Own { deflater: Deflater, filter: Filter },
+}
+
+impl PngCompression {
+    pub fn encoder(self) -> PngEncoder {
+        match self {
+            PngCompression::Fast => PngEncoder::Fdeflate,
+            PngCompression::Balanced => PngEncoder::Own {
+                deflater: BALANCED,
+                filter: Filter::Adaptive,
+            },
+            PngCompression::High => PngEncoder::Own {
+                deflater: HIGH,
+                filter: Filter::Adaptive,
+            },
+        }
+    }
+}
+
+impl PngEncoder {
+    /// Encodes `img` as an 8-bit RGB PNG; a pure function of the pixels and `self`.
+    pub fn encode(self, img: &RgbImage) -> Result<Vec<u8>, String> {
+        match self {
+            PngEncoder::Fdeflate => {
+                let mut out = Vec::with_capacity(img.as_raw().len() * 3 / 4);
+                let mut enc = png::Encoder::new(&mut out, img.width(), img.height());
+                enc.set_color(png::ColorType::Rgb);
+                enc.set_depth(png::BitDepth::Eight);
+                enc.set_compression(png::Compression::Fast);
+                let fail = |e: png::EncodingError| format!("PNG encoding failed: {e}");
+                let mut writer = enc.write_header().map_err(fail)?;
+                writer.write_image_data(img.as_raw()).map_err(fail)?;
+                writer.finish().map_err(fail)?;
+                Ok(out)
+            }
+            PngEncoder::Own { deflater, filter } => {
+                png_fast::encode_rgb8(img.width(), img.height(), img.as_raw(), deflater, filter)
+                    .map_err(|e| format!("PNG encoding failed: {e}"))
+            }
+        }
+    }
 }
 
 /// How to encode a patch.
@@ -47,34 +108,16 @@ pub struct Encoding {
 impl Encoding {
     /// Encodes `img`; the output is a pure function of the pixels and settings.
     pub fn encode(&self, img: &RgbImage) -> Result<Vec<u8>, String> {
-        let mut out = Vec::with_capacity(img.as_raw().len() / 2);
         match self.format {
-            EncodeFormat::Png => {
-                let mut enc = png::Encoder::new(&mut out, img.width(), img.height());
-                enc.set_color(png::ColorType::Rgb);
-                enc.set_depth(png::BitDepth::Eight);
-                enc.set_compression(match self.png_compression {
-                    PngCompression::Fast => png::Compression::Fast,
-                    PngCompression::Balanced => png::Compression::Balanced,
-                    PngCompression::High => png::Compression::High,
-                });
-                let mut writer = enc
-                    .write_header()
-                    .map_err(|e| format!("PNG encoding failed: {e}"))?;
-                writer
-                    .write_image_data(img.as_raw())
-                    .map_err(|e| format!("PNG encoding failed: {e}"))?;
-                writer
-                    .finish()
-                    .map_err(|e| format!("PNG encoding failed: {e}"))?;
-            }
+            EncodeFormat::Png => self.png_compression.encoder().encode(img),
             EncodeFormat::Jpeg => {
+                let mut out = Vec::with_capacity(img.as_raw().len() / 8);
                 image::codecs::jpeg::JpegEncoder::new_with_quality(&mut out, self.jpeg_quality)
                     .encode_image(img)
                     .map_err(|e| format!("JPEG encoding failed: {e}"))?;
+                Ok(out)
             }
         }
-        Ok(out)
     }
 }
 
@@ -88,22 +131,107 @@ mod tests {
         })
     }
 
+    /// Patches of the kinds `prepare` meets: flat background, pure noise, a
+    /// gradient, a stained-tissue-like texture, and that texture augmented.
+    fn patches() -> Vec<(&'static str, RgbImage)> {
+        use rand::{Rng, SeedableRng};
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(7);
+        let flat = RgbImage::from_pixel(224, 224, image::Rgb([236, 232, 240]));
+        let noise = RgbImage::from_fn(224, 224, |_, _| image::Rgb(rng.random()));
+        let tissue = RgbImage::from_fn(224, 224, |x, y| {
+            let (fx, fy) = (x as f32, y as f32);
+            let v = (fx * 0.11).sin() * (fy * 0.07).cos() + (fx * 0.031 + fy * 0.05).sin();
+            let n: i32 = rng.random_range(-6..=6);
+            let c = |base: f32, k: f32| (base + k * v + n as f32).clamp(0.0, 255.0) as u8;
+            image::Rgb([c(180.0, 40.0), c(120.0, 55.0), c(190.0, 25.0)])
+        });
+        let cfg = crate::patch::augment::AugmentConfig::default();
+        let (augmented, _) = crate::patch::augment::augment(&tissue, &cfg, &mut rng);
+        vec![
+            ("flat", flat),
+            ("noise", noise),
+            ("gradient", gradient()),
+            ("tissue", tissue),
+            ("augmented", augmented),
+            (
+                "one pixel",
+                RgbImage::from_pixel(1, 1, image::Rgb([1, 2, 3])),
+            ),
+        ]
+    }
+
     #[test]
     fn png_is_lossless_at_every_level() {
-        let img = gradient();
-        for c in [
-            PngCompression::Fast,
-            PngCompression::Balanced,
-            PngCompression::High,
-        ] {
+        for (name, img) in patches() {
+            for c in [
+                PngCompression::Fast,
+                PngCompression::Balanced,
+                PngCompression::High,
+            ] {
+                let e = Encoding {
+                    format: EncodeFormat::Png,
+                    jpeg_quality: 90,
+                    png_compression: c,
+                };
+                let bytes = e.encode(&img).unwrap();
+                let back =
+                    image::load_from_memory_with_format(&bytes, image::ImageFormat::Png).unwrap();
+                assert_eq!(back.color(), image::ColorType::Rgb8, "{name} {c:?}");
+                assert_eq!(back.into_rgb8(), img, "{name} {c:?}");
+            }
+        }
+    }
+
+    #[test]
+    fn png_bytes_do_not_depend_on_threads() {
+        use rayon::prelude::*;
+        let imgs: Vec<RgbImage> = patches().into_iter().map(|(_, i)| i).collect();
+        for c in [PngCompression::Balanced, PngCompression::High] {
             let e = Encoding {
                 format: EncodeFormat::Png,
                 jpeg_quality: 90,
                 png_compression: c,
             };
-            let bytes = e.encode(&img).unwrap();
-            assert_eq!(image::load_from_memory(&bytes).unwrap().to_rgb8(), img);
+            let serial: Vec<Vec<u8>> = imgs.iter().map(|i| e.encode(i).unwrap()).collect();
+            for threads in [1, 3] {
+                let pool = rayon::ThreadPoolBuilder::new()
+                    .num_threads(threads)
+                    .build()
+                    .unwrap();
+                // Every image several times over, so threads interleave.
+                let par: Vec<Vec<u8>> = pool.install(|| {
+                    (0..4 * imgs.len())
+                        .into_par_iter()
+                        .map(|k| e.encode(&imgs[k % imgs.len()]).unwrap())
+                        .collect()
+                });
+                for (k, p) in par.iter().enumerate() {
+                    assert_eq!(*p, serial[k % imgs.len()], "{c:?}, {threads} threads");
+                }
+            }
         }
+    }
+
+    #[test]
+    fn balanced_is_smaller_than_fast_on_texture() {
+        let (_, tissue) = patches().swap_remove(3);
+        let size = |c| {
+            Encoding {
+                format: EncodeFormat::Png,
+                jpeg_quality: 90,
+                png_compression: c,
+            }
+            .encode(&tissue)
+            .unwrap()
+            .len()
+        };
+        let (fast, balanced, high) = (
+            size(PngCompression::Fast),
+            size(PngCompression::Balanced),
+            size(PngCompression::High),
+        );
+        assert!(balanced < fast, "balanced {balanced} fast {fast}");
+        assert!(high <= balanced, "high {high} balanced {balanced}");
     }
 
     #[test]

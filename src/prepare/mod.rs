@@ -8,8 +8,10 @@ pub mod encode;
 pub mod options;
 pub mod output;
 pub mod plan;
+pub mod png_fast;
 pub mod render;
 mod report;
+pub mod rle_deflate;
 
 use std::{collections::BTreeMap, sync::mpsc, time::Instant};
 
@@ -66,11 +68,16 @@ pub fn run(opts: &PrepareOptions, progress: &Progress) -> Result<PrepareReport> 
         );
     }
     let bar = progress.bar("ingest", ds.samples.len() as u64, "images");
+    let cache = plan::ImageCache::new(ds.samples.len(), plan::ImageCache::BUDGET);
     let plans: Vec<ImagePlan> = pool.install(|| {
         ds.samples
             .par_iter()
-            .map(|s| {
-                let p = plan::plan_image(s, opts);
+            .enumerate()
+            .map(|(i, s)| {
+                let p = plan::plan_image(s, opts).map(|(plan, image)| {
+                    cache.offer(i, image);
+                    plan
+                });
                 bar.inc(1);
                 p
             })
@@ -130,6 +137,7 @@ pub fn run(opts: &PrepareOptions, progress: &Progress) -> Result<PrepareReport> 
         .order
         .iter()
         .map(|&i| ImageJob {
+            index: i,
             sample: &ds.samples[i],
             label: labels[i],
             assignment: &assignments[i],
@@ -142,7 +150,7 @@ pub fn run(opts: &PrepareOptions, progress: &Progress) -> Result<PrepareReport> 
         &pool,
         &jobs,
         window,
-        |job| render::render_image(job, opts, stain.as_ref(), &wanted),
+        |job| render::render_image(job, opts, stain.as_ref(), &cache, &wanted),
         |records| {
             bar.inc(records.len() as u64);
             records.into_iter().try_for_each(|r| writer.push(r))

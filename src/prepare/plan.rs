@@ -128,8 +128,9 @@ fn candidates(width: u32, height: u32, boxes: &[BBox], opts: &PrepareOptions) ->
     v
 }
 
-/// Decides which patches of `sample` to keep.
-pub fn plan_image(sample: &Sample, opts: &PrepareOptions) -> Result<ImagePlan> {
+/// Decides which patches of `sample` to keep; also returns the image at the
+/// working scale (what [`load_image`] gives), for rendering to reuse.
+pub fn plan_image(sample: &Sample, opts: &PrepareOptions) -> Result<(ImagePlan, RgbImage)> {
     let Loaded { image, mask } = load(sample, opts)?;
     let (width, height) = image.dimensions();
     if opts.edge != EdgePolicy::Pad && (width < opts.patch_size || height < opts.patch_size) {
@@ -163,12 +164,57 @@ pub fn plan_image(sample: &Sample, opts: &PrepareOptions) -> Result<ImagePlan> {
             _ => true,
         })
         .collect();
-    Ok(ImagePlan {
+    let plan = ImagePlan {
         width,
         height,
         candidates: all.len() as u32,
         patches,
-    })
+    };
+    Ok((plan, image))
+}
+
+/// Decoded images kept from planning for rendering, up to a byte budget, so
+/// that an image is decoded once rather than twice when memory allows. Which
+/// images are kept depends on thread timing; what is rendered does not (a
+/// kept image is exactly what [`load_image`] would decode again).
+pub struct ImageCache {
+    images: Vec<std::sync::Mutex<Option<RgbImage>>>,
+    left: std::sync::atomic::AtomicUsize,
+}
+
+impl ImageCache {
+    /// Bytes of decoded images kept at most (165 GlaS images take ~200 MB).
+    pub const BUDGET: usize = 256 << 20;
+
+    pub fn new(samples: usize, budget: usize) -> Self {
+        Self {
+            images: (0..samples).map(|_| std::sync::Mutex::new(None)).collect(),
+            left: std::sync::atomic::AtomicUsize::new(budget),
+        }
+    }
+
+    /// Keeps `image` as sample `i`'s if the budget has room for it.
+    pub fn offer(&self, i: usize, image: RgbImage) {
+        use std::sync::atomic::Ordering;
+        let size = image.as_raw().len();
+        let fits = self
+            .left
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |left| {
+                left.checked_sub(size)
+            })
+            .is_ok();
+        if fits && let Ok(mut slot) = self.images[i].lock() {
+            *slot = Some(image);
+        }
+    }
+
+    /// Sample `i`'s image if it was kept (once: it leaves the cache).
+    pub fn take(&self, i: usize) -> Option<RgbImage> {
+        let image = self.images.get(i)?.lock().ok()?.take()?;
+        self.left
+            .fetch_add(image.as_raw().len(), std::sync::atomic::Ordering::Relaxed);
+        Some(image)
+    }
 }
 
 /// Records per kept patch for an image of `split`.

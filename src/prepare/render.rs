@@ -8,7 +8,7 @@ use sha2::{Digest, Sha256};
 
 use super::{
     options::PrepareOptions,
-    plan::{self, ImagePlan},
+    plan::{self, ImageCache, ImagePlan},
 };
 use crate::{
     dataset::Sample,
@@ -26,6 +26,8 @@ pub struct Rendered {
 
 /// Everything about a sample that its records share.
 pub struct ImageJob<'a> {
+    /// The sample's index in the data set (its slot in the [`ImageCache`]).
+    pub index: usize,
     pub sample: &'a Sample,
     pub label: i64,
     pub assignment: &'a Assignment,
@@ -41,19 +43,25 @@ pub fn record_seed(seed: u64, name: &str, x: u32, y: u32, aug_index: u32) -> u64
 }
 
 /// Renders the records of `job` whose global ids satisfy `wanted` (all of
-/// them, except when resuming past finished shards).
+/// them, except when resuming past finished shards). The image comes from
+/// `cache` when planning kept it, else is decoded again.
 pub fn render_image(
     job: &ImageJob,
     opts: &PrepareOptions,
     stain: Option<&StainNormalizer>,
+    cache: &ImageCache,
     wanted: &(dyn Fn(u64) -> bool + Sync),
 ) -> Result<Vec<Rendered>> {
+    let cached = cache.take(job.index);
     let copies = plan::copies(job.assignment.split, opts.augment);
     let ids = job.first_record..job.first_record + job.plan.patches.len() as u64 * copies as u64;
     if !ids.clone().any(wanted) {
         return Ok(Vec::new());
     }
-    let mut image = plan::load_image(job.sample, opts)?;
+    let mut image = match cached {
+        Some(image) => image,
+        None => plan::load_image(job.sample, opts)?,
+    };
     if let Some(n) = stain {
         image = n.apply(&image);
     }
