@@ -37,7 +37,7 @@ pub enum PngCompression {
     /// little under, ~4x faster than zlib level 6.
     #[default]
     Balanced,
-    /// Adaptive filters, libdeflate level 12: ~0.5% smaller than balanced, ~15x slower.
+    /// Adaptive filters, libdeflate level 12: ~0.5% smaller than balanced, ~20x slower.
     High,
 }
 
