@@ -35,12 +35,17 @@ pub struct ShardReader {
 impl ShardReader {
     pub fn open(path: &Path) -> Result<Self> {
         let file = File::open(path).at(path)?;
-        let mut buffered = BufReader::with_capacity(1 << 20, file);
-        let is_gzip = buffered.fill_buf().at(path)?.starts_with(&[0x1f, 0x8b]);
+        Self::from_buf_read(path, BufReader::with_capacity(1 << 20, file))
+    }
+
+    /// Reads the shard from `source` (plain or gzip, told by the magic bytes)
+    /// rather than a file; `path` only names it in errors.
+    pub fn from_buf_read(path: &Path, mut source: impl BufRead + Send + 'static) -> Result<Self> {
+        let is_gzip = source.fill_buf().at(path)?.starts_with(&[0x1f, 0x8b]);
         let inner: Box<dyn Read + Send> = if is_gzip {
-            Box::new(GzDecoder::new(buffered))
+            Box::new(GzDecoder::new(source))
         } else {
-            Box::new(buffered)
+            Box::new(source)
         };
         Ok(Self {
             path: path.to_path_buf(),
@@ -204,6 +209,31 @@ mod tests {
             .to_string();
         assert!(
             err.contains("record 2") && err.contains("truncated"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn reads_from_memory_too() {
+        let dir = tempfile::tempdir().unwrap();
+        for c in [Compression::None, Compression::Gzip] {
+            let bytes = std::fs::read(write_shard(dir.path(), c, 4)).unwrap();
+            let name = Path::new("mem.tfrecord");
+            let records: Vec<_> = ShardReader::from_buf_read(name, std::io::Cursor::new(bytes))
+                .unwrap()
+                .collect::<Result<_>>()
+                .unwrap();
+            assert_eq!(records.len(), 4);
+            assert_eq!(records[2].data, vec![2u8; 12]);
+        }
+        let err = ShardReader::from_buf_read(Path::new("mem.tfrecord"), &b"\x05\0\0"[..])
+            .unwrap()
+            .next()
+            .unwrap()
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.starts_with("mem.tfrecord: record 0: truncated"),
             "{err}"
         );
     }
