@@ -287,12 +287,12 @@ impl CsvTable {
     }
 }
 
-/// Reads `path` as CSV: accepts any line endings, a UTF-8 BOM, blank lines,
-/// and rows of varying length (checked by the caller). Errors when the file is
-/// empty (no header), or a field is not UTF-8.
-pub fn read_csv_table(path: &Path) -> Result<CsvTable> {
-    let bytes = fs::read(path).at(path)?;
-    let data: &[u8] = bytes.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(&bytes);
+/// Parses the bytes of a CSV file: accepts any line endings, a UTF-8 BOM, blank
+/// lines, and rows of varying length (checked by the caller). Errors when the
+/// file is empty (no header), or a field is not UTF-8. Touches no file; `path`
+/// only names it in errors.
+pub fn parse_csv_table(bytes: &[u8], path: &Path) -> Result<CsvTable> {
+    let data: &[u8] = bytes.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(bytes);
     let line_starts = line_starts(data);
     // The csv crate reports a record's position before the blank lines it
     // skipped; a record never starts with a line end, so step over them.
@@ -564,10 +564,7 @@ mod tests {
 
     #[test]
     fn csv_table_has_true_line_numbers() {
-        let dir = tempfile::tempdir().unwrap();
-        let p = dir.path().join("t.csv");
-        fs::write(&p, b"\xEF\xBB\xBFa, b\r\r1,2\r\n\n3,4\n").unwrap();
-        let t = read_csv_table(&p).unwrap();
+        let t = parse_csv_table(b"\xEF\xBB\xBFa, b\r\r1,2\r\n\n3,4\n", Path::new("t.csv")).unwrap();
         assert_eq!(t.header, vec!["a", "b"]);
         assert_eq!(t.rows[0].0, 3);
         assert_eq!(t.rows[1].0, 5);

@@ -23,7 +23,7 @@ use std::path::{Path, PathBuf};
 
 use super::common::{self, CsvTable, Resolved};
 use super::{BBox, Dataset, Layout, Sample};
-use crate::error::{Error, Result};
+use crate::error::{Error, IoContext, Result};
 
 /// The `.csv` to read for `input` (the file itself, or the only `.csv` in a folder).
 pub fn find_csv(input: &Path) -> Result<PathBuf> {
@@ -61,32 +61,79 @@ pub fn load(input: &Path) -> Result<Dataset> {
     let csv_path = find_csv(input)?;
     let root = common::parent_or_dot(&csv_path);
     let root_canon = common::canonical_root(&root)?;
-    let table = common::read_csv_table(&csv_path)?;
+    let bytes = std::fs::read(&csv_path).at(&csv_path)?;
+    let table = parse_label_csv(&bytes, &csv_path)?;
     let ctx = Ctx {
         csv: &csv_path,
         root: &root,
         root_canon: &root_canon,
-        table: &table,
     };
-    let samples = if table.column(&["xmin"]).is_some() {
-        ctx.boxes_format()?
-    } else {
-        ctx.label_format()?
+    let samples = match table {
+        LabelTable::Labels(rows) => ctx.label_samples(rows)?,
+        LabelTable::Boxes(rows) => ctx.box_samples(rows)?,
     };
     common::finish(Layout::Csv, &root, samples, Vec::new(), None, false)
 }
 
-struct Ctx<'a> {
-    csv: &'a Path,
-    root: &'a Path,
-    root_canon: &'a Path,
-    table: &'a CsvTable,
+/// A label CSV checked row by row, before any file it names is looked up.
+#[derive(Clone, Debug, PartialEq)]
+pub enum LabelTable {
+    /// Format 1: `filename,label[,patient][,split]`.
+    Labels(Vec<LabelRow>),
+    /// Format 2: `filename,width,height,class,xmin,ymin,xmax,ymax`.
+    Boxes(Vec<BoxRow>),
+}
+
+/// One row of format 1.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LabelRow {
+    /// 1-based line in the file (the header is line 1 or later).
+    pub line: u64,
+    /// The filename cell as written (trimmed), not yet resolved.
+    pub file: String,
+    /// Not empty.
+    pub label: String,
+    /// `None` when there is no patient column or the cell is empty.
+    pub patient: Option<String>,
+    /// `train`, `val` or `test`; `None` when not given.
+    pub subset: Option<&'static str>,
+}
+
+/// One row of format 2: one box.
+#[derive(Clone, Debug, PartialEq)]
+pub struct BoxRow {
+    pub line: u64,
+    /// The filename cell as written (trimmed), not yet resolved.
+    pub file: String,
+    /// Not empty.
+    pub class: String,
+    /// `xmin, ymin, xmax, ymax`, finite and rounded, not yet checked against the image.
+    pub coords: [f64; 4],
+}
+
+/// Parses and checks the bytes of a label CSV: the header, which format it is,
+/// and every cell that can be checked without the images. Touches no file;
+/// `csv` only names the file in errors.
+pub fn parse_label_csv(bytes: &[u8], csv: &Path) -> Result<LabelTable> {
+    let table = common::parse_csv_table(bytes, csv)?;
+    let p = Parse { csv, table: &table };
+    if table.column(&["xmin"]).is_some() {
+        p.boxes().map(LabelTable::Boxes)
+    } else {
+        p.labels().map(LabelTable::Labels)
+    }
 }
 
 const FORMATS: &str = "expected filename,label[,patient][,split] or \
                        filename,width,height,class,xmin,ymin,xmax,ymax";
 
-impl Ctx<'_> {
+/// The file-free half: a CSV table to rows.
+struct Parse<'a> {
+    csv: &'a Path,
+    table: &'a CsvTable,
+}
+
+impl Parse<'_> {
     fn err(&self, msg: String) -> Error {
         Error::input(self.csv, msg)
     }
@@ -117,6 +164,117 @@ impl Ctx<'_> {
         Ok(self.table.rows.iter().map(|(l, f)| (*l, f.as_slice())))
     }
 
+    /// Format 1: `filename,label[,patient][,split]`.
+    fn labels(&self) -> Result<Vec<LabelRow>> {
+        let file_col = self.required(&["filename"])?;
+        let label_col = self.required(&["label", "class"])?;
+        let patient_col = self.table.column(&["patient", "patient_id", "patient id"]);
+        let split_col = self.table.column(&["split", "subset"]);
+        let need = [Some(file_col), Some(label_col), patient_col, split_col]
+            .into_iter()
+            .flatten()
+            .max()
+            .unwrap_or(0)
+            + 1;
+        let get =
+            |f: &[String], c: Option<usize>| c.map(|c| f[c].clone()).filter(|v| !v.is_empty());
+
+        let mut out = Vec::with_capacity(self.table.rows.len());
+        for (line, f) in self.rows(need)? {
+            let label = f[label_col].as_str();
+            if label.is_empty() {
+                return Err(self.err(format!("line {line}: empty label")));
+            }
+            let subset = match get(f, split_col) {
+                None => None,
+                Some(v) => Some(normalize_split(&v).ok_or_else(|| {
+                    self.err(format!(
+                        "line {line}: unknown split \"{v}\" (expected train, val or test)"
+                    ))
+                })?),
+            };
+            out.push(LabelRow {
+                line,
+                file: f[file_col].clone(),
+                label: label.to_string(),
+                patient: get(f, patient_col),
+                subset,
+            });
+        }
+        Ok(out)
+    }
+
+    /// Format 2: one row per box.
+    fn boxes(&self) -> Result<Vec<BoxRow>> {
+        let file_col = self.required(&["filename"])?;
+        let class_col = self.required(&["class", "label"])?;
+        let coord_cols = [
+            self.required(&["xmin"])?,
+            self.required(&["ymin"])?,
+            self.required(&["xmax"])?,
+            self.required(&["ymax"])?,
+        ];
+        let size_cols = [
+            self.table.column(&["width"]),
+            self.table.column(&["height"]),
+        ];
+        let need = coord_cols
+            .iter()
+            .copied()
+            .chain([file_col, class_col])
+            .chain(size_cols.iter().flatten().copied())
+            .max()
+            .unwrap_or(0)
+            + 1;
+
+        let mut out = Vec::with_capacity(self.table.rows.len());
+        for (line, f) in self.rows(need)? {
+            let class = f[class_col].as_str();
+            if class.is_empty() {
+                return Err(self.err(format!("line {line}: empty class")));
+            }
+            for (col, what) in size_cols.iter().zip(["width", "height"]) {
+                if let Some(c) = col
+                    && f[*c].parse::<u32>().is_err()
+                {
+                    return Err(self.err(format!(
+                        "line {line}: {what} \"{}\" is not a whole number",
+                        f[*c]
+                    )));
+                }
+            }
+            let mut coords = [0.0; 4];
+            for ((slot, col), what) in coords
+                .iter_mut()
+                .zip(coord_cols)
+                .zip(["xmin", "ymin", "xmax", "ymax"])
+            {
+                *slot = common::parse_coord(&f[col], what)
+                    .map_err(|m| self.err(format!("line {line}: {m}")))?;
+            }
+            out.push(BoxRow {
+                line,
+                file: f[file_col].clone(),
+                class: class.to_string(),
+                coords,
+            });
+        }
+        Ok(out)
+    }
+}
+
+/// The half that looks at files: rows to samples.
+struct Ctx<'a> {
+    csv: &'a Path,
+    root: &'a Path,
+    root_canon: &'a Path,
+}
+
+impl Ctx<'_> {
+    fn err(&self, msg: String) -> Error {
+        Error::input(self.csv, msg)
+    }
+
     fn resolve(&self, line: u64, value: &str) -> Result<Resolved> {
         let r = common::resolve_inside(
             self.root,
@@ -135,45 +293,21 @@ impl Ctx<'_> {
         Ok(r)
     }
 
-    /// Format 1: `filename,label[,patient][,split]`.
-    fn label_format(&self) -> Result<Vec<Sample>> {
-        let file_col = self.required(&["filename"])?;
-        let label_col = self.required(&["label", "class"])?;
-        let patient_col = self.table.column(&["patient", "patient_id", "patient id"]);
-        let split_col = self.table.column(&["split", "subset"]);
-        let need = [Some(file_col), Some(label_col), patient_col, split_col]
-            .into_iter()
-            .flatten()
-            .max()
-            .unwrap_or(0)
-            + 1;
-        let get =
-            |f: &[String], c: Option<usize>| c.map(|c| f[c].clone()).filter(|v| !v.is_empty());
-
+    /// Format 1: a sample per file; a file listed twice must agree with itself.
+    fn label_samples(&self, rows: Vec<LabelRow>) -> Result<Vec<Sample>> {
         let mut by_file: BTreeMap<String, (u64, Sample)> = BTreeMap::new();
         let mut checked: Vec<PathBuf> = Vec::new();
-        for (line, f) in self.rows(need)? {
-            let label = f[label_col].as_str();
-            if label.is_empty() {
-                return Err(self.err(format!("line {line}: empty label")));
-            }
-            let subset = match get(f, split_col) {
-                None => None,
-                Some(v) => Some(normalize_split(&v).ok_or_else(|| {
-                    self.err(format!(
-                        "line {line}: unknown split \"{v}\" (expected train, val or test)"
-                    ))
-                })?),
-            };
-            let r = self.resolve(line, &f[file_col])?;
+        for row in rows {
+            let line = row.line;
+            let r = self.resolve(line, &row.file)?;
             let sample = Sample {
                 name: common::strip_ext(&r.rel_path).to_string(),
                 image_path: r.image_path,
                 rel_path: r.rel_path,
                 mask_path: None,
-                class: label.to_string(),
-                patient: get(f, patient_col),
-                subset: subset.map(str::to_string),
+                class: row.label,
+                patient: row.patient,
+                subset: row.subset.map(str::to_string),
                 boxes: Vec::new(),
             };
             match by_file.get(&sample.rel_path) {
@@ -201,71 +335,16 @@ impl Ctx<'_> {
         Ok(by_file.into_values().map(|(_, s)| s).collect())
     }
 
-    /// Format 2: one row per box.
-    fn boxes_format(&self) -> Result<Vec<Sample>> {
-        let file_col = self.required(&["filename"])?;
-        let class_col = self.required(&["class", "label"])?;
-        let coord_cols = [
-            self.required(&["xmin"])?,
-            self.required(&["ymin"])?,
-            self.required(&["xmax"])?,
-            self.required(&["ymax"])?,
-        ];
-        let size_cols = [
-            self.table.column(&["width"]),
-            self.table.column(&["height"]),
-        ];
-        let need = coord_cols
-            .iter()
-            .copied()
-            .chain([file_col, class_col])
-            .chain(size_cols.iter().flatten().copied())
-            .max()
-            .unwrap_or(0)
-            + 1;
-
-        // First pass: parse rows, resolve each distinct file once.
-        struct Row {
-            line: u64,
-            rel: String,
-            class: String,
-            coords: [f64; 4],
-        }
+    /// Format 2: boxes grouped by (file, class), clamped to each image.
+    fn box_samples(&self, rows: Vec<BoxRow>) -> Result<Vec<Sample>> {
+        // Resolve each distinct file once.
         let mut files: BTreeMap<String, Resolved> = BTreeMap::new();
-        let mut rows = Vec::new();
-        for (line, f) in self.rows(need)? {
-            let class = f[class_col].as_str();
-            if class.is_empty() {
-                return Err(self.err(format!("line {line}: empty class")));
-            }
-            for (col, what) in size_cols.iter().zip(["width", "height"]) {
-                if let Some(c) = col
-                    && f[*c].parse::<u32>().is_err()
-                {
-                    return Err(self.err(format!(
-                        "line {line}: {what} \"{}\" is not a whole number",
-                        f[*c]
-                    )));
-                }
-            }
-            let mut coords = [0.0; 4];
-            for ((slot, col), what) in coords
-                .iter_mut()
-                .zip(coord_cols)
-                .zip(["xmin", "ymin", "xmax", "ymax"])
-            {
-                *slot = common::parse_coord(&f[col], what)
-                    .map_err(|m| self.err(format!("line {line}: {m}")))?;
-            }
-            let r = self.resolve(line, &f[file_col])?;
+        let mut rels = Vec::with_capacity(rows.len());
+        for row in &rows {
+            let r = self.resolve(row.line, &row.file)?;
             let rel = r.rel_path.clone();
             files.entry(rel.clone()).or_insert(r);
-            rows.push(Row {
-                line,
-                rel,
-                class: class.to_string(),
-                coords,
-            });
+            rels.push(rel);
         }
 
         let paths: Vec<&Path> = files.values().map(|r| r.image_path.as_path()).collect();
@@ -276,14 +355,14 @@ impl Ctx<'_> {
             .collect();
 
         let mut grouped: BTreeMap<&str, BTreeMap<String, Vec<BBox>>> = BTreeMap::new();
-        for row in &rows {
-            let size = dims.get(row.rel.as_str()).copied().unwrap_or((0, 0));
+        for (row, rel) in rows.into_iter().zip(&rels) {
+            let size = dims.get(rel.as_str()).copied().unwrap_or((0, 0));
             let b = common::make_box(row.coords, size)
-                .map_err(|m| self.err(format!("line {}: {}: {m}", row.line, row.rel)))?;
+                .map_err(|m| self.err(format!("line {}: {rel}: {m}", row.line)))?;
             grouped
-                .entry(row.rel.as_str())
+                .entry(rel.as_str())
                 .or_default()
-                .entry(row.class.clone())
+                .entry(row.class)
                 .or_default()
                 .push(b);
         }
@@ -356,6 +435,38 @@ mod tests {
             assert_eq!(ds.samples[1].subset, None);
             assert!(b.boxes.is_empty() && b.mask_path.is_none());
         }
+    }
+
+    #[test]
+    fn parsing_needs_no_files() {
+        let p = Path::new("nowhere/l.csv");
+        let t = parse_label_csv(b"filename,label,split\rmissing.png, x ,Training", p).unwrap();
+        assert_eq!(
+            t,
+            LabelTable::Labels(vec![LabelRow {
+                line: 2,
+                file: "missing.png".into(),
+                label: "x".into(),
+                patient: None,
+                subset: Some("train"),
+            }])
+        );
+        let t = parse_label_csv(
+            b"filename,class,xmin,ymin,xmax,ymax\nm.png,g,1,2.6,3,4\n",
+            p,
+        )
+        .unwrap();
+        assert_eq!(
+            t,
+            LabelTable::Boxes(vec![BoxRow {
+                line: 2,
+                file: "m.png".into(),
+                class: "g".into(),
+                coords: [1.0, 3.0, 3.0, 4.0],
+            }])
+        );
+        let e = parse_label_csv(b"filename,label\na.png,\n", p).unwrap_err();
+        assert_eq!(e.to_string(), "nowhere/l.csv: line 2: empty label");
     }
 
     #[test]

@@ -120,18 +120,38 @@ fn child_text<'a>(node: Node<'a, '_>, name: &str) -> Option<&'a str> {
         .filter(|t| !t.is_empty())
 }
 
-fn read_one(root: &Path, root_canon: &Path, xml: &Path) -> Result<Outcome> {
-    let size = fs::metadata(xml).at(xml)?.len();
+/// What one annotation says, before any file it names is looked up.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Annotation {
+    /// `<filename>`, trimmed; `None` when missing or blank (only allowed
+    /// without objects).
+    pub filename: Option<String>,
+    /// Every `<object>`, in document order.
+    pub objects: Vec<VocObject>,
+}
+
+/// One `<object>`: its class and its `<bndbox>`.
+#[derive(Clone, Debug, PartialEq)]
+pub struct VocObject {
+    /// `<name>`, trimmed, not empty.
+    pub name: String,
+    /// `xmin, ymin, xmax, ymax`, finite and rounded, not yet checked against the image.
+    pub coords: [f64; 4],
+}
+
+/// Parses the bytes of a labelImg annotation and checks everything that can be
+/// checked without the image. Touches no file; `xml` only names it in errors.
+pub fn parse_annotation(bytes: &[u8], xml: &Path) -> Result<Annotation> {
+    let size = bytes.len() as u64;
     if size > MAX_XML_BYTES {
         return Err(Error::input(
             xml,
             format!("{size} bytes, too large for an annotation (limit {MAX_XML_BYTES})"),
         ));
     }
-    let bytes = fs::read(xml).at(xml)?;
-    let text = String::from_utf8(bytes)
+    let text = std::str::from_utf8(bytes)
         .map_err(|_| Error::input(xml, "not UTF-8 text; save the annotation as UTF-8"))?;
-    let text = text.strip_prefix('\u{feff}').unwrap_or(&text);
+    let text = text.strip_prefix('\u{feff}').unwrap_or(text);
     let doc = roxmltree::Document::parse(text)
         .map_err(|e| Error::input(xml, format!("malformed XML: {e}")))?;
     let ann = doc.root_element();
@@ -144,18 +164,54 @@ fn read_one(root: &Path, root_canon: &Path, xml: &Path) -> Result<Outcome> {
             ),
         ));
     }
-    let filename = child_text(ann, "filename");
-    let objects: Vec<Node> = ann
+    let filename = child_text(ann, "filename").map(str::to_string);
+    let nodes: Vec<Node> = ann
         .children()
         .filter(|c| c.is_element() && c.tag_name().name() == "object")
         .collect();
+    if !nodes.is_empty() && filename.is_none() {
+        return Err(Error::input(xml, "no <filename> (or it is empty)"));
+    }
+    let mut objects = Vec::with_capacity(nodes.len());
+    for (i, obj) in nodes.iter().enumerate() {
+        let index = i + 1;
+        let name = child_text(*obj, "name")
+            .ok_or_else(|| Error::input(xml, format!("object {index}: missing <name>")))?;
+        let at = |msg: String| Error::input(xml, format!("object {index} (\"{name}\"): {msg}"));
+        let bndbox = child(*obj, "bndbox").ok_or_else(|| at("missing <bndbox>".to_string()))?;
+        let mut coords = [0.0f64; 4];
+        for (slot, tag) in coords.iter_mut().zip(["xmin", "ymin", "xmax", "ymax"]) {
+            let t = child_text(bndbox, tag).ok_or_else(|| at(format!("missing <{tag}>")))?;
+            *slot = common::parse_coord(t, tag).map_err(at)?;
+        }
+        objects.push(VocObject {
+            name: name.to_string(),
+            coords,
+        });
+    }
+    Ok(Annotation { filename, objects })
+}
+
+fn read_one(root: &Path, root_canon: &Path, xml: &Path) -> Result<Outcome> {
+    let size = fs::metadata(xml).at(xml)?.len();
+    if size > MAX_XML_BYTES {
+        return Err(Error::input(
+            xml,
+            format!("{size} bytes, too large for an annotation (limit {MAX_XML_BYTES})"),
+        ));
+    }
+    let bytes = fs::read(xml).at(xml)?;
+    let ann = parse_annotation(&bytes, xml)?;
 
     let xml_dir = common::parent_or_dot(xml);
-    if objects.is_empty() {
-        let image = filename.map(|f| xml_dir.join(f.replace('\\', "/")));
+    if ann.objects.is_empty() {
+        let image = ann.filename.map(|f| xml_dir.join(f.replace('\\', "/")));
         return Ok(Outcome::NoObjects(image));
     }
-    let filename = filename.ok_or_else(|| Error::input(xml, "no <filename> (or it is empty)"))?;
+    let filename = ann
+        .filename
+        .as_deref()
+        .ok_or_else(|| Error::input(xml, "no <filename> (or it is empty)"))?;
 
     // Where to resolve <filename> from: the XML's folder, or for
     // `Annotations/x.xml` the sibling `JPEGImages/` when the image is there.
@@ -185,19 +241,10 @@ fn read_one(root: &Path, root_canon: &Path, xml: &Path) -> Result<Outcome> {
     let dims = image_io::dimensions(&resolved.image_path)?;
 
     let mut by_class: BTreeMap<String, Vec<BBox>> = BTreeMap::new();
-    for (i, obj) in objects.iter().enumerate() {
-        let index = i + 1;
-        let name = child_text(*obj, "name")
-            .ok_or_else(|| Error::input(xml, format!("object {index}: missing <name>")))?;
-        let at = |msg: String| Error::input(xml, format!("object {index} (\"{name}\"): {msg}"));
-        let bndbox = child(*obj, "bndbox").ok_or_else(|| at("missing <bndbox>".to_string()))?;
-        let mut coords = [0.0f64; 4];
-        for (slot, tag) in coords.iter_mut().zip(["xmin", "ymin", "xmax", "ymax"]) {
-            let t = child_text(bndbox, tag).ok_or_else(|| at(format!("missing <{tag}>")))?;
-            *slot = common::parse_coord(t, tag).map_err(at)?;
-        }
-        let b = common::make_box(coords, dims).map_err(at)?;
-        by_class.entry(name.to_string()).or_default().push(b);
+    for (i, obj) in ann.objects.into_iter().enumerate() {
+        let b = common::make_box(obj.coords, dims)
+            .map_err(|m| Error::input(xml, format!("object {} (\"{}\"): {m}", i + 1, obj.name)))?;
+        by_class.entry(obj.name).or_default().push(b);
     }
     let base = common::strip_ext(&resolved.rel_path).to_string();
     Ok(Outcome::Samples(common::samples_per_class(
@@ -313,6 +360,39 @@ mod tests {
                 ("c.png".to_string(), "image without a .xml annotation"),
                 ("notes.txt".to_string(), "not an image or a .xml annotation"),
             ]
+        );
+    }
+
+    #[test]
+    fn parsing_needs_no_files() {
+        let p = Path::new("nowhere/a.xml");
+        let text = xml("missing.png", &[obj("gland", ["1.4", "2", "30", "40.5"])]);
+        let ann = parse_annotation(format!("\u{feff}{text}").as_bytes(), p).unwrap();
+        assert_eq!(ann.filename.as_deref(), Some("missing.png"));
+        assert_eq!(
+            ann.objects,
+            [VocObject {
+                name: "gland".into(),
+                coords: [1.0, 2.0, 30.0, 41.0],
+            }]
+        );
+        let e = parse_annotation(b"<annotation><object/></annotation>", p).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "nowhere/a.xml: no <filename> (or it is empty)"
+        );
+        let big = vec![b' '; MAX_XML_BYTES as usize + 1];
+        assert!(
+            parse_annotation(&big, p)
+                .unwrap_err()
+                .to_string()
+                .contains("too large")
+        );
+        assert!(
+            parse_annotation(b"\xff<annotation/>", p)
+                .unwrap_err()
+                .to_string()
+                .contains("not UTF-8")
         );
     }
 

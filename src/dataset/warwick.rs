@@ -15,7 +15,7 @@ use std::path::{Path, PathBuf};
 
 use super::common;
 use super::{Dataset, Layout, Sample, Skipped};
-use crate::error::{Error, Result};
+use crate::error::{Error, IoContext, Result};
 
 /// The classes of a Warwick-QU data set, in label order.
 pub const CLASSES: [&str; 2] = ["benign", "malignant"];
@@ -60,7 +60,14 @@ pub fn find_grade_csv(dir: &Path) -> Option<PathBuf> {
 
 /// Reads and validates `Grade.csv` without looking at any image.
 pub fn read_grade_csv(path: &Path) -> Result<Vec<GradeRow>> {
-    let table = common::read_csv_table(path)?;
+    let bytes = std::fs::read(path).at(path)?;
+    parse_grade_csv(&bytes, path)
+}
+
+/// Validates the bytes of a `Grade.csv` (see [`read_grade_csv`]); touches no
+/// file, `path` only names the file in errors.
+pub fn parse_grade_csv(bytes: &[u8], path: &Path) -> Result<Vec<GradeRow>> {
+    let table = common::parse_csv_table(bytes, path)?;
     let err = |msg: String| Error::input(path, msg);
     let name_col = table.column(&["name"]);
     let patient_col = table.column(&["patient id", "patient_id", "patient"]);
@@ -382,6 +389,27 @@ mod tests {
             assert_eq!(ds.samples[3].subset.as_deref(), Some("testB"));
             assert!(ds.skipped.is_empty());
         }
+    }
+
+    #[test]
+    fn grade_csv_parses_from_bytes() {
+        let text = format!("{HEADER}\rtrain_2.bmp,1, Benign \rtestB_10,3,malignant");
+        let rows = parse_grade_csv(text.as_bytes(), Path::new("G.csv")).unwrap();
+        assert_eq!(rows.len(), 2);
+        assert_eq!(
+            rows[0],
+            GradeRow {
+                line: 2,
+                name: "train_2".into(),
+                patient: "1".into(),
+                class: "benign".into(),
+                subset: "train".into(),
+                number: 2,
+            }
+        );
+        assert_eq!((rows[1].subset.as_str(), rows[1].number), ("testB", 10));
+        let e = parse_grade_csv(b"", Path::new("G.csv")).unwrap_err();
+        assert!(e.to_string().starts_with("G.csv: empty file"), "{e}");
     }
 
     #[test]

@@ -9,10 +9,16 @@ use std::{
 
 use flate2::bufread::GzDecoder;
 
+use super::writer::masked_crc32c;
 use crate::error::{Error, IoContext, Result};
 
 /// Records longer than this are treated as corruption rather than allocated.
 pub const MAX_RECORD_BYTES: u64 = 256 << 20;
+
+/// A record's buffer is allocated whole up to this length; beyond it, memory
+/// is taken only as the bytes arrive, so a corrupt length field (or a crafted
+/// 15-byte file) costs no more memory than the data actually behind it.
+const UPFRONT_BYTES: u64 = 8 << 20;
 
 /// One raw record and where it was.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -35,12 +41,17 @@ pub struct ShardReader {
 impl ShardReader {
     pub fn open(path: &Path) -> Result<Self> {
         let file = File::open(path).at(path)?;
-        let mut buffered = BufReader::with_capacity(1 << 20, file);
-        let is_gzip = buffered.fill_buf().at(path)?.starts_with(&[0x1f, 0x8b]);
+        Self::from_buf_read(path, BufReader::with_capacity(1 << 20, file))
+    }
+
+    /// Reads the shard from `source` (plain or gzip, told by the magic bytes)
+    /// rather than a file; `path` only names it in errors.
+    pub fn from_buf_read(path: &Path, mut source: impl BufRead + Send + 'static) -> Result<Self> {
+        let is_gzip = source.fill_buf().at(path)?.starts_with(&[0x1f, 0x8b]);
         let inner: Box<dyn Read + Send> = if is_gzip {
-            Box::new(GzDecoder::new(buffered))
+            Box::new(GzDecoder::new(source))
         } else {
-            Box::new(buffered)
+            Box::new(source)
         };
         Ok(Self {
             path: path.to_path_buf(),
@@ -71,8 +82,7 @@ impl ShardReader {
                 "record length {len} exceeds {MAX_RECORD_BYTES} bytes"
             )));
         }
-        let data = tfrecord::io::sync::try_read_record_data(&mut self.inner, len as usize, true)
-            .map_err(|e| self.fault(describe(e, "data")))?;
+        let data = read_data(&mut self.inner, len).map_err(|e| self.fault(describe(e, "data")))?;
         let record = RawRecord {
             index: self.index,
             offset: self.offset,
@@ -82,6 +92,27 @@ impl ShardReader {
         self.offset += 8 + 4 + len + 4;
         Ok(Some(record))
     }
+}
+
+/// A record's `len` bytes and their masked CRC32C, checked. (The length and its
+/// CRC are read by the `tfrecord` crate; the data is read here because its
+/// `try_read_record_data` allocates the whole claimed length first.)
+fn read_data(r: &mut impl Read, len: u64) -> std::result::Result<Vec<u8>, tfrecord::Error> {
+    let mut data = Vec::with_capacity(len.min(UPFRONT_BYTES) as usize);
+    r.by_ref()
+        .take(len)
+        .read_to_end(&mut data)
+        .map_err(tfrecord::Error::IoError)?;
+    if (data.len() as u64) < len {
+        return Err(tfrecord::Error::UnexpectedEof);
+    }
+    let mut crc = [0u8; 4];
+    r.read_exact(&mut crc).map_err(tfrecord::Error::IoError)?;
+    let (expect, found) = (u32::from_le_bytes(crc), masked_crc32c(&data));
+    if expect != found {
+        return Err(tfrecord::Error::ChecksumMismatch { expect, found });
+    }
+    Ok(data)
 }
 
 fn describe(e: tfrecord::Error, part: &str) -> String {
@@ -144,8 +175,8 @@ mod tests {
     #[test]
     fn frames_are_tensorflow_masked_crc32c() {
         // The CRC32C check value of "123456789" is 0xE3069283 (RFC 3720); TF masks
-        // it as ((crc >> 15) | (crc << 17)) + 0xa282ead8. The length CRC is checked
-        // by reading the frame back through the `tfrecord` crate.
+        // it as ((crc >> 15) | (crc << 17)) + 0xa282ead8. Both CRCs are also
+        // checked by reading the frames back with the `tfrecord` crate's reader.
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("t.tfrecord");
         let mut w = ShardWriter::create(&path, Compression::None).unwrap();
@@ -162,6 +193,18 @@ mod tests {
             .collect::<Result<_>>()
             .unwrap();
         assert_eq!(back[0].data, b"123456789");
+
+        let path = write_shard(dir.path(), Compression::None, 3);
+        let mut file = File::open(&path).unwrap();
+        for i in 0..3 {
+            let data = tfrecord::io::sync::try_read_record(&mut file, true).unwrap();
+            assert_eq!(data, Some(vec![i as u8; 10 + i]));
+        }
+        assert!(
+            tfrecord::io::sync::try_read_record(&mut file, true)
+                .unwrap()
+                .is_none()
+        );
     }
 
     #[test]
@@ -206,6 +249,46 @@ mod tests {
             err.contains("record 2") && err.contains("truncated"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn reads_from_memory_too() {
+        let dir = tempfile::tempdir().unwrap();
+        for c in [Compression::None, Compression::Gzip] {
+            let bytes = std::fs::read(write_shard(dir.path(), c, 4)).unwrap();
+            let name = Path::new("mem.tfrecord");
+            let records: Vec<_> = ShardReader::from_buf_read(name, std::io::Cursor::new(bytes))
+                .unwrap()
+                .collect::<Result<_>>()
+                .unwrap();
+            assert_eq!(records.len(), 4);
+            assert_eq!(records[2].data, vec![2u8; 12]);
+        }
+        let err = ShardReader::from_buf_read(Path::new("mem.tfrecord"), &b"\x05\0\0"[..])
+            .unwrap()
+            .next()
+            .unwrap()
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.starts_with("mem.tfrecord: record 0: truncated"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn forged_length_with_a_valid_crc_is_a_truncation() {
+        // Found by fuzzing (tests/fuzz_regressions.rs checks its memory): a
+        // 256 MiB length whose CRC is right, then three bytes. The reader used
+        // to allocate all 256 MiB before finding the file ends.
+        let bytes = include_bytes!("../../tests/data/fuzz/tfrecord-forged-length-256mib");
+        let mut r = ShardReader::from_buf_read(Path::new("f.tfrecord"), &bytes[..]).unwrap();
+        let err = r.next().unwrap().unwrap_err().to_string();
+        assert_eq!(
+            err,
+            "f.tfrecord: record 0: truncated record (file ends mid-record)"
+        );
+        assert!(r.next().is_none());
     }
 
     #[test]

@@ -64,9 +64,11 @@ impl<W: Write> Write for HashingWriter<W> {
 /// Writes TFRecord frames: length, masked CRC32C of the length, data, masked
 /// CRC32C of the data. The frame is written here rather than through the
 /// `tfrecord` crate because its table CRC runs at ~0.3 GB/s on the one writer
-/// thread, the `crc32c` crate's SSE4.2 one at ~7 GB/s (docs/BENCHMARKS.md); the
-/// reader still uses `tfrecord`, so every test that reads a shard back checks
-/// this framing against an independent implementation.
+/// thread, the `crc32c` crate's SSE4.2 one at ~7 GB/s (docs/BENCHMARKS.md). The
+/// reader checks length CRCs with `tfrecord`, and
+/// `reader::tests::frames_are_tensorflow_masked_crc32c` reads whole shards back
+/// with `tfrecord`'s own reader, so this framing is checked against an
+/// independent implementation.
 pub struct ShardWriter {
     final_path: PathBuf,
     partial_path: PathBuf,
