@@ -31,15 +31,46 @@ pub fn is_leftover(name: &str) -> bool {
         && (name.ends_with(TMP_SUFFIX) || name.ends_with(crate::shard::writer::PARTIAL_SUFFIX))
 }
 
-/// Syncs the temporary file and renames it into place.
+/// Syncs the temporary file and renames it into place; on failure (a full disk
+/// fails the sync) the temporary file is removed, so nothing is left behind.
 pub fn commit(tmp: &Path, path: &Path) -> Result<()> {
-    File::open(tmp).and_then(|f| f.sync_all()).at(tmp)?;
-    fs::rename(tmp, path).at(path)
+    let result = File::open(tmp)
+        .and_then(|f| f.sync_all())
+        .at(tmp)
+        .and_then(|()| fs::rename(tmp, path).at(path));
+    if result.is_err() {
+        let _ = fs::remove_file(tmp);
+    }
+    result
 }
 
 /// Writes `bytes` to `path` atomically.
 pub fn write(path: &Path, bytes: &[u8]) -> Result<()> {
     let tmp = tmp_path(path);
-    fs::write(&tmp, bytes).at(&tmp)?;
+    if let Err(e) = fs::write(&tmp, bytes).at(&tmp) {
+        let _ = fs::remove_file(&tmp);
+        return Err(e);
+    }
     commit(&tmp, path)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_failed_write_leaves_no_temporary_file() {
+        let dir = tempfile::tempdir().unwrap();
+        // A non-empty folder where the file should go: the rename fails.
+        let path = dir.path().join("taken");
+        fs::create_dir(&path).unwrap();
+        fs::write(path.join("inside"), b"x").unwrap();
+        let err = write(&path, b"data").unwrap_err();
+        assert!(err.to_string().contains("taken"), "{err}");
+        let names: Vec<_> = fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(names, ["taken"]);
+    }
 }

@@ -419,3 +419,131 @@ fn sigkill_at_any_moment_then_rerun_gives_identical_output() {
         assert_eq!(deterministic_files(&out), expected, "kill at {delay_ms} ms");
     }
 }
+
+/// The prepare arguments of the disk-full tests: 10 images, about 13 MB of shards.
+fn disk_full_args(input: &std::path::Path, out: &std::path::Path) -> Vec<String> {
+    let a = ["--threads", "1", "prepare", "-i", s(input), "-o", s(out)];
+    let b = ["--augment", "2", "--shards", "3"];
+    a.iter().chain(&b).map(|x| x.to_string()).collect()
+}
+
+/// What a failed write must leave: an error naming the file, and a folder that
+/// `verify` refuses, with no temporary or complete-looking shard left in it.
+fn assert_clean_write_failure(stderr: &str, out_listing: &[String], cause: &str) {
+    assert!(!stderr.contains("panicked"), "panic: {stderr}");
+    let errors: Vec<&str> = stderr.lines().filter(|l| l.starts_with("error:")).collect();
+    assert_eq!(errors.len(), 1, "one error line expected, got:\n{stderr}");
+    assert!(errors[0].contains(cause), "cause missing: {}", errors[0]);
+    assert!(errors[0].contains(".tfrecord") || errors[0].contains("manifest"));
+    for name in out_listing {
+        assert!(!name.ends_with(".partial"), "temporary file left: {name}");
+        assert_ne!(name, "manifest.parquet", "a failed run wrote the manifest");
+    }
+}
+
+/// A real full disk: a small tmpfs in a private mount namespace (`unshare`, no
+/// root needed where user namespaces are allowed). The run fails in the first
+/// shard, in a later one, or near the end; `verify` refuses what is left; with
+/// room again, the same command resumes to the uninterrupted run's bytes.
+#[test]
+fn disk_full_fails_cleanly_and_resumes_to_identical_output() {
+    let probe = std::process::Command::new("unshare")
+        .args(["--user", "--map-root-user", "--mount", "true"])
+        .output();
+    if !probe.is_ok_and(|o| o.status.success()) {
+        eprintln!("skipped: no user namespaces here (the write-limit test still runs)");
+        return;
+    }
+    let t = tempfile::tempdir().unwrap();
+    let input = synth(t.path(), 10, 12);
+    let clean = t.path().join("clean");
+    assert!(run_env(&disk_full_args(&input, &clean), &[]).0);
+    let expected = deterministic_files(&clean);
+    let total: usize = expected.values().map(Vec::len).sum();
+    let bin = env!("CARGO_BIN_EXE_histoshard");
+    for fraction in [10usize, 50, 95] {
+        let mnt = t.path().join(format!("mnt-{fraction}"));
+        let after = t.path().join(format!("after-{fraction}"));
+        std::fs::create_dir(&mnt).unwrap();
+        let out = mnt.join("out");
+        let args = disk_full_args(&input, &out).join(" ");
+        let kib = total * fraction / 100 / 1024;
+        // Fail on a full disk, list and verify what is left, then grow the disk,
+        // rerun, and copy the result out of the namespace.
+        let script = format!(
+            "set -u; mount -t tmpfs -o size={kib}k none {mnt}; \
+             {bin} --quiet {args}; echo prepare=$?; \
+             echo listing: $(ls -A {out}); \
+             {bin} --quiet verify {out} >/dev/null 2>&1; echo verify=$?; \
+             mount -o remount,size=64m {mnt}; \
+             {bin} --quiet {args} 2>&1; echo rerun=$?; cp -a {out} {after}",
+            mnt = mnt.display(),
+            out = out.display(),
+            after = after.display(),
+        );
+        let o = std::process::Command::new("unshare")
+            .args(["--user", "--map-root-user", "--mount", "sh", "-c", &script])
+            .output()
+            .unwrap();
+        let stdout = String::from_utf8_lossy(&o.stdout);
+        let stderr = String::from_utf8_lossy(&o.stderr);
+        let field = |k: &str| {
+            stdout
+                .lines()
+                .find_map(|l| l.strip_prefix(k))
+                .unwrap_or_else(|| panic!("{k} missing in:\n{stdout}\n{stderr}"))
+                .to_string()
+        };
+        assert_eq!(field("prepare="), "1", "{fraction}%: {stderr}");
+        let listing: Vec<String> = field("listing:")
+            .split_whitespace()
+            .map(String::from)
+            .collect();
+        assert_clean_write_failure(&stderr, &listing, "No space left on device");
+        assert_eq!(
+            field("verify="),
+            "1",
+            "{fraction}%: verify accepted a failed run"
+        );
+        assert_eq!(field("rerun="), "0", "{fraction}%: {stdout}");
+        assert_eq!(deterministic_files(&after), expected, "{fraction}%");
+    }
+}
+
+/// The same on any Unix, without namespaces: a per-file write limit
+/// (`RLIMIT_FSIZE`, with `SIGXFSZ` ignored so writes fail with `EFBIG`).
+#[test]
+fn write_limit_fails_cleanly_and_resumes_to_identical_output() {
+    use std::os::unix::process::CommandExt;
+    let t = tempfile::tempdir().unwrap();
+    let input = synth(t.path(), 10, 12);
+    let clean = t.path().join("clean");
+    assert!(run_env(&disk_full_args(&input, &clean), &[]).0);
+    let out = t.path().join("out");
+    let mut cmd = bin();
+    cmd.args(disk_full_args(&input, &out));
+    // SAFETY: only async-signal-safe calls between fork and exec.
+    unsafe {
+        cmd.pre_exec(|| {
+            libc::signal(libc::SIGXFSZ, libc::SIG_IGN);
+            let limit = libc::rlimit {
+                rlim_cur: 300 * 1024,
+                rlim_max: 300 * 1024,
+            };
+            if libc::setrlimit(libc::RLIMIT_FSIZE, &limit) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let o = cmd.output().unwrap();
+    assert!(!o.status.success());
+    let listing: Vec<String> = std::fs::read_dir(&out)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_clean_write_failure(&String::from_utf8_lossy(&o.stderr), &listing, "too large");
+    assert!(!run(&["verify", s(&out)]).0, "verify accepted a failed run");
+    assert!(run_env(&disk_full_args(&input, &out), &[]).0);
+    assert_eq!(deterministic_files(&out), deterministic_files(&clean));
+}

@@ -75,6 +75,8 @@ pub struct ShardWriter {
     sink: Option<Sink>,
     records: u64,
     offset: u64,
+    /// Set once the shard has its final name; until then `Drop` removes the partial file.
+    renamed: bool,
 }
 
 /// TensorFlow's masked CRC32C.
@@ -121,6 +123,7 @@ impl ShardWriter {
             sink: Some(sink),
             records: 0,
             offset: 0,
+            renamed: false,
         })
     }
 
@@ -165,6 +168,7 @@ impl ShardWriter {
         file.sync_all().at(&path)?;
         drop(file);
         std::fs::rename(&path, &self.final_path).at(&self.final_path)?;
+        self.renamed = true;
         Ok(ShardSummary {
             file: self
                 .final_path
@@ -180,8 +184,9 @@ impl ShardWriter {
 
 impl Drop for ShardWriter {
     fn drop(&mut self) {
-        // Abandoned before `finish` (an error elsewhere): leave nothing behind.
-        if self.sink.is_some() {
+        // Abandoned, or `finish` failed (a full disk fails the last flush or the
+        // sync): leave nothing behind.
+        if !self.renamed {
             let _ = std::fs::remove_file(&self.partial_path);
         }
     }
