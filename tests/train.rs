@@ -517,3 +517,93 @@ fn toy_to_dir() {
         write_toy_dataset(Path::new(&out), &ToySpec::default()).unwrap();
     }
 }
+
+/// The exported safetensors of a run's checkpoint: its weights under fixed
+/// names, so equal bytes mean equal weights (the `.bpk` files also hold
+/// parameter ids a fresh model draws at random).
+fn weights(run: &Path, checkpoint: &str) -> Vec<u8> {
+    let out = run.join(format!("export-{checkpoint}"));
+    let ckpt = run.join(format!("{checkpoint}.bpk"));
+    ok(&[
+        "export",
+        "--run",
+        s(run),
+        "--output",
+        s(&out),
+        "--checkpoint",
+        s(&ckpt),
+    ]);
+    std::fs::read(out.join("model.safetensors")).unwrap()
+}
+
+/// `kill -9` at any moment of training, then `--resume`: the final weights are
+/// byte-identical to an uninterrupted run's, whether the kill lands inside an
+/// epoch or while a checkpoint is being written.
+#[test]
+fn sigkill_then_resume_gives_the_uninterrupted_weights() {
+    let dir = tempfile::tempdir().unwrap();
+    // Real `prepare` output: `export` reads its preprocessing.
+    let (_, data) = common::prepared_toy(dir.path(), 12, 3);
+    let args = |out: &Path| -> Vec<String> {
+        let a = ["--quiet", "--threads", "2", "train", "--data", s(&data)];
+        let b = ["--model", "cnn", "--width", "4", "--depth", "2"];
+        let c = ["--epochs", "6", "--batch-size", "8", "--output", s(out)];
+        a.iter()
+            .chain(&b)
+            .chain(&c)
+            .map(|x| x.to_string())
+            .collect()
+    };
+    let straight = dir.path().join("straight");
+    ok(&args(&straight)[1..]
+        .iter()
+        .map(String::as_str)
+        .collect::<Vec<_>>());
+
+    let killed = dir.path().join("killed");
+    let rows = |run: &Path| {
+        std::fs::read_to_string(run.join("metrics.csv"))
+            .map_or(0, |t| t.lines().count().saturating_sub(1))
+    };
+    let bin = env!("CARGO_BIN_EXE_histoshard");
+    let resume: Vec<String> = ["--quiet", "--threads", "2", "train", "--resume", s(&killed)]
+        .map(String::from)
+        .into();
+    // Kill once epoch 1 is on disk, then 15 ms after epoch 3 is: the first
+    // lands as epoch 2 starts, the second inside epoch 4 or its checkpoint.
+    let mut live_kills = 0;
+    for (step, (after_rows, delay_ms)) in [(1usize, 0u64), (3, 15)].into_iter().enumerate() {
+        let cmd = if step == 0 {
+            args(&killed)
+        } else {
+            resume.clone()
+        };
+        let mut child = std::process::Command::new(bin).args(&cmd).spawn().unwrap();
+        while rows(&killed) < after_rows && child.try_wait().unwrap().is_none() {
+            std::thread::sleep(std::time::Duration::from_millis(2));
+        }
+        std::thread::sleep(std::time::Duration::from_millis(delay_ms));
+        if child.try_wait().unwrap().is_none() {
+            live_kills += 1;
+        }
+        let _ = child.kill(); // SIGKILL
+        let _ = child.wait();
+    }
+    assert!(live_kills > 0, "every run finished before its kill");
+    ok(&resume[1..].iter().map(String::as_str).collect::<Vec<_>>());
+
+    assert_eq!(metrics(&killed).len(), 6);
+    assert_eq!(untimed(&straight), untimed(&killed));
+    for checkpoint in ["last", "best"] {
+        assert!(
+            weights(&straight, checkpoint) == weights(&killed, checkpoint),
+            "{checkpoint}.bpk differs after kill and resume"
+        );
+    }
+    let leftovers: Vec<_> = std::fs::read_dir(&killed)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.ends_with(".tmp"))
+        .collect();
+    assert!(leftovers.is_empty(), "temporary files left: {leftovers:?}");
+}

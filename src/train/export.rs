@@ -142,10 +142,39 @@ fn write_safetensors(model: &Model, spec: &ModelSpec, path: &Path) -> TrainResul
         Model::Cnn(m) => m.save_into(&mut store),
         Model::Mlp(m) => m.save_into(&mut store),
     };
-    result.map_err(|e| {
-        let _ = std::fs::remove_file(&tmp);
-        Error::output(path, format!("cannot write safetensors: {e}"))
-    })?;
+    result
+        .map_err(|e| Error::output(path, format!("cannot write safetensors: {e}")))
+        .and_then(|()| sort_header(&tmp))
+        .inspect_err(|_| {
+            let _ = std::fs::remove_file(&tmp);
+        })?;
     crate::atomic::commit(&tmp, path)?;
     Ok(())
+}
+
+/// burn-store writes the safetensors metadata from a `HashMap`, so its order,
+/// and with it the file's bytes, changed from export to export. Sorting the
+/// header's keys (same length, padded with the spaces the format allows) makes
+/// exports of the same weights byte-identical.
+fn sort_header(path: &Path) -> Result<(), Error> {
+    let bad = |why: String| Error::output(path, format!("safetensors header: {why}"));
+    let mut bytes = std::fs::read(path).at(path)?;
+    let len = bytes
+        .get(..8)
+        .and_then(|b| b.try_into().ok())
+        .map(|b| u64::from_le_bytes(b) as usize)
+        .ok_or_else(|| bad("file too short".into()))?;
+    let header = bytes
+        .get(8..8 + len)
+        .ok_or_else(|| bad("truncated".into()))?;
+    // serde_json's map is a BTreeMap: serialising sorts every object's keys.
+    let value: serde_json::Value =
+        serde_json::from_slice(header).map_err(|e| bad(e.to_string()))?;
+    let mut sorted = serde_json::to_vec(&value).map_err(|e| bad(e.to_string()))?;
+    if sorted.len() > len {
+        return Err(bad("grew when sorted".into()));
+    }
+    sorted.resize(len, b' ');
+    bytes[8..8 + len].copy_from_slice(&sorted);
+    std::fs::write(path, bytes).at(path)
 }

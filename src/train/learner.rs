@@ -32,6 +32,7 @@ use burn::{
 use serde::{Deserialize, Serialize};
 
 use super::{
+    checkpoint,
     data::{Batch, Dataset, LoaderConfig, Selection},
     error::{TrainError, TrainResult},
     metrics::{self, argmax},
@@ -818,20 +819,14 @@ pub fn resume(run_dir: &Path, opts: &RunOptions, progress: &Progress) -> TrainRe
     } else {
         None
     };
+    // Finish or discard the checkpoint files a kill left half-committed.
+    checkpoint::settle(run_dir, state.as_ref().map(|s| s.epochs_done))?;
     let freeze = cfg.freeze_epochs();
-    // The frozen-feature stage is cheap and deterministic: redo it whole
-    // rather than resume inside it.
-    let redo_head_stage = cfg.transfer.is_some()
-        && state
-            .as_ref()
-            .is_none_or(|s| s.epochs_done < freeze && !s.stopped_early);
-    if state.is_none() && !redo_head_stage {
-        return Err(Error::output(
-            run_dir,
-            "has no finished epoch to resume from (state.json missing); start it again",
-        )
-        .into());
-    }
+    // Killed before its first epoch committed: start over. The frozen-feature
+    // stage is cheap and deterministic: redo it whole rather than resume inside it.
+    let start_over = state
+        .as_ref()
+        .is_none_or(|s| cfg.transfer.is_some() && s.epochs_done < freeze && !s.stopped_early);
     let data_dir = opts.data.clone().unwrap_or_else(|| info.data.clone());
     let train_data = Dataset::open(&data_dir, &cfg.train)?;
     let val_data = Dataset::open(&data_dir, &cfg.val)?;
@@ -849,8 +844,10 @@ pub fn resume(run_dir: &Path, opts: &RunOptions, progress: &Progress) -> TrainRe
         .into());
     }
     let start = match state {
-        Some(state) if !redo_head_stage => {
-            let history = read_metrics(&run_dir.join(METRICS_CSV))?;
+        Some(state) if !start_over => {
+            let mut history = read_metrics(&run_dir.join(METRICS_CSV))?;
+            // Rows of an epoch that was killed before it committed.
+            history.retain(|row| row.epoch <= state.epochs_done);
             let device = base.clone().autodiff();
             let model = load_model(cfg.model.init(&device), &run_dir.join(LAST_MODEL))?;
             let optim_path = run_dir.join(LAST_OPTIM);
@@ -877,7 +874,7 @@ pub fn resume(run_dir: &Path, opts: &RunOptions, progress: &Progress) -> TrainRe
         }
         _ => {
             tracing::info!(
-                "resuming {}: redoing the frozen-feature stage",
+                "resuming {}: no epoch committed, or inside the frozen-feature stage; starting over",
                 run_dir.display()
             );
             let start = begin(
@@ -1127,14 +1124,16 @@ fn end_epoch(
             lr: row.lr,
         });
     }
-    save_model(model, &run_dir.join(LAST_MODEL))?;
-    save_optimizer(optim, &run_dir.join(LAST_OPTIM))?;
+    // Pending until `state.json` commits the epoch (see `checkpoint`).
+    let pending = |name| checkpoint::pending_path(run_dir, epoch, name);
+    save_model(model, &pending(LAST_MODEL))?;
+    save_optimizer(optim, &pending(LAST_OPTIM))?;
     state.epochs_done = epoch;
     if row.val_loss < state.best_val_loss {
         state.best_val_loss = row.val_loss;
         state.best_epoch = epoch;
         state.epochs_without_improvement = 0;
-        save_model(model, &run_dir.join(BEST_MODEL))?;
+        save_model(model, &pending(BEST_MODEL))?;
     } else {
         state.epochs_without_improvement += 1;
     }
@@ -1148,6 +1147,7 @@ fn end_epoch(
         state.stopped_early = true;
     }
     write_json(&run_dir.join(STATE_JSON), state)?;
+    checkpoint::promote(run_dir, epoch)?;
     if state.stopped_early {
         tracing::info!(
             "early stop after epoch {epoch}: no better val loss for {} epochs",

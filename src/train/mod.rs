@@ -2,6 +2,7 @@
 //! at run time through a [`burn::tensor::Device`]).
 //!
 //! - [`alloc`]: allocator settings that stop per-step page faults.
+//! - [`checkpoint`]: an epoch's checkpoint files commit together (kill-safe `--resume`).
 //! - [`classify`]: ImageNet top-k of photos with a pretrained backbone.
 //! - [`compare`]: several models on the same data, one table and one plot.
 //! - [`data`]: manifest-driven streaming batches (shuffle buffer, prefetch, CRC faults named).
@@ -16,6 +17,7 @@
 //! - [`toy`]: a tiny two-class shard set for tests and timings.
 
 pub mod alloc;
+pub mod checkpoint;
 pub mod classify;
 pub mod compare;
 pub mod data;
