@@ -14,7 +14,7 @@ venv=$(bash scripts/setup_torch_venv.sh)
 export HISTOSHARD_TORCH_PYTHON="$venv/bin/python"
 # torch-sys finds LibTorch in this venv's torch package; build.rs adds the rpath.
 export LIBTORCH_USE_PYTORCH=1 VIRTUAL_ENV="$venv" PATH="$venv/bin:$PATH"
-bash scripts/fetch_weights.sh lite0 >/dev/null
+bash scripts/fetch_weights.sh lite0 lite1 lite2 >/dev/null
 bash scripts/fetch_photos.sh >/dev/null
 
 # Preparation must build without burn (checked first: the full build below

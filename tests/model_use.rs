@@ -279,3 +279,55 @@ fn pretrained_models_say_how_to_get_their_weights() {
         &["pretrained models"],
     );
 }
+
+/// `--weights URL`: fetched once into the cache (a second run does not ask
+/// again), checked against torch.hub's hash prefix in the name, and every
+/// failure is one line naming the URL; a refused download leaves nothing in
+/// the cache. Served from localhost: no test reaches the network.
+#[test]
+fn weights_by_url_download_once_into_the_cache() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_, data) = prepared_toy(dir.path(), 12, 3);
+    let cache = dir.path().join("cache");
+    let not_torch = b"not a pytorch file".to_vec();
+    let (base, hits) = common::serve(vec![
+        ("resnet18-deadbeef.pth".into(), not_torch.clone()),
+        ("plain.pth".into(), not_torch.clone()),
+    ]);
+    let train = |url: &str, run: &str| {
+        let run = dir.path().join(run);
+        let args = ["train", "--data", s(&data), "--output", s(&run)];
+        let more = ["--model", "resnet18", "--weights", url, "--epochs", "1"];
+        let args: Vec<&str> = args.iter().chain(&more).copied().collect();
+        let (okay, _, err) = common::run_env(&args, &[("HISTOSHARD_WEIGHTS_DIR", s(&cache))]);
+        assert!(!okay, "{err}");
+        let errors: Vec<&str> = err.lines().filter(|l| l.starts_with("error:")).collect();
+        assert_eq!(errors.len(), 1, "{err}");
+        errors[0].to_string()
+    };
+    let cached = |name: &str| cache.join(name).exists();
+
+    // The name promises a sha256 starting deadbeef: refused, nothing kept.
+    let url = format!("{base}/resnet18-deadbeef.pth");
+    let err = train(&url, "a");
+    assert!(err.contains(&url) && err.contains("deadbeef"), "{err}");
+    assert!(!cached("resnet18-deadbeef.pth"));
+    let leftovers = std::fs::read_dir(&cache).unwrap().count();
+    assert_eq!(leftovers, 0, "a refused download left files");
+
+    // No hash in the name: kept in the cache, then refused as weights, by
+    // the cached file's name; the second run reads the cache, not the server.
+    let url = format!("{base}/plain.pth");
+    let err = train(&url, "b");
+    assert!(err.contains("plain.pth"), "{err}");
+    assert_eq!(std::fs::read(cache.join("plain.pth")).unwrap(), not_torch);
+    let before = hits.load(std::sync::atomic::Ordering::SeqCst);
+    train(&url, "c");
+    assert_eq!(hits.load(std::sync::atomic::Ordering::SeqCst), before);
+
+    // Not found: the status, by URL.
+    let url = format!("{base}/missing.pth");
+    let err = train(&url, "d");
+    assert!(err.contains(&url) && err.contains("404"), "{err}");
+    assert!(!cached("missing.pth"));
+}

@@ -79,12 +79,19 @@ fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
 
 #[test]
 #[ignore = "needs scripts/fetch_weights.sh and a torch venv; scripts/test.sh runs it"]
-fn lite0_logits_match_pytorch_on_every_backend() {
-    let weights = pretrained::resolve_weights(LiteVariant::Lite0, None).unwrap();
+fn lite_logits_match_pytorch_on_every_backend() {
     let dir = tempfile::tempdir().unwrap();
-    // 224² (the training size: asymmetric SAME padding) and an odd size
-    // (symmetric padding on some layers).
-    for (n, side) in [(2usize, 224usize), (1, 161)] {
+    // Lite0 at 224² (the training size: asymmetric SAME padding) and an odd
+    // size (symmetric padding on some layers); Lite1 and Lite2 at their own
+    // ImageNet sizes (their wider, deeper block lists and heads).
+    let cases = [
+        (LiteVariant::Lite0, 2usize, 224usize),
+        (LiteVariant::Lite0, 1, 161),
+        (LiteVariant::Lite1, 1, 240),
+        (LiteVariant::Lite2, 1, 260),
+    ];
+    for (variant, n, side) in cases {
+        let weights = pretrained::resolve_weights(variant, None).unwrap();
         let x = input(n, side);
         let (input_path, logits_path, features_path) = (
             dir.path().join("in.f32"),
@@ -99,7 +106,7 @@ fn lite0_logits_match_pytorch_on_every_backend() {
             ))
             .arg("--weights")
             .arg(&weights)
-            .args(["--variant", "efficientnet-lite0", "--shape"])
+            .args(["--variant", variant.name(), "--shape"])
             .arg(format!("{n},3,{side},{side}"))
             .arg("--input")
             .arg(&input_path)
@@ -115,7 +122,7 @@ fn lite0_logits_match_pytorch_on_every_backend() {
         assert_eq!(want_logits.len(), n * 1000);
 
         for (choice, device) in devices() {
-            let model = EfficientNetConfig::new(LiteVariant::Lite0)
+            let model = EfficientNetConfig::new(variant)
                 .with_num_classes(1000)
                 .init(&device);
             let model = pretrained::load_efficientnet(model, &weights, true).unwrap();
@@ -127,10 +134,11 @@ fn lite0_logits_match_pytorch_on_every_backend() {
             let got_logits: Vec<f32> = logits.into_data().try_to_vec::<f32>().unwrap();
             let df = max_abs_diff(&got_features, &want_features);
             let dl = max_abs_diff(&got_logits, &want_logits);
-            println!("{choice} {n}×{side}²: max |Δ| features {df:.2e}, logits {dl:.2e}");
+            let name = variant.name();
+            println!("{name} {choice} {n}×{side}²: max |Δ| features {df:.2e}, logits {dl:.2e}");
             assert!(
                 df <= TOLERANCE && dl <= TOLERANCE,
-                "{choice} at {side}²: features differ by {df}, logits by {dl}"
+                "{name} {choice} at {side}²: features differ by {df}, logits by {dl}"
             );
         }
     }
@@ -504,4 +512,69 @@ fn the_head_stage_leaves_the_backbone_untouched_and_fine_tuning_moves_it() {
     // included) is bit-for-bit ImageNet's.
     assert_eq!(moved[0], 0.0);
     assert!(moved[1] > 1e-3, "fine-tuning did not change the backbone");
+}
+
+/// `--weights URL` end to end: torchvision-format weights served from
+/// localhost under torch.hub's name (`resnet18-<sha256 prefix>.pth`) are
+/// downloaded into the cache, checked, and trained from.
+#[test]
+#[ignore = "needs the torch venv; scripts/test.sh runs it"]
+fn weights_by_url_are_downloaded_checked_and_trained_from() {
+    use sha2::Digest;
+    let dir = tempfile::tempdir().unwrap();
+    let (_, data) = common::prepared_toy(dir.path(), 10, 5);
+    let pth = dir.path().join("resnet18.pth");
+    let (x, y) = (dir.path().join("x.f32"), dir.path().join("y.f32"));
+    write_f32(&x, &input(1, 32));
+    let status = Command::new(torch_python())
+        .arg(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/scripts/torchvision_reference.py"
+        ))
+        .args(["--arch", "resnet18", "--shape", "1,3,32,32", "--weights"])
+        .args([
+            &pth,
+            &PathBuf::from("--input"),
+            &x,
+            &PathBuf::from("--out"),
+            &y,
+        ])
+        .status()
+        .expect("the torch python runs");
+    assert!(status.success());
+    let bytes = std::fs::read(&pth).unwrap();
+    let name = format!(
+        "resnet18-{}.pth",
+        &hex::encode(sha2::Sha256::digest(&bytes))[..8]
+    );
+    let (base, _) = common::serve(vec![(name.clone(), bytes.clone())]);
+    let cache = dir.path().join("cache");
+    let run = dir.path().join("run");
+    let url = format!("{base}/{name}");
+    let args = [
+        "train",
+        "--data",
+        common::s(&data),
+        "--output",
+        common::s(&run),
+    ];
+    let more = [
+        "--model",
+        "resnet18",
+        "--weights",
+        &url,
+        "--freeze-epochs",
+        "1",
+        "--epochs",
+        "1",
+    ];
+    let args: Vec<&str> = args.iter().chain(&more).copied().collect();
+    let (okay, _, err) = common::run_env(&args, &[("HISTOSHARD_WEIGHTS_DIR", common::s(&cache))]);
+    assert!(okay, "{err}");
+    assert_eq!(std::fs::read(cache.join(&name)).unwrap(), bytes);
+    let run_json = std::fs::read_to_string(run.join("run.json")).unwrap();
+    assert!(
+        run_json.contains(common::s(&cache.join(&name))),
+        "{run_json}"
+    );
 }

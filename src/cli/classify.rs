@@ -12,7 +12,7 @@ pub struct Args {
     /// An ImageNet model: efficientnet-lite0, -lite1 or -lite2.
     #[arg(long, value_enum, default_value_t = ModelKind::EfficientnetLite0)]
     model: ModelKind,
-    /// The `.pth` [default: the weights cache].
+    /// The `.pth`, or its URL (downloaded once into the cache) [default: the weights cache].
     #[arg(long)]
     weights: Option<PathBuf>,
     /// Classes to list per image.

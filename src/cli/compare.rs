@@ -44,7 +44,7 @@ pub struct Args {
     /// cpu, flex, cuda[:N] or auto.
     #[arg(long, default_value = "auto", env = "HISTOSHARD_DEVICE")]
     device: DeviceChoice,
-    /// ImageNet weights of the pretrained model [default: the weights cache].
+    /// ImageNet weights of the pretrained model, a `.pth` or its URL [default: the weights cache].
     #[arg(long)]
     weights: Option<PathBuf>,
     #[arg(long)]

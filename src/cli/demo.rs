@@ -59,7 +59,7 @@ pub struct Args {
     /// cpu, flex, cuda[:N] or auto.
     #[arg(long, default_value = "auto", env = "HISTOSHARD_DEVICE")]
     device: DeviceChoice,
-    /// ImageNet weights [default: the cache filled by scripts/fetch_weights.sh].
+    /// ImageNet weights, a `.pth` or its URL [default: the cache filled by scripts/fetch_weights.sh].
     #[arg(long)]
     weights: Option<PathBuf>,
     /// Test images to draw heatmaps for.

