@@ -18,7 +18,7 @@ pub(crate) fn od_lut() -> &'static [f32; 256] {
 }
 
 /// Steps per unit OD of the [`u8_from_od`] table.
-const OD_TABLE_STEPS: f32 = 4096.0;
+pub(crate) const OD_TABLE_STEPS: f32 = 4096.0;
 /// Up to OD 6.25: beyond ln(512) ≈ 6.24 every value rounds to 0.
 const OD_TABLE_LEN: usize = 25_600;
 
