@@ -32,21 +32,9 @@ photo_sha256() {  # NAME -> sha256
 }
 PHOTOS=(chelsea.png coffee.png rocket.jpg)
 
-die() { echo "fetch_photos: $*" >&2; exit 1; }
-
-sha256() {  # FILE -> hex digest on stdout
-    if command -v sha256sum >/dev/null; then
-        sha256sum "$1" | cut -d' ' -f1
-    else
-        shasum -a 256 "$1" | cut -d' ' -f1
-    fi
-}
-
-if [ -n "${HISTOSHARD_PIP:-}" ]; then
-    read -r -a pip <<<"$HISTOSHARD_PIP"
-else
-    pip=(python3 -m pip)
-fi
+SCRIPT=fetch_photos
+# shellcheck source=scripts/lib/wheel.sh
+. "$(dirname "$0")/lib/wheel.sh"
 
 dir=${HISTOSHARD_WEIGHTS_DIR:-$HOME/.cache/histoshard/weights}/photos
 mkdir -p "$dir" || die "cannot create $dir"
@@ -64,23 +52,12 @@ fi
 
 tmp=$(mktemp -d "$dir/.fetch.XXXXXX")
 trap 'rm -rf "$tmp"' EXIT
-echo "fetch_photos: pip download $SKIMAGE (for ${missing[*]})" >&2
-if ! "${pip[@]}" download --no-deps --only-binary=:all: "${WHEEL_TAGS[@]}" \
-    --disable-pip-version-check --no-input -q -d "$tmp/wheel" "$SKIMAGE" >"$tmp/pip.log" 2>&1; then
-    why=$(grep -v '^\s*$' "$tmp/pip.log" | tail -n 1 || true)
-    die "pip download $SKIMAGE failed${why:+: $why}"
-fi
-wheel=$(ls "$tmp/wheel"/*.whl 2>/dev/null | head -n 1) || true
-[ -n "$wheel" ] || die "pip download $SKIMAGE left no wheel"
+echo "fetch_photos: for ${missing[*]}" >&2
+wheel=$(download_wheel "$SKIMAGE" "$tmp/wheel" "${WHEEL_TAGS[@]}")
 
 for name in "${missing[@]}"; do
     member=skimage/data/$name
-    if command -v unzip >/dev/null; then
-        unzip -p "$wheel" "$member" >"$tmp/$name" || die "cannot extract $member from $wheel"
-    else
-        python3 -c 'import sys, zipfile; sys.stdout.buffer.write(zipfile.ZipFile(sys.argv[1]).read(sys.argv[2]))' \
-            "$wheel" "$member" >"$tmp/$name" || die "cannot extract $member from $wheel"
-    fi
+    extract_member "$wheel" "$member" "$tmp/$name"
     [ "$(sha256 "$tmp/$name")" = "$(photo_sha256 "$name")" ] ||
         die "$member in $(basename "$wheel") does not have the pinned sha256 $(photo_sha256 "$name")"
     mv -f "$tmp/$name" "$dir/$name"

