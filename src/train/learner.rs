@@ -639,39 +639,34 @@ pub fn train(
         train_data.class_counts(),
         val_data.len()
     );
-    let start = begin(
+    let session = Session {
         run_dir,
-        &info,
-        &train_data,
-        &val_data,
-        &base,
-        opts,
+        info: &info,
+        train_data: &train_data,
+        val_data: &val_data,
+        base: &base,
         progress,
-    )?;
-    let opts = &opts.after(start.state.epochs_done);
-    fit(
-        run_dir,
-        &info,
-        &train_data,
-        &val_data,
-        &base,
-        start,
-        opts,
-        progress,
-    )
+    };
+    let start = begin(&session, opts)?;
+    let opts = opts.after(start.state.epochs_done);
+    fit(&session, start, &opts)
+}
+
+/// What every stage of one run reads: its folder, configuration, data, device.
+#[derive(Clone, Copy)]
+struct Session<'a> {
+    run_dir: &'a Path,
+    info: &'a RunInfo,
+    train_data: &'a Dataset,
+    val_data: &'a Dataset,
+    base: &'a Device,
+    progress: &'a Progress,
 }
 
 /// A fresh model (pretrained weights loaded), and for pretrained models
 /// the whole frozen-feature stage.
-fn begin(
-    run_dir: &Path,
-    info: &RunInfo,
-    train_data: &Dataset,
-    val_data: &Dataset,
-    base: &Device,
-    opts: &RunOptions,
-    progress: &Progress,
-) -> TrainResult<Start> {
+fn begin(session: &Session, opts: &RunOptions) -> TrainResult<Start> {
+    let Session { info, base, .. } = *session;
     let cfg = &info.config;
     base.seed(cfg.seed);
     let device = base.clone().autodiff();
@@ -693,9 +688,7 @@ fn begin(
             let epochs = opts
                 .stop_after
                 .map_or(t.freeze_epochs, |n| n.min(t.freeze_epochs));
-            head_stage(
-                run_dir, info, train_data, val_data, base, start, epochs, progress,
-            )
+            head_stage(session, start, epochs)
         }
         _ => Ok(start),
     }
@@ -704,17 +697,15 @@ fn begin(
 /// Stage 1 of transfer learning: cache the frozen backbone's features of
 /// train and val once, then train the new head on them for `epochs` (of
 /// `freeze_epochs`) epochs; each epoch is checkpointed like any other.
-#[allow(clippy::too_many_arguments)]
-fn head_stage(
-    run_dir: &Path,
-    info: &RunInfo,
-    train_data: &Dataset,
-    val_data: &Dataset,
-    base: &Device,
-    start: Start,
-    epochs: usize,
-    progress: &Progress,
-) -> TrainResult<Start> {
+fn head_stage(session: &Session, start: Start, epochs: usize) -> TrainResult<Start> {
+    let Session {
+        run_dir,
+        info,
+        train_data,
+        val_data,
+        base,
+        progress,
+    } = *session;
     let cfg = &info.config;
     let Some(t) = &cfg.transfer else {
         return Ok(start);
@@ -843,6 +834,14 @@ pub fn resume(run_dir: &Path, opts: &RunOptions, progress: &Progress) -> TrainRe
         )
         .into());
     }
+    let session = Session {
+        run_dir,
+        info: &info,
+        train_data: &train_data,
+        val_data: &val_data,
+        base: &base,
+        progress,
+    };
     let start = match state {
         Some(state) if !start_over => {
             let mut history = read_metrics(&run_dir.join(METRICS_CSV))?;
@@ -877,29 +876,12 @@ pub fn resume(run_dir: &Path, opts: &RunOptions, progress: &Progress) -> TrainRe
                 "resuming {}: no epoch committed, or inside the frozen-feature stage; starting over",
                 run_dir.display()
             );
-            let start = begin(
-                run_dir,
-                &info,
-                &train_data,
-                &val_data,
-                &base,
-                &opts,
-                progress,
-            )?;
+            let start = begin(&session, &opts)?;
             opts = opts.after(start.state.epochs_done);
             start
         }
     };
-    fit(
-        run_dir,
-        &info,
-        &train_data,
-        &val_data,
-        &base,
-        start,
-        &opts,
-        progress,
-    )
+    fit(&session, start, &opts)
 }
 
 fn read_metrics(path: &Path) -> TrainResult<Vec<EpochMetrics>> {
@@ -919,17 +901,15 @@ struct Start {
     history: Vec<EpochMetrics>,
 }
 
-#[allow(clippy::too_many_arguments)]
-fn fit(
-    run_dir: &Path,
-    info: &RunInfo,
-    train_data: &Dataset,
-    val_data: &Dataset,
-    base: &Device,
-    start: Start,
-    opts: &RunOptions,
-    progress: &Progress,
-) -> TrainResult<TrainOutcome> {
+fn fit(session: &Session, start: Start, opts: &RunOptions) -> TrainResult<TrainOutcome> {
+    let Session {
+        run_dir,
+        info,
+        train_data,
+        val_data,
+        base,
+        progress,
+    } = *session;
     let cfg = &info.config;
     let k = info.num_classes;
     let device = base.clone().autodiff();
