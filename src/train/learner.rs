@@ -294,7 +294,13 @@ impl TrainConfig {
             return bad("epochs must be at least 1");
         }
         match (&self.model, &self.transfer) {
-            (ModelSpec::EfficientNet(_) | ModelSpec::ResNet(_), None) => {
+            (
+                ModelSpec::EfficientNet(_)
+                | ModelSpec::ResNet(_)
+                | ModelSpec::MobileNetV2(_)
+                | ModelSpec::InceptionV3(_),
+                None,
+            ) => {
                 return bad("a pretrained backbone needs its weights (--weights)");
             }
             (ModelSpec::Mlp(_) | ModelSpec::Cnn(_), Some(_)) => {
