@@ -8,7 +8,12 @@ builds the same network and loads the weights:
 * ``cnn`` and ``mlp``: the modules below, attribute for attribute the burn
   ones (``blocks.N.conv`` / ``blocks.N.norm``, ``layers.N``, ``head``);
 * ``efficientnet`` (Lite0/1/2): ``efficientnet_lite_pytorch.EfficientNet``;
-* ``resnet`` (18/50): ``torchvision.models.resnet18`` / ``resnet50``.
+* ``resnet`` (18/50): ``torchvision.models.resnet18`` / ``resnet50``;
+* ``mobilenet_v2``: ``torchvision.models.mobilenet_v2``;
+* ``inception_v3``: ``torchvision.models.inception_v3`` without the auxiliary
+  classifier (histoshard trains none) and with ``transform_input=False``
+  (``preprocess`` already normalises to ``(x - 0.5) / 0.5``, which is what
+  torchvision's pretrained model computes with ``transform_input=True``).
 
     import histoshard_torch
     model, info = histoshard_torch.load_export("runs/effnet/export")
@@ -96,6 +101,22 @@ def build(spec):
         import torchvision
 
         return getattr(torchvision.models, f"resnet{spec['depth']}")(num_classes=spec["num_classes"])
+    if kind == "mobilenet_v2":
+        import torchvision
+
+        return torchvision.models.mobilenet_v2(
+            num_classes=spec["num_classes"], dropout=spec["dropout"]
+        )
+    if kind == "inception_v3":
+        import torchvision
+
+        return torchvision.models.inception_v3(
+            num_classes=spec["num_classes"],
+            dropout=spec["dropout"],
+            aux_logits=False,
+            transform_input=False,
+            init_weights=False,
+        )
     raise ValueError(f"unknown model kind {kind!r}")
 
 

@@ -18,8 +18,8 @@ set -euo pipefail
 # ---- Packages (the versions tested). ----
 TORCH=torch==2.9.0
 PIP_PACKAGES=(numpy==2.4.6 pillow==13.0.0 packaging==25.0 safetensors==0.6.2)
-# torchvision: the ResNet reference of the parity tests, installed --no-deps
-# so pip never touches the torch pinned above.
+# torchvision: the ResNet, MobileNetV2 and Inception-v3 reference of the
+# parity tests, installed --no-deps so pip never touches the torch pinned above.
 TORCHVISION=torchvision==0.24.0
 EFFICIENTNET_LITE=efficientnet-lite-pytorch==0.1.0
 EFFICIENTNET_LITE_SHA256=ce0fe869b0e829aceafc32f84275a40c0e3418d19216401b03f695f5f20cbc41

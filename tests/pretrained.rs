@@ -9,7 +9,10 @@
 
 #![cfg(feature = "train")]
 
-use std::{path::PathBuf, process::Command};
+use std::{
+    path::{Path, PathBuf},
+    process::Command,
+};
 
 use burn::tensor::{Device, Tensor, TensorData};
 use histoshard::train::{
@@ -18,6 +21,8 @@ use histoshard::train::{
 };
 
 const TOLERANCE: f32 = 1e-4;
+/// An export against PyTorch: the same weights, only the arithmetic differs.
+const EXPORT_TOLERANCE: f32 = 1e-5;
 
 fn torch_python() -> PathBuf {
     std::env::var_os("HISTOSHARD_TORCH_PYTHON")
@@ -144,59 +149,194 @@ fn lite_logits_match_pytorch_on_every_backend() {
     }
 }
 
+/// Runs `scripts/torchvision_reference.py`: torchvision's `arch` with seeded
+/// random weights (saved to `weights`) on `x` (`[n, 3, side, side]`); its logits.
+fn torchvision_reference(
+    arch: &str,
+    x: &[f32],
+    [n, side]: [usize; 2],
+    weights: &Path,
+    extra: &[&str],
+) -> Vec<f32> {
+    let dir = weights.parent().expect("weights go in a folder");
+    let (input_path, logits_path) = (dir.join("in.f32"), dir.join("logits.f32"));
+    write_f32(&input_path, x);
+    let status = Command::new(torch_python())
+        .arg(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/scripts/torchvision_reference.py"
+        ))
+        .args(["--arch", arch, "--shape"])
+        .arg(format!("{n},3,{side},{side}"))
+        .arg("--weights")
+        .arg(weights)
+        .arg("--input")
+        .arg(&input_path)
+        .arg("--out")
+        .arg(&logits_path)
+        .args(extra)
+        .status()
+        .expect("the torch python runs");
+    assert!(status.success(), "torchvision reference of {arch} failed");
+    let logits = read_f32(&logits_path);
+    assert_eq!(logits.len(), n * 1000);
+    logits
+}
+
+/// Our `arch` with the 1000-class weights `torchvision_reference` saved.
+fn torchvision_net(arch: &str, weights: &Path, device: &Device) -> Model {
+    use histoshard::train::models::{InceptionV3Config, MobileNetV2Config, ResNetConfig};
+    match arch {
+        "resnet18" | "resnet50" => {
+            let depth = if arch == "resnet50" { 50 } else { 18 };
+            let m = ResNetConfig::new(depth).with_num_classes(1000).init(device);
+            Model::ResNet(pretrained::load_resnet(m, weights, true).unwrap())
+        }
+        "mobilenet_v2" => {
+            let m = MobileNetV2Config::new().with_num_classes(1000).init(device);
+            Model::MobileNetV2(pretrained::load_mobilenet_v2(m, weights, true).unwrap())
+        }
+        "inception_v3" => {
+            let m = InceptionV3Config::new().with_num_classes(1000).init(device);
+            Model::InceptionV3(pretrained::load_inception_v3(m, weights, true).unwrap())
+        }
+        _ => panic!("no such torchvision network here: {arch}"),
+    }
+}
+
+fn logits(model: &Model, x: &[f32], [n, side]: [usize; 2], device: &Device) -> Vec<f32> {
+    let images = Tensor::<4>::from_data(TensorData::new(x.to_vec(), [n, 3, side, side]), device);
+    model
+        .forward(images)
+        .into_data()
+        .try_to_vec::<f32>()
+        .unwrap()
+}
+
+/// max |Δ| of two logit vectors, relative to the reference's scale when
+/// that exceeds 1: random networks' logits can be large (hundreds for
+/// ResNet-50, thousands for Inception-v3 at 299²), and f32 carries about
+/// seven significant digits, so only small logits are compared absolutely.
+/// Returns (absolute, relative, scale).
+fn logit_difference(got: &[f32], want: &[f32]) -> (f32, f32, f32) {
+    let d = max_abs_diff(got, want);
+    let scale = want.iter().fold(0.0f32, |m, v| m.max(v.abs()));
+    (d, d / scale.max(1.0), scale)
+}
+
+/// torchvision's ResNet-18/50, MobileNetV2 and Inception-v3 with seeded
+/// random weights and batch-norm statistics, saved with `torch.save` and
+/// loaded by histoshard, against torchvision's own forward (both in
+/// inference mode, Inception without `transform_input` on either side), on
+/// flex and LibTorch's CPU. Measured (max |Δ| / max(1, max |logit|)):
+/// ResNets ≤ 1.5e-6; MobileNetV2 (logits ~0.3, so absolute) ≤ 3e-7;
+/// Inception-v3 ≤ 2e-6. At f32 that is arithmetic order, not layout:
+/// torchvision's own Inception in f32 against f64 differs by ~2e-5 of its
+/// logits' scale at 299².
 #[test]
 #[ignore = "needs a torch venv with torchvision; scripts/test.sh runs it"]
-fn resnet_logits_match_torchvision_on_every_backend() {
-    use histoshard::train::models::ResNetConfig;
+fn torchvision_logits_match_on_every_backend() {
     let dir = tempfile::tempdir().unwrap();
-    for (arch, depth) in [("resnet18", 18), ("resnet50", 50)] {
-        let (n, side) = (2usize, 96usize);
+    // (arch, batch, side): the training sizes (224², 299²) and small or odd
+    // ones (75² is Inception's smallest: 1×1 grids from Mixed_6a on).
+    for (arch, n, side) in [
+        ("resnet18", 2usize, 96usize),
+        ("resnet50", 2, 96),
+        ("mobilenet_v2", 2, 224),
+        ("mobilenet_v2", 1, 97),
+        ("inception_v3", 1, 299),
+        ("inception_v3", 2, 75),
+    ] {
         let x = input(n, side);
-        let (input_path, logits_path, weights) = (
-            dir.path().join("in.f32"),
-            dir.path().join("logits.f32"),
-            dir.path().join(format!("{arch}.pth")),
-        );
-        write_f32(&input_path, &x);
-        let status = Command::new(torch_python())
-            .arg(concat!(
-                env!("CARGO_MANIFEST_DIR"),
-                "/scripts/torchvision_reference.py"
-            ))
-            .args(["--arch", arch, "--shape"])
-            .arg(format!("{n},3,{side},{side}"))
-            .arg("--weights")
-            .arg(&weights)
-            .arg("--input")
-            .arg(&input_path)
-            .arg("--out")
-            .arg(&logits_path)
-            .status()
-            .expect("the torch python runs");
-        assert!(status.success(), "torchvision reference failed");
-        let want = read_f32(&logits_path);
+        let weights = dir.path().join(format!("{arch}.pth"));
+        let want = torchvision_reference(arch, &x, [n, side], &weights, &[]);
         for (choice, device) in devices() {
-            let model = ResNetConfig::new(depth)
-                .with_num_classes(1000)
-                .init(&device);
-            let model = pretrained::load_resnet(model, &weights, true).unwrap();
-            let images =
-                Tensor::<4>::from_data(TensorData::new(x.clone(), [n, 3, side, side]), &device);
-            let got: Vec<f32> = model
-                .forward(images)
-                .into_data()
-                .try_to_vec::<f32>()
-                .unwrap();
-            // Logits of a random network are large: compare relative to their scale.
-            let scale = want.iter().fold(1.0f32, |m, v| m.max(v.abs()));
-            let d = max_abs_diff(&got, &want) / scale;
-            println!("{choice} {arch}: max |Δ| / max |logit| {d:.2e} (scale {scale:.1})");
+            let got = logits(
+                &torchvision_net(arch, &weights, &device),
+                &x,
+                [n, side],
+                &device,
+            );
+            let (d, relative, scale) = logit_difference(&got, &want);
+            println!(
+                "{choice} {arch} {n}×{side}²: max |Δ| {d:.2e}, relative {relative:.2e} (max |logit| {scale:.2})"
+            );
             assert!(
-                d <= TOLERANCE,
-                "{choice} {arch}: logits differ by {d} (relative)"
+                relative <= TOLERANCE,
+                "{choice} {arch} at {side}²: logits differ by {d} (relative {relative})"
             );
         }
     }
+    // Each network refuses the other's file, in one line naming it.
+    use histoshard::train::models::{InceptionV3Config, MobileNetV2Config};
+    let device = devices().remove(0).1;
+    let (inception, mobilenet) = (
+        dir.path().join("inception_v3.pth"),
+        dir.path().join("mobilenet_v2.pth"),
+    );
+    let errors = [
+        pretrained::load_mobilenet_v2(MobileNetV2Config::new().init(&device), &inception, false)
+            .err()
+            .map(|e| (e.to_string(), "inception_v3.pth")),
+        pretrained::load_inception_v3(InceptionV3Config::new().init(&device), &mobilenet, false)
+            .err()
+            .map(|e| (e.to_string(), "mobilenet_v2.pth")),
+    ];
+    for error in errors {
+        let Some((err, file)) = error else {
+            panic!("another network's weights loaded");
+        };
+        assert!(err.contains(file) && !err.contains('\n'), "{err}");
+    }
+}
+
+/// What histoshard computes for Inception-v3 from a [0, 1] patch (its
+/// `(x − 0.5) / 0.5` normalisation, no `transform_input` in the network) is
+/// what torchvision's pretrained configuration computes from the same patch
+/// (ImageNet-normalised input, `transform_input=True`).
+#[test]
+#[ignore = "needs a torch venv with torchvision; scripts/test.sh runs it"]
+fn inception_normalisation_matches_torchvision_transform_input() {
+    use histoshard::train::{data::Normalization, models::inception};
+    let dir = tempfile::tempdir().unwrap();
+    let (n, side) = (2usize, 96usize);
+    let plane = side * side;
+    // A [0, 1] image, normalised per channel both ways.
+    let image: Vec<f32> = input(n, side)
+        .iter()
+        .map(|v| ((v + 1.0) / 2.0).clamp(0.0, 1.0))
+        .collect();
+    let normalise = |norm: Normalization| -> Vec<f32> {
+        image
+            .iter()
+            .enumerate()
+            .map(|(i, v)| {
+                let c = (i / plane) % 3;
+                (v - norm.mean[c]) / norm.std[c]
+            })
+            .collect()
+    };
+    let weights = dir.path().join("inception_v3.pth");
+    let want = torchvision_reference(
+        "inception_v3",
+        &normalise(Normalization::IMAGENET),
+        [n, side],
+        &weights,
+        &["--transform-input"],
+    );
+    let (choice, device) = devices().remove(0);
+    let net = torchvision_net("inception_v3", &weights, &device);
+    let got = logits(
+        &net,
+        &normalise(inception::NORMALIZATION),
+        [n, side],
+        &device,
+    );
+    let (d, relative, scale) = logit_difference(&got, &want);
+    println!(
+        "{choice} inception_v3, transform_input=True vs (x − 0.5) / 0.5: max |Δ| {d:.2e}, relative {relative:.2e} (max |logit| {scale:.2})"
+    );
+    assert!(relative <= TOLERANCE, "{choice}: logits differ by {d}");
 }
 
 #[test]
@@ -349,55 +489,59 @@ fn exported_safetensors_give_pytorch_the_same_logits() {
     use histoshard::train::learner::{BEST_MODEL, RunInfo, load_model};
     let dir = tempfile::tempdir().unwrap();
     let (_, data) = common::prepared_toy(dir.path(), 10, 5);
+    // Inception-v3 needs patches of at least 75 px.
+    let (_, data80) = common::prepared_toy_patches(dir.path(), 6, 5, 80);
     let device = DeviceChoice::Flex.device().unwrap();
-    // torchvision-format ResNet-18 weights (random: no registry ships ImageNet ones).
-    let resnet = dir.path().join("resnet18.pth");
-    let (x0, y0) = (dir.path().join("x0.f32"), dir.path().join("y0.f32"));
-    write_f32(&x0, &input(1, 32));
-    let status = Command::new(torch_python())
-        .arg(concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/scripts/torchvision_reference.py"
-        ))
-        .args(["--arch", "resnet18", "--shape", "1,3,32,32", "--weights"])
-        .arg(&resnet)
-        .arg("--input")
-        .arg(&x0)
-        .arg("--out")
-        .arg(&y0)
-        .status()
-        .expect("the torch python runs");
-    assert!(status.success());
-    let resnet_weights = resnet.to_str().unwrap().to_string();
-    for (model, extra) in [
-        (
-            "resnet18",
-            &[
-                "--weights",
-                resnet_weights.as_str(),
-                "--freeze-epochs",
-                "1",
-                "--epochs",
-                "1",
-            ][..],
-        ),
-        ("mlp", &["--epochs", "1"][..]),
+    // torchvision-format weights (random: no registry ships ImageNet ones).
+    let weights = |arch: &str, side: usize| {
+        let path = dir.path().join(format!("{arch}.pth"));
+        torchvision_reference(arch, &input(1, side), [1, side], &path, &[]);
+        path.to_str().unwrap().to_string()
+    };
+    let (resnet, mobilenet, inception) = (
+        weights("resnet18", 32),
+        weights("mobilenet_v2", 32),
+        weights("inception_v3", 75),
+    );
+    let strings = |args: &[&str]| args.iter().map(|a| a.to_string()).collect::<Vec<_>>();
+    // Pretrained models: a frozen-feature epoch, then fine-tuning.
+    let transfer = |weights: &str, epochs: &str, unfreeze: &str| {
+        strings(&[
+            "--weights",
+            weights,
+            "--freeze-epochs",
+            "1",
+            "--epochs",
+            epochs,
+            "--unfreeze",
+            unfreeze,
+        ])
+    };
+    let cases: [(&str, &Path, Vec<String>); 6] = [
+        ("resnet18", &data, transfer(&resnet, "1", "all")),
+        ("mobilenet_v2", &data, transfer(&mobilenet, "2", "last:3")),
+        ("inception_v3", &data80, transfer(&inception, "2", "last:2")),
+        ("mlp", &data, strings(&["--epochs", "1"])),
         (
             "cnn",
-            &["--epochs", "1", "--width", "8", "--depth", "3"][..],
+            &data,
+            strings(&["--epochs", "1", "--width", "8", "--depth", "3"]),
         ),
         (
             "efficientnet-lite0",
-            &[
+            &data,
+            strings(&[
                 "--freeze-epochs",
                 "1",
                 "--epochs",
                 "1",
                 "--unfreeze",
                 "last:3",
-            ][..],
+            ]),
         ),
-    ] {
+    ];
+    for (model, data, extra) in &cases {
+        let model = *model;
         let run = dir.path().join(model);
         let mut args = vec![
             "train",
@@ -410,18 +554,20 @@ fn exported_safetensors_give_pytorch_the_same_logits() {
             "--batch-size",
             "8",
         ];
-        args.extend_from_slice(extra);
+        args.extend(extra.iter().map(String::as_str));
         common::ok(&args);
         common::ok(&["export", "--run", run.to_str().unwrap()]);
 
         let info = RunInfo::load(&run).unwrap();
-        let side = info.config.model.input_size().unwrap_or(32) as usize;
+        let side = match info.config.model.input_size() {
+            Some(s) => s as usize,
+            None if model == "inception_v3" => 80,
+            None => 32,
+        };
         let n = 3;
         let x = input(n, side);
         let net = load_model(info.config.model.init(&device), &run.join(BEST_MODEL)).unwrap();
-        let images =
-            Tensor::<4>::from_data(TensorData::new(x.clone(), [n, 3, side, side]), &device);
-        let ours: Vec<f32> = net.forward(images).into_data().try_to_vec::<f32>().unwrap();
+        let ours = logits(&net, &x, [n, side], &device);
 
         let (input_path, out_path) = (dir.path().join("x.f32"), dir.path().join("y.f32"));
         write_f32(&input_path, &x);
@@ -446,7 +592,10 @@ fn exported_safetensors_give_pytorch_the_same_logits() {
         let theirs = read_f32(&out_path);
         let d = max_abs_diff(&ours, &theirs);
         println!("{model}: export max |Δ| logits {d:.2e}");
-        assert!(d <= TOLERANCE, "{model}: PyTorch's logits differ by {d}");
+        assert!(
+            d <= EXPORT_TOLERANCE,
+            "{model}: PyTorch's logits differ by {d}"
+        );
     }
 }
 

@@ -130,7 +130,11 @@ pub fn run(a: Args, g: &Global) -> anyhow::Result<ExitCode> {
                     .with_num_classes(classes)
                     .with_stem_stride(2)
             }
-            ModelSpec::Mlp(_) | ModelSpec::EfficientNet(_) | ModelSpec::ResNet(_) => {}
+            ModelSpec::Mlp(_)
+            | ModelSpec::EfficientNet(_)
+            | ModelSpec::ResNet(_)
+            | ModelSpec::MobileNetV2(_)
+            | ModelSpec::InceptionV3(_) => {}
         }
         match &mut cfg.transfer {
             Some(t) => {

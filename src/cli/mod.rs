@@ -56,7 +56,7 @@ pub enum Command {
     Verify(verify::Args),
     /// Counts per split, class and patient, and a contact sheet of patches.
     Inspect(inspect::Args),
-    /// Train a classifier (mlp, cnn or a pretrained EfficientNet-Lite) on prepared shards with burn.
+    /// Train a classifier (mlp, cnn or a pretrained EfficientNet-Lite, ResNet, MobileNetV2 or Inception-v3) on prepared shards with burn.
     #[cfg(feature = "train")]
     Train(Box<train::Args>),
     /// Evaluate a trained run on a held-out split, patch and image level.

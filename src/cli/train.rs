@@ -9,7 +9,10 @@ use histoshard::{
             self, Balance, DeviceChoice, OptimizerKind, RunOptions, Schedule, TrainConfig,
             TrainOutcome,
         },
-        models::{EfficientNetConfig, ModelKind, ModelSpec, ResNetConfig},
+        models::{
+            EfficientNetConfig, InceptionV3Config, MobileNetV2Config, ModelKind, ModelSpec,
+            ResNetConfig,
+        },
         transfer::{BnPolicy, Unfreeze},
     },
 };
@@ -114,7 +117,8 @@ pub struct Args {
     /// mlp: hidden layer widths, comma-separated [default: 256,64].
     #[arg(long, value_delimiter = ',')]
     hidden: Option<Vec<usize>>,
-    /// Dropout before the head [default: 0.2; 0.3 for efficientnet-lite2].
+    /// Dropout before the head [default: 0.2; 0.3 for efficientnet-lite2, 0
+    /// for resnet18/50, 0.5 for inception_v3 (torchvision's)].
     #[arg(long)]
     dropout: Option<f64>,
     /// Pretrained models: the ImageNet `.pth`, or its URL (downloaded once
@@ -129,7 +133,8 @@ pub struct Args {
     /// Pretrained models: learning rate of the frozen-feature stage [default: 0.001].
     #[arg(long)]
     head_lr: Option<f64>,
-    /// Pretrained models: what fine-tuning trains: all, none or last:N blocks [default: all].
+    /// Pretrained models: what fine-tuning trains: all, none or last:N blocks
+    /// (MBConv / residual / inverted residual blocks, Inception's Mixed_* blocks) [default: all].
     #[arg(long)]
     unfreeze: Option<String>,
     /// Pretrained models: batch-norm statistics while fine-tuning [default: frozen].
@@ -167,7 +172,7 @@ pub fn run(a: Args, g: &Global) -> anyhow::Result<ExitCode> {
         bail!("train needs --data and --output (as flags or in the config file)");
     };
     let Some(kind) = a.model.or(file.model) else {
-        bail!("train needs --model (mlp, cnn, efficientnet-lite0, resnet18, …)");
+        bail!("train needs --model (mlp, cnn, efficientnet-lite0, resnet18, mobilenet_v2, …)");
     };
     let classes = histoshard::train::data::num_classes(&data)?;
     let mut cfg = TrainConfig::for_model(
@@ -231,7 +236,9 @@ pub(super) fn apply_args(cfg: &mut TrainConfig, a: &Args, file: &Args) -> anyhow
             }
         }
         ModelSpec::EfficientNet(EfficientNetConfig { dropout, .. })
-        | ModelSpec::ResNet(ResNetConfig { dropout, .. }) => {
+        | ModelSpec::ResNet(ResNetConfig { dropout, .. })
+        | ModelSpec::MobileNetV2(MobileNetV2Config { dropout, .. })
+        | ModelSpec::InceptionV3(InceptionV3Config { dropout, .. }) => {
             if let Some(v) = a.dropout.or(file.dropout) {
                 *dropout = v;
             }

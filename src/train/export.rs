@@ -4,7 +4,9 @@
 //!   (linear weights transposed, batch norm `weight`/`bias`), loadable with
 //!   `load_state_dict` into `efficientnet_lite_pytorch.EfficientNet` for the
 //!   EfficientNet-Lite models, `torchvision.models.resnet18/50` for the
-//!   ResNets, or into the `Cnn`/`Mlp` of
+//!   ResNets, `torchvision.models.mobilenet_v2` and
+//!   `torchvision.models.inception_v3(aux_logits=False,
+//!   transform_input=False)` for those two, or into the `Cnn`/`Mlp` of
 //!   `scripts/histoshard_torch.py` for the from-scratch ones;
 //! - or `model.bpk`: burn's own format, for burn programs;
 //! - `model.json`: the architecture and the preprocessing (patch size, scale,
@@ -22,7 +24,7 @@ use serde::Serialize;
 use super::{
     error::TrainResult,
     learner::{BEST_MODEL, RunInfo, load_model},
-    models::{Model, ModelSpec},
+    models::{Model, ModelSpec, pretrained::escape},
     predict::Preprocessing,
 };
 use crate::error::{Error, IoContext};
@@ -111,6 +113,16 @@ fn pytorch_recipe(spec: &ModelSpec) -> String {
             "torchvision.models.resnet{}(num_classes={}); load_state_dict(strict=False: only num_batches_tracked is absent)",
             c.depth, c.num_classes
         ),
+        ModelSpec::MobileNetV2(c) => format!(
+            "torchvision.models.mobilenet_v2(num_classes={}); load_state_dict(strict=False: only num_batches_tracked is absent)",
+            c.num_classes
+        ),
+        // No auxiliary head was trained; the normalisation in `preprocessing`
+        // already is what transform_input=True would compute.
+        ModelSpec::InceptionV3(c) => format!(
+            "torchvision.models.inception_v3(num_classes={}, aux_logits=False, transform_input=False, init_weights=False); load_state_dict(strict=False: only num_batches_tracked is absent)",
+            c.num_classes
+        ),
         ModelSpec::Cnn(_) | ModelSpec::Mlp(_) => {
             "scripts/histoshard_torch.py: load_export(folder)".into()
         }
@@ -139,6 +151,15 @@ fn write_safetensors(model: &Model, spec: &ModelSpec, path: &Path) -> TrainResul
                 .with_key_remapping(r"\.downsample\.bn\.", ".downsample.1.");
             m.save_into(&mut store)
         }
+        // Our part names → torchvision's `features.N…` Sequential indices.
+        Model::MobileNetV2(m) => {
+            for (ours, theirs) in m.torchvision_names() {
+                store = store.with_key_remapping(format!("^{}\\.", escape(&ours)), theirs + ".");
+            }
+            m.save_into(&mut store)
+        }
+        // The fields already carry torchvision's names.
+        Model::InceptionV3(m) => m.save_into(&mut store),
         Model::Cnn(m) => m.save_into(&mut store),
         Model::Mlp(m) => m.save_into(&mut store),
     };

@@ -295,7 +295,13 @@ impl TrainConfig {
             return bad("epochs must be at least 1");
         }
         match (&self.model, &self.transfer) {
-            (ModelSpec::EfficientNet(_) | ModelSpec::ResNet(_), None) => {
+            (
+                ModelSpec::EfficientNet(_)
+                | ModelSpec::ResNet(_)
+                | ModelSpec::MobileNetV2(_)
+                | ModelSpec::InceptionV3(_),
+                None,
+            ) => {
                 return bad("a pretrained backbone needs its weights (--weights)");
             }
             (ModelSpec::Mlp(_) | ModelSpec::Cnn(_), Some(_)) => {
@@ -606,6 +612,16 @@ pub fn train(
 
     let train_data = Dataset::open(data_dir, &cfg.train)?;
     let val_data = Dataset::open(data_dir, &cfg.val)?;
+    // Patches the network's downsampling would leave nothing of (Inception
+    // needs 75 px) are refused here, with a message, not by a panic in the
+    // first forward pass.
+    let side = cfg.model.input_size().map(|s| s as usize).or_else(|| {
+        train_data
+            .rows()
+            .first()
+            .and_then(|r| usize::try_from(r.size).ok())
+    });
+    cfg.model.validate(side)?;
     let k = train_data.num_classes();
     if cfg.model.num_classes() != k {
         return Err(Error::Config(format!(

@@ -2,8 +2,9 @@
 //!
 //! 1. **Frozen features.** The backbone runs once over train and val, in
 //!    inference mode, and its pooled features are kept in memory (1,280
-//!    floats a patch for EfficientNet-Lite, 512 or 2,048 for ResNets: about
-//!    10 MB for the GlaS set); the new head then trains for
+//!    floats a patch for EfficientNet-Lite and MobileNetV2, 512 or 2,048 for
+//!    ResNets, 2,048 for Inception-v3: about 10 MB for the GlaS set); the
+//!    new head then trains for
 //!    `freeze_epochs` epochs on those, which costs milliseconds an epoch.
 //! 2. **Fine-tuning.** The backbone unfreezes (all of it, or its last N
 //!    blocks) and trains end to end with the run's learning rate, usually
@@ -28,7 +29,7 @@ use super::{
     data::{Dataset, LoaderConfig, seed_of},
     error::{TrainError, TrainResult},
     learner::{Predictions, images_tensor, softmax_rows},
-    models::{EfficientNet, Model, ResNet, pretrained},
+    models::{EfficientNet, InceptionV3, MobileNetV2, Model, ResNet, pretrained},
 };
 use crate::{error::Error, progress::Progress};
 
@@ -115,6 +116,8 @@ impl TransferConfig {
 pub enum Pretrained {
     EfficientNet(EfficientNet),
     ResNet(ResNet),
+    MobileNetV2(MobileNetV2),
+    InceptionV3(InceptionV3),
 }
 
 impl TryFrom<Model> for Pretrained {
@@ -123,6 +126,8 @@ impl TryFrom<Model> for Pretrained {
         match model {
             Model::EfficientNet(m) => Ok(Pretrained::EfficientNet(m)),
             Model::ResNet(m) => Ok(Pretrained::ResNet(m)),
+            Model::MobileNetV2(m) => Ok(Pretrained::MobileNetV2(m)),
+            Model::InceptionV3(m) => Ok(Pretrained::InceptionV3(m)),
             other => Err(other),
         }
     }
@@ -133,6 +138,8 @@ impl From<Pretrained> for Model {
         match p {
             Pretrained::EfficientNet(m) => Model::EfficientNet(m),
             Pretrained::ResNet(m) => Model::ResNet(m),
+            Pretrained::MobileNetV2(m) => Model::MobileNetV2(m),
+            Pretrained::InceptionV3(m) => Model::InceptionV3(m),
         }
     }
 }
@@ -142,6 +149,8 @@ impl Pretrained {
         match self {
             Pretrained::EfficientNet(m) => m.features(images),
             Pretrained::ResNet(m) => m.features(images),
+            Pretrained::MobileNetV2(m) => m.features(images),
+            Pretrained::InceptionV3(m) => m.features(images),
         }
     }
 
@@ -149,6 +158,8 @@ impl Pretrained {
         match self {
             Pretrained::EfficientNet(m) => m.head(features),
             Pretrained::ResNet(m) => m.head(features),
+            Pretrained::MobileNetV2(m) => m.head(features),
+            Pretrained::InceptionV3(m) => m.head(features),
         }
     }
 
@@ -156,6 +167,8 @@ impl Pretrained {
         match self {
             Pretrained::EfficientNet(m) => m.num_blocks(),
             Pretrained::ResNet(m) => m.num_blocks(),
+            Pretrained::MobileNetV2(m) => m.num_blocks(),
+            Pretrained::InceptionV3(m) => m.num_blocks(),
         }
     }
 
@@ -167,6 +180,12 @@ impl Pretrained {
             Pretrained::ResNet(m) => {
                 Pretrained::ResNet(m.freeze_backbone(trainable_blocks, freeze_bn))
             }
+            Pretrained::MobileNetV2(m) => {
+                Pretrained::MobileNetV2(m.freeze_backbone(trainable_blocks, freeze_bn))
+            }
+            Pretrained::InceptionV3(m) => {
+                Pretrained::InceptionV3(m.freeze_backbone(trainable_blocks, freeze_bn))
+            }
         }
     }
 
@@ -177,6 +196,12 @@ impl Pretrained {
                 Pretrained::EfficientNet(pretrained::load_efficientnet(m, path, false)?)
             }
             Pretrained::ResNet(m) => Pretrained::ResNet(pretrained::load_resnet(m, path, false)?),
+            Pretrained::MobileNetV2(m) => {
+                Pretrained::MobileNetV2(pretrained::load_mobilenet_v2(m, path, false)?)
+            }
+            Pretrained::InceptionV3(m) => {
+                Pretrained::InceptionV3(pretrained::load_inception_v3(m, path, false)?)
+            }
         })
     }
 }

@@ -80,18 +80,36 @@ pub fn synth(dir: &Path, n: usize, seed: u64) -> PathBuf {
 /// (`in/<class>/<class>_<i>.png`), prepared into 32-px patches (`data/`):
 /// the smallest real `prepare` output a model trains on. Returns (input, data).
 pub fn prepared_toy(dir: &Path, per_class: usize, seed: u64) -> (PathBuf, PathBuf) {
+    prepared_toy_patches(dir, per_class, seed, 32)
+}
+
+/// As [`prepared_toy`] with `patch`-px patches of `2 × patch`-px images, in
+/// `in-<patch>/` and `data-<patch>/` (`in/` and `data/` for 32 px), for
+/// networks that need larger inputs (Inception-v3: 75 px).
+pub fn prepared_toy_patches(
+    dir: &Path,
+    per_class: usize,
+    seed: u64,
+    patch: u32,
+) -> (PathBuf, PathBuf) {
     use rand::SeedableRng;
-    let input = dir.join("in");
+    let suffix = if patch == 32 {
+        String::new()
+    } else {
+        format!("-{patch}")
+    };
+    let input = dir.join(format!("in{suffix}"));
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
     for (label, class) in ["benign", "malignant"].iter().enumerate() {
         std::fs::create_dir_all(input.join(class)).unwrap();
         for i in 0..per_class {
-            let img = histoshard::train::toy::toy_patch(label as i64, 64, &mut rng);
+            let img = histoshard::train::toy::toy_patch(label as i64, 2 * patch, &mut rng);
             img.save(input.join(class).join(format!("{class}_{i}.png")))
                 .unwrap();
         }
     }
-    let data = dir.join("data");
+    let data = dir.join(format!("data{suffix}"));
+    let patch = patch.to_string();
     ok(&[
         "prepare",
         "-i",
@@ -99,7 +117,7 @@ pub fn prepared_toy(dir: &Path, per_class: usize, seed: u64) -> (PathBuf, PathBu
         "-o",
         s(&data),
         "--patch-size",
-        "32",
+        &patch,
         "--min-tissue",
         "0",
     ]);

@@ -7,7 +7,10 @@
 pub mod cnn;
 pub mod download;
 pub mod efficientnet;
+pub mod inception;
+pub mod layers;
 pub mod mlp;
+pub mod mobilenet;
 pub mod pretrained;
 pub mod resnet;
 
@@ -19,7 +22,9 @@ use serde::{Deserialize, Serialize};
 
 pub use cnn::{Cnn, CnnConfig};
 pub use efficientnet::{EfficientNet, EfficientNetConfig, FEATURES, LiteVariant};
+pub use inception::{InceptionV3, InceptionV3Config};
 pub use mlp::{Mlp, MlpConfig};
+pub use mobilenet::{MobileNetV2, MobileNetV2Config};
 pub use resnet::{ResNet, ResNetConfig};
 
 use super::data::Normalization;
@@ -47,6 +52,15 @@ pub enum ModelKind {
     Resnet18,
     /// ResNet-50 with torchvision's ImageNet weights (`--weights`).
     Resnet50,
+    /// MobileNetV2 with torchvision's ImageNet weights (`--weights`).
+    #[value(name = "mobilenet_v2", alias = "mobilenet-v2")]
+    #[serde(rename = "mobilenet_v2")]
+    MobilenetV2,
+    /// Inception-v3 with torchvision's ImageNet weights (`--weights`);
+    /// patches of at least 75×75.
+    #[value(name = "inception_v3", alias = "inception-v3")]
+    #[serde(rename = "inception_v3")]
+    InceptionV3,
 }
 
 impl ModelKind {
@@ -71,7 +85,18 @@ impl ModelKind {
 
     /// Whether the model starts from ImageNet weights.
     pub fn is_pretrained(self) -> bool {
-        self.lite_variant().is_some() || self.resnet_depth().is_some()
+        self.torchvision_file().is_some() || self.lite_variant().is_some()
+    }
+
+    /// The name of torchvision's ImageNet weights file, for the torchvision kinds.
+    pub fn torchvision_file(self) -> Option<&'static str> {
+        match self {
+            ModelKind::Resnet18 => Some("resnet18-f37072fd.pth"),
+            ModelKind::Resnet50 => Some("resnet50-0676ba61.pth"),
+            ModelKind::MobilenetV2 => Some("mobilenet_v2-b0353104.pth"),
+            ModelKind::InceptionV3 => Some("inception_v3_google-0cc3c7bd.pth"),
+            _ => None,
+        }
     }
 }
 
@@ -85,6 +110,8 @@ impl std::fmt::Display for ModelKind {
             ModelKind::EfficientnetLite2 => "efficientnet-lite2",
             ModelKind::Resnet18 => "resnet18",
             ModelKind::Resnet50 => "resnet50",
+            ModelKind::MobilenetV2 => "mobilenet_v2",
+            ModelKind::InceptionV3 => "inception_v3",
         })
     }
 }
@@ -99,6 +126,10 @@ pub enum ModelSpec {
     EfficientNet(EfficientNetConfig),
     #[serde(rename = "resnet")]
     ResNet(ResNetConfig),
+    #[serde(rename = "mobilenet_v2")]
+    MobileNetV2(MobileNetV2Config),
+    #[serde(rename = "inception_v3")]
+    InceptionV3(InceptionV3Config),
 }
 
 /// Pixel statistics of stained H&E patches; from-scratch models normalise
@@ -132,6 +163,12 @@ impl ModelSpec {
             ModelKind::Resnet18 | ModelKind::Resnet50 => ModelSpec::ResNet(
                 ResNetConfig::new(kind.resnet_depth().unwrap_or(18)).with_num_classes(num_classes),
             ),
+            ModelKind::MobilenetV2 => {
+                ModelSpec::MobileNetV2(MobileNetV2Config::new().with_num_classes(num_classes))
+            }
+            ModelKind::InceptionV3 => {
+                ModelSpec::InceptionV3(InceptionV3Config::new().with_num_classes(num_classes))
+            }
         }
     }
 
@@ -146,6 +183,8 @@ impl ModelSpec {
             },
             ModelSpec::ResNet(c) if c.depth == 50 => ModelKind::Resnet50,
             ModelSpec::ResNet(_) => ModelKind::Resnet18,
+            ModelSpec::MobileNetV2(_) => ModelKind::MobilenetV2,
+            ModelSpec::InceptionV3(_) => ModelKind::InceptionV3,
         }
     }
 
@@ -155,6 +194,8 @@ impl ModelSpec {
             ModelSpec::Cnn(c) => c.num_classes,
             ModelSpec::EfficientNet(c) => c.num_classes,
             ModelSpec::ResNet(c) => c.num_classes,
+            ModelSpec::MobileNetV2(c) => c.num_classes,
+            ModelSpec::InceptionV3(c) => c.num_classes,
         }
     }
 
@@ -162,7 +203,11 @@ impl ModelSpec {
     pub fn input_size(&self) -> Option<u32> {
         match self {
             ModelSpec::Mlp(c) => Some(c.input_size as u32),
-            ModelSpec::Cnn(_) | ModelSpec::EfficientNet(_) | ModelSpec::ResNet(_) => None,
+            ModelSpec::Cnn(_)
+            | ModelSpec::EfficientNet(_)
+            | ModelSpec::ResNet(_)
+            | ModelSpec::MobileNetV2(_)
+            | ModelSpec::InceptionV3(_) => None,
         }
     }
 
@@ -170,6 +215,8 @@ impl ModelSpec {
         match self {
             ModelSpec::EfficientNet(_) => efficientnet::NORMALIZATION,
             ModelSpec::ResNet(_) => resnet::NORMALIZATION,
+            ModelSpec::MobileNetV2(_) => mobilenet::NORMALIZATION,
+            ModelSpec::InceptionV3(_) => inception::NORMALIZATION,
             ModelSpec::Mlp(_) | ModelSpec::Cnn(_) => HE_NORMALIZATION,
         }
     }
@@ -216,9 +263,19 @@ impl ModelSpec {
                 }
             }
             ModelSpec::EfficientNet(EfficientNetConfig { dropout, .. })
-            | ModelSpec::ResNet(ResNetConfig { dropout, .. }) => {
+            | ModelSpec::ResNet(ResNetConfig { dropout, .. })
+            | ModelSpec::MobileNetV2(MobileNetV2Config { dropout, .. })
+            | ModelSpec::InceptionV3(InceptionV3Config { dropout, .. }) => {
                 if !(0.0..1.0).contains(dropout) {
                     return Err(Error::Config("dropout must be in [0, 1)".into()));
+                }
+                if let ModelSpec::InceptionV3(_) = self
+                    && let Some(s) = side.filter(|&s| s < inception::MIN_SIDE)
+                {
+                    return Err(Error::Config(format!(
+                        "inception_v3 needs patches of at least {0}×{0} (these are {s}×{s}): prepare with a larger --patch-size",
+                        inception::MIN_SIDE
+                    )));
                 }
                 if side.is_some_and(|s| s < 32) {
                     return Err(Error::Config(
@@ -244,6 +301,8 @@ impl ModelSpec {
             ModelSpec::Cnn(c) => Model::Cnn(c.init(device)),
             ModelSpec::EfficientNet(c) => Model::EfficientNet(c.init(device)),
             ModelSpec::ResNet(c) => Model::ResNet(c.init(device)),
+            ModelSpec::MobileNetV2(c) => Model::MobileNetV2(c.init(device)),
+            ModelSpec::InceptionV3(c) => Model::InceptionV3(c.init(device)),
         }
     }
 }
@@ -256,6 +315,8 @@ pub enum Model {
     Cnn(Cnn),
     EfficientNet(EfficientNet),
     ResNet(ResNet),
+    MobileNetV2(MobileNetV2),
+    InceptionV3(InceptionV3),
 }
 
 impl Model {
@@ -266,6 +327,8 @@ impl Model {
             Model::Cnn(m) => m.forward(images),
             Model::EfficientNet(m) => m.forward(images),
             Model::ResNet(m) => m.forward(images),
+            Model::MobileNetV2(m) => m.forward(images),
+            Model::InceptionV3(m) => m.forward(images),
         }
     }
 }
@@ -321,6 +384,40 @@ mod tests {
                 .validate(None)
                 .is_err()
         );
+    }
+
+    #[test]
+    fn torchvision_kinds_are_pretrained_and_round_trip() {
+        for (kind, tag) in [
+            (ModelKind::MobilenetV2, "mobilenet_v2"),
+            (ModelKind::InceptionV3, "inception_v3"),
+        ] {
+            assert!(kind.is_pretrained());
+            assert_eq!(kind.to_string(), tag);
+            let spec = ModelSpec::default_for(kind, 3);
+            let text = serde_json::to_string(&spec).unwrap();
+            assert!(text.contains(&format!("\"kind\":\"{tag}\"")), "{text}");
+            let back: ModelSpec = serde_json::from_str(&text).unwrap();
+            assert_eq!(back.kind(), kind);
+            assert_eq!(back.num_classes(), 3);
+            assert_eq!(back.input_size(), None, "the patch size is the input size");
+        }
+        assert_eq!(
+            ModelSpec::default_for(ModelKind::InceptionV3, 2).normalization(),
+            inception::NORMALIZATION
+        );
+    }
+
+    #[test]
+    fn inception_needs_75_pixel_patches() {
+        let spec = ModelSpec::default_for(ModelKind::InceptionV3, 2);
+        assert!(spec.validate(Some(75)).is_ok());
+        assert!(spec.validate(Some(299)).is_ok());
+        let err = spec.validate(Some(74)).unwrap_err().to_string();
+        assert!(err.contains("at least 75×75"), "{err}");
+        let mobilenet = ModelSpec::default_for(ModelKind::MobilenetV2, 2);
+        assert!(mobilenet.validate(Some(32)).is_ok());
+        assert!(mobilenet.validate(Some(16)).is_err());
     }
 
     #[test]

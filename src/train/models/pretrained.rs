@@ -10,6 +10,8 @@ use burn::store::{ModuleSnapshot, PytorchStore};
 use super::{
     ModelKind, download,
     efficientnet::{EfficientNet, LiteVariant},
+    inception::{InceptionV3, is_aux_logits},
+    mobilenet::MobileNetV2,
     resnet::ResNet,
 };
 use crate::error::Error;
@@ -43,10 +45,11 @@ pub fn resolve_weights_for(kind: ModelKind, given: Option<&Path>) -> Result<Path
     if path.is_file() {
         return Ok(path);
     }
+    let file = kind.torchvision_file().unwrap_or("the .pth");
     Err(Error::input(
         &path,
         format!(
-            "no {kind} weights here (torchvision's ImageNet file, e.g. {kind}-*.pth from download.pytorch.org: pass --weights FILE.pth or put it here)"
+            "no {kind} weights here (torchvision's ImageNet file, e.g. {file} from download.pytorch.org: pass --weights FILE.pth or put it here)"
         ),
     ))
 }
@@ -118,15 +121,7 @@ pub fn load_resnet(mut model: ResNet, path: &Path, head: bool) -> Result<ResNet,
     if !head {
         store = store.with_predicate(|path, _| !path.starts_with("fc."));
     }
-    let result = model
-        .load_from(&mut store)
-        .map_err(|e| Error::input(path, one_line(&e.to_string())))?;
-    if !result.errors.is_empty() || !result.missing.is_empty() {
-        return Err(Error::input(
-            path,
-            one_line(&format!("not weights for this ResNet: {result}")),
-        ));
-    }
+    load_checked(&mut model, store, path, "ResNet", |_| true)?;
     Ok(model)
 }
 
@@ -142,4 +137,85 @@ fn one_line(text: &str) -> String {
         Some((i, _)) => format!("{}…", &joined[..i]),
         None => joined,
     }
+}
+
+/// Loads torchvision ImageNet weights into a MobileNetV2 (see
+/// [`load_efficientnet`] for `head`), renaming every torchvision path
+/// (`features.2.conv.1.0`) to ours (`blocks.1.depthwise.conv`) with the
+/// table the network derives from its own layout.
+pub fn load_mobilenet_v2(
+    mut model: MobileNetV2,
+    path: &Path,
+    head: bool,
+) -> Result<MobileNetV2, Error> {
+    let mut store = PytorchStore::from_file(path).map_indices_contiguous(false);
+    for (ours, theirs) in model.torchvision_names() {
+        store = store.with_key_remapping(format!("^{}\\.", escape(&theirs)), format!("{ours}."));
+    }
+    if !head {
+        store = store.with_predicate(|path, _| !path.starts_with("classifier."));
+    }
+    load_checked(&mut model, store, path, "MobileNetV2", |_| true)?;
+    Ok(model)
+}
+
+/// Loads torchvision ImageNet weights into an Inception-v3 (see
+/// [`load_efficientnet`] for `head`). The fields carry torchvision's names,
+/// so nothing is renamed. The auxiliary classifier's `AuxLogits.*` tensors
+/// (in every torchvision file; this network has no auxiliary head) are
+/// skipped; any other tensor of the file left unused means it is not
+/// Inception-v3 weights and is an error, like a missing one.
+pub fn load_inception_v3(
+    mut model: InceptionV3,
+    path: &Path,
+    head: bool,
+) -> Result<InceptionV3, Error> {
+    let mut store = PytorchStore::from_file(path).map_indices_contiguous(false);
+    if !head {
+        store = store.with_predicate(|path, _| !path.starts_with("fc."));
+    }
+    load_checked(&mut model, store, path, "Inception-v3", |key| {
+        is_aux_logits(key) || key.ends_with(".num_batches_tracked")
+    })?;
+    Ok(model)
+}
+
+/// Loads `store` into `model`. Any tensor of the network the file lacks or
+/// has in another shape is an error naming the file and the network
+/// (`what`); so is a tensor of the file nothing used, unless `unused_ok`
+/// accepts its key.
+fn load_checked<M: ModuleSnapshot>(
+    model: &mut M,
+    mut store: PytorchStore,
+    path: &Path,
+    what: &str,
+    unused_ok: fn(&str) -> bool,
+) -> Result<(), Error> {
+    let result = model
+        .load_from(&mut store)
+        .map_err(|e| Error::input(path, one_line(&e.to_string())))?;
+    let stray: Vec<&String> = result.unused.iter().filter(|k| !unused_ok(k)).collect();
+    if !result.errors.is_empty() || !result.missing.is_empty() {
+        return Err(Error::input(
+            path,
+            one_line(&format!("not weights for this {what}: {result}")),
+        ));
+    }
+    if !stray.is_empty() {
+        return Err(Error::input(
+            path,
+            one_line(&format!(
+                "not weights for this {what}: {} tensors it does not have, e.g. {:?}",
+                stray.len(),
+                &stray[..stray.len().min(3)]
+            )),
+        ));
+    }
+    Ok(())
+}
+
+/// `name` as a regular expression matching itself (module paths hold only
+/// letters, digits, `_` and `.`).
+pub(crate) fn escape(name: &str) -> String {
+    name.replace('.', "\\.")
 }
