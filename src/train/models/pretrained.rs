@@ -88,25 +88,8 @@ pub fn load_efficientnet(
     if !head {
         store = store.with_predicate(|path, _| !path.starts_with("fc."));
     }
-    let result = model
-        .load_from(&mut store)
-        .map_err(|e| Error::input(path, one_line(&e.to_string())))?;
-    if !result.errors.is_empty() || !result.missing.is_empty() {
-        return Err(Error::input(
-            path,
-            one_line(&format!(
-                "not {} weights for this network: {result}",
-                "EfficientNet-Lite"
-            )),
-        ));
-    }
-    tracing::debug!(
-        "{}: {} tensors loaded, {} skipped, {} unused",
-        path.display(),
-        result.applied.len(),
-        result.skipped.len(),
-        result.unused.len()
-    );
+    // Tensors of the file the network does not use are tolerated.
+    load_checked(&mut model, store, path, "EfficientNet-Lite", |_| true)?;
     Ok(model)
 }
 
@@ -194,6 +177,13 @@ fn load_checked<M: ModuleSnapshot>(
     let result = model
         .load_from(&mut store)
         .map_err(|e| Error::input(path, one_line(&e.to_string())))?;
+    tracing::debug!(
+        "{}: {} tensors loaded, {} skipped, {} unused",
+        path.display(),
+        result.applied.len(),
+        result.skipped.len(),
+        result.unused.len()
+    );
     let stray: Vec<&String> = result.unused.iter().filter(|k| !unused_ok(k)).collect();
     if !result.errors.is_empty() || !result.missing.is_empty() {
         return Err(Error::input(
