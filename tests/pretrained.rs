@@ -673,24 +673,7 @@ fn weights_by_url_are_downloaded_checked_and_trained_from() {
     let dir = tempfile::tempdir().unwrap();
     let (_, data) = common::prepared_toy(dir.path(), 10, 5);
     let pth = dir.path().join("resnet18.pth");
-    let (x, y) = (dir.path().join("x.f32"), dir.path().join("y.f32"));
-    write_f32(&x, &input(1, 32));
-    let status = Command::new(torch_python())
-        .arg(concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/scripts/torchvision_reference.py"
-        ))
-        .args(["--arch", "resnet18", "--shape", "1,3,32,32", "--weights"])
-        .args([
-            &pth,
-            &PathBuf::from("--input"),
-            &x,
-            &PathBuf::from("--out"),
-            &y,
-        ])
-        .status()
-        .expect("the torch python runs");
-    assert!(status.success());
+    torchvision_reference("resnet18", &input(1, 32), [1, 32], &pth, &[]);
     let bytes = std::fs::read(&pth).unwrap();
     let name = format!(
         "resnet18-{}.pth",

@@ -25,6 +25,7 @@ use burn::{
 };
 use serde::{Deserialize, Serialize};
 
+use super::layers::set_trainable;
 use crate::train::data::Normalization;
 
 /// Which EfficientNet-Lite.
@@ -299,18 +300,7 @@ impl EfficientNet {
                 .blocks
                 .into_iter()
                 .enumerate()
-                .map(|(i, b)| {
-                    if i < keep_from {
-                        b.freeze()
-                    } else {
-                        MbConv {
-                            bn0: b.bn0.map(frozen_bn),
-                            bn1: frozen_bn(b.bn1),
-                            bn2: frozen_bn(b.bn2),
-                            ..b
-                        }
-                    }
-                })
+                .map(|(i, b)| set_trainable(b, i >= keep_from, freeze_bn))
                 .collect(),
             conv_head: if tail {
                 this.conv_head
@@ -354,24 +344,9 @@ mod tests {
 
     #[test]
     fn freezing_keeps_only_the_chosen_tail_trainable() {
-        use burn::module::ModuleVisitor;
-        /// Counts parameters that require gradients.
-        struct Trainable(usize);
-        impl ModuleVisitor for Trainable {
-            fn visit_float<const D: usize>(&mut self, param: &burn::module::Param<Tensor<D>>) {
-                let t = param.val();
-                if t.is_require_grad() {
-                    self.0 += t.shape().num_elements();
-                }
-            }
-        }
+        use crate::train::models::layers::tests::trainable as count;
         let d = Device::default().autodiff();
         let m = EfficientNetConfig::new(LiteVariant::Lite0).init(&d);
-        let count = |m: &EfficientNet| {
-            let mut v = Trainable(0);
-            m.visit(&mut v);
-            v.0
-        };
         let all = count(&m);
         let head_only = m.freeze_backbone(0, true);
         assert_eq!(count(&head_only), FEATURES * 2 + 2);

@@ -35,7 +35,7 @@ use burn::{
     tensor::{Device, Tensor, activation::relu},
 };
 
-use super::layers::{ConvBn, ConvBnConfig, freeze_norms};
+use super::layers::{ConvBn, ConvBnConfig, set_trainable};
 use crate::train::data::Normalization;
 
 /// `(x − 0.5) / 0.5`: what torchvision's `transform_input=True` turns
@@ -402,35 +402,28 @@ impl InceptionV3 {
     /// convolutions train only when every block does. With `freeze_bn` the
     /// batch norms of the trainable part keep their ImageNet statistics too.
     pub fn freeze_backbone(self, trainable_blocks: usize, freeze_bn: bool) -> Self {
-        fn train<M: Module>(m: M, trains: bool, freeze_bn: bool) -> M {
-            match (trains, freeze_bn) {
-                (false, _) => m.freeze(),
-                (true, true) => freeze_norms(m),
-                (true, false) => m,
-            }
-        }
         let this = self.unfreeze();
         let keep_from = BLOCKS.saturating_sub(trainable_blocks);
         // Block i (0-based, in forward order) trains when i ≥ keep_from.
         let block = |i: usize| i >= keep_from;
         let stem = trainable_blocks >= BLOCKS;
         InceptionV3 {
-            Conv2d_1a_3x3: train(this.Conv2d_1a_3x3, stem, freeze_bn),
-            Conv2d_2a_3x3: train(this.Conv2d_2a_3x3, stem, freeze_bn),
-            Conv2d_2b_3x3: train(this.Conv2d_2b_3x3, stem, freeze_bn),
-            Conv2d_3b_1x1: train(this.Conv2d_3b_1x1, stem, freeze_bn),
-            Conv2d_4a_3x3: train(this.Conv2d_4a_3x3, stem, freeze_bn),
-            Mixed_5b: train(this.Mixed_5b, block(0), freeze_bn),
-            Mixed_5c: train(this.Mixed_5c, block(1), freeze_bn),
-            Mixed_5d: train(this.Mixed_5d, block(2), freeze_bn),
-            Mixed_6a: train(this.Mixed_6a, block(3), freeze_bn),
-            Mixed_6b: train(this.Mixed_6b, block(4), freeze_bn),
-            Mixed_6c: train(this.Mixed_6c, block(5), freeze_bn),
-            Mixed_6d: train(this.Mixed_6d, block(6), freeze_bn),
-            Mixed_6e: train(this.Mixed_6e, block(7), freeze_bn),
-            Mixed_7a: train(this.Mixed_7a, block(8), freeze_bn),
-            Mixed_7b: train(this.Mixed_7b, block(9), freeze_bn),
-            Mixed_7c: train(this.Mixed_7c, block(10), freeze_bn),
+            Conv2d_1a_3x3: set_trainable(this.Conv2d_1a_3x3, stem, freeze_bn),
+            Conv2d_2a_3x3: set_trainable(this.Conv2d_2a_3x3, stem, freeze_bn),
+            Conv2d_2b_3x3: set_trainable(this.Conv2d_2b_3x3, stem, freeze_bn),
+            Conv2d_3b_1x1: set_trainable(this.Conv2d_3b_1x1, stem, freeze_bn),
+            Conv2d_4a_3x3: set_trainable(this.Conv2d_4a_3x3, stem, freeze_bn),
+            Mixed_5b: set_trainable(this.Mixed_5b, block(0), freeze_bn),
+            Mixed_5c: set_trainable(this.Mixed_5c, block(1), freeze_bn),
+            Mixed_5d: set_trainable(this.Mixed_5d, block(2), freeze_bn),
+            Mixed_6a: set_trainable(this.Mixed_6a, block(3), freeze_bn),
+            Mixed_6b: set_trainable(this.Mixed_6b, block(4), freeze_bn),
+            Mixed_6c: set_trainable(this.Mixed_6c, block(5), freeze_bn),
+            Mixed_6d: set_trainable(this.Mixed_6d, block(6), freeze_bn),
+            Mixed_6e: set_trainable(this.Mixed_6e, block(7), freeze_bn),
+            Mixed_7a: set_trainable(this.Mixed_7a, block(8), freeze_bn),
+            Mixed_7b: set_trainable(this.Mixed_7b, block(9), freeze_bn),
+            Mixed_7c: set_trainable(this.Mixed_7c, block(10), freeze_bn),
             ..this
         }
     }

@@ -134,6 +134,17 @@ pub fn freeze_norms<M: Module>(module: M) -> M {
     module.map(&mut FreezeNorms::default())
 }
 
+/// One part of a backbone for `freeze_backbone`: frozen when it does not
+/// train; when it does, with `freeze_bn` its batch norms keep their ImageNet
+/// statistics (`--bn-stats frozen`), else it trains whole.
+pub fn set_trainable<M: Module>(module: M, trains: bool, freeze_bn: bool) -> M {
+    match (trains, freeze_bn) {
+        (false, _) => module.freeze(),
+        (true, true) => freeze_norms(module),
+        (true, false) => module,
+    }
+}
+
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;

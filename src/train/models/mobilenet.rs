@@ -26,7 +26,7 @@ use burn::{
     tensor::{Device, Tensor, activation::relu6},
 };
 
-use super::layers::{ConvBn, ConvBnConfig, freeze_norms};
+use super::layers::{ConvBn, ConvBnConfig, set_trainable};
 use crate::train::data::Normalization;
 
 /// What torchvision's MobileNetV2 was trained with.
@@ -195,24 +195,15 @@ impl MobileNetV2 {
         let this = self.unfreeze();
         let n = this.blocks.len();
         let keep_from = n.saturating_sub(trainable_blocks);
-        let train = |m: ConvBn, trains: bool| match (trains, freeze_bn) {
-            (false, _) => m.freeze(),
-            (true, true) => freeze_norms(m),
-            (true, false) => m,
-        };
         MobileNetV2 {
-            stem: train(this.stem, trainable_blocks >= n),
+            stem: set_trainable(this.stem, trainable_blocks >= n, freeze_bn),
             blocks: this
                 .blocks
                 .into_iter()
                 .enumerate()
-                .map(|(i, b)| match (i >= keep_from, freeze_bn) {
-                    (false, _) => b.freeze(),
-                    (true, true) => freeze_norms(b),
-                    (true, false) => b,
-                })
+                .map(|(i, b)| set_trainable(b, i >= keep_from, freeze_bn))
                 .collect(),
-            conv_head: train(this.conv_head, trainable_blocks > 0),
+            conv_head: set_trainable(this.conv_head, trainable_blocks > 0, freeze_bn),
             ..this
         }
     }

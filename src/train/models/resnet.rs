@@ -15,6 +15,7 @@ use burn::{
     tensor::{Device, Tensor, activation::relu},
 };
 
+use super::layers::set_trainable;
 use crate::train::data::Normalization;
 
 /// What torchvision's ResNets were trained with.
@@ -232,13 +233,7 @@ impl ResNet {
                 .into_iter()
                 .map(|b| {
                     index += 1;
-                    if index - 1 < keep_from {
-                        b.freeze()
-                    } else if freeze_bn {
-                        freeze_norms(b)
-                    } else {
-                        b
-                    }
+                    set_trainable(b, index > keep_from, freeze_bn)
                 })
                 .collect()
         };
@@ -268,33 +263,28 @@ impl ResNet {
     }
 }
 
-fn freeze_norms(b: Block) -> Block {
-    let ds = |d: Option<Downsample>| {
-        d.map(|d| Downsample {
-            bn: d.bn.freeze(),
-            ..d
-        })
-    };
-    match b {
-        Block::Basic(b) => Block::Basic(BasicBlock {
-            bn1: b.bn1.freeze(),
-            bn2: b.bn2.freeze(),
-            downsample: ds(b.downsample),
-            ..b
-        }),
-        Block::Bottleneck(b) => Block::Bottleneck(Bottleneck {
-            bn1: b.bn1.freeze(),
-            bn2: b.bn2.freeze(),
-            bn3: b.bn3.freeze(),
-            downsample: ds(b.downsample),
-            ..b
-        }),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::train::models::layers::tests::trainable;
+
+    #[test]
+    fn freezing_keeps_only_the_chosen_tail_trainable() {
+        let d = Device::default().autodiff();
+        let m = ResNetConfig::new(18).with_num_classes(2).init(&d);
+        let all = trainable(&m);
+        let fc = 512 * 2 + 2;
+        let head_only = m.freeze_backbone(0, true);
+        assert_eq!(trainable(&head_only), fc);
+        // The last basic block (two 3×3 convs of 512 channels) trains, its
+        // batch norms stay frozen.
+        let tail = head_only.freeze_backbone(1, true);
+        assert_eq!(trainable(&tail), 2 * 512 * 512 * 9 + fc);
+        // With the statistics policy off, its two batch norms train too.
+        let tail = tail.freeze_backbone(1, false);
+        assert_eq!(trainable(&tail), 2 * 512 * 512 * 9 + 2 * 2 * 512 + fc);
+        assert_eq!(trainable(&tail.freeze_backbone(8, false)), all);
+    }
 
     #[test]
     fn torchvision_shapes_and_parameter_counts() {
