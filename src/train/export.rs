@@ -176,26 +176,35 @@ fn write_safetensors(model: &Model, spec: &ModelSpec, path: &Path) -> TrainResul
 /// burn-store writes the safetensors metadata from a `HashMap`, so its order,
 /// and with it the file's bytes, changed from export to export. Sorting the
 /// header's keys (same length, padded with the spaces the format allows) makes
-/// exports of the same weights byte-identical.
+/// exports of the same weights byte-identical. Only the header is read and
+/// rewritten, in place; the tensors are not touched.
 fn sort_header(path: &Path) -> Result<(), Error> {
+    use std::io::{Read, Seek, SeekFrom, Write};
     let bad = |why: String| Error::output(path, format!("safetensors header: {why}"));
-    let mut bytes = std::fs::read(path).at(path)?;
-    let len = bytes
-        .get(..8)
-        .and_then(|b| b.try_into().ok())
-        .map(|b| u64::from_le_bytes(b) as usize)
-        .ok_or_else(|| bad("file too short".into()))?;
-    let header = bytes
-        .get(8..8 + len)
-        .ok_or_else(|| bad("truncated".into()))?;
+    let mut file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(path)
+        .at(path)?;
+    let mut len = [0u8; 8];
+    file.read_exact(&mut len).at(path)?;
+    let len = usize::try_from(u64::from_le_bytes(len)).map_err(|e| bad(e.to_string()))?;
+    let mut header = Vec::new();
+    (&mut file)
+        .take(len as u64)
+        .read_to_end(&mut header)
+        .at(path)?;
+    if header.len() != len {
+        return Err(bad("truncated".into()));
+    }
     // serde_json's map is a BTreeMap: serialising sorts every object's keys.
     let value: serde_json::Value =
-        serde_json::from_slice(header).map_err(|e| bad(e.to_string()))?;
+        serde_json::from_slice(&header).map_err(|e| bad(e.to_string()))?;
     let mut sorted = serde_json::to_vec(&value).map_err(|e| bad(e.to_string()))?;
     if sorted.len() > len {
         return Err(bad("grew when sorted".into()));
     }
     sorted.resize(len, b' ');
-    bytes[8..8 + len].copy_from_slice(&sorted);
-    std::fs::write(path, bytes).at(path)
+    file.seek(SeekFrom::Start(8)).at(path)?;
+    file.write_all(&sorted).at(path)
 }

@@ -33,15 +33,11 @@ pub fn default_weights(variant: LiteVariant) -> PathBuf {
 
 /// The weights of any pretrained `kind`: `given`, else `<cache>/<kind>.pth`.
 pub fn resolve_weights_for(kind: ModelKind, given: Option<&Path>) -> Result<PathBuf, Error> {
-    let given = download::local_weights(given, &weights_dir())?;
-    let given = given.as_deref();
     if let Some(variant) = kind.lite_variant() {
         return resolve_weights(variant, given);
     }
-    let path = given.map_or_else(
-        || weights_dir().join(format!("{kind}.pth")),
-        Path::to_path_buf,
-    );
+    let path = download::local_weights(given, &weights_dir())?
+        .unwrap_or_else(|| weights_dir().join(format!("{kind}.pth")));
     if path.is_file() {
         return Ok(path);
     }
