@@ -78,7 +78,7 @@ fn parse() -> Args {
 
 fn main() {
     if std::env::var_os("HISTOSHARD_DEFAULT_MALLOC").is_none() {
-        histoshard::train::alloc::keep_freed_memory();
+        histoshard::alloc::keep_freed_memory();
     }
     let a = parse();
     rayon::ThreadPoolBuilder::new()

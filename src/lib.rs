@@ -13,6 +13,7 @@
 //! - `train` (cargo feature `train`, on by default through `flex`): the burn
 //!   trainer, evaluation and metrics; preparation never depends on it.
 
+pub mod alloc;
 pub mod atomic;
 pub mod dataset;
 pub mod error;

@@ -110,19 +110,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         quiet: cli.quiet,
         threads: cli.threads,
     };
-    #[cfg(feature = "train")]
-    if matches!(
-        cli.command,
-        Command::Train(_)
-            | Command::Evaluate(_)
-            | Command::Compare(_)
-            | Command::Demo(_)
-            | Command::Predict(_)
-            | Command::Classify(_)
-            | Command::Export(_)
-    ) {
-        histoshard::train::alloc::keep_freed_memory();
-    }
+    histoshard::alloc::keep_freed_memory();
     match cli.command {
         Command::Synth(a) => synth::run(a, &global),
         #[cfg(feature = "train")]

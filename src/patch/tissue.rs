@@ -98,16 +98,21 @@ pub(crate) fn otsu_bin(hist: &[u64]) -> Option<usize> {
     Some(best.1)
 }
 
-/// The threshold on the OD norm that [`tissue_mask`] uses for `img`: Otsu on a
-/// histogram of the OD norm (256 bins over 0..3), clamped to
-/// [`MIN_OD_THRESHOLD`]..=[`MAX_OD_THRESHOLD`].
-pub fn tissue_threshold(img: &RgbImage) -> f32 {
+/// The OD norm of every pixel, in order.
+fn od_norms(img: &RgbImage) -> Vec<f32> {
     let lut = od_lut();
+    img.as_raw()
+        .chunks_exact(3)
+        .map(|p| od_norm(lut, p))
+        .collect()
+}
+
+/// Otsu on a histogram of the OD norms (256 bins over 0..3), clamped.
+fn threshold_of(norms: &[f32]) -> f32 {
     let mut hist = [0u64; BINS];
     let scale = BINS as f32 / HIST_MAX_OD;
-    for p in img.as_raw().chunks_exact(3) {
-        let bin = ((od_norm(lut, p) * scale) as usize).min(BINS - 1);
-        hist[bin] += 1;
+    for &n in norms {
+        hist[((n * scale) as usize).min(BINS - 1)] += 1;
     }
     let otsu = match otsu_bin(&hist) {
         // Upper edge of the last background bin.
@@ -117,20 +122,26 @@ pub fn tissue_threshold(img: &RgbImage) -> f32 {
     otsu.clamp(MIN_OD_THRESHOLD, MAX_OD_THRESHOLD)
 }
 
+/// The threshold on the OD norm that [`tissue_mask`] uses for `img`: Otsu on a
+/// histogram of the OD norm (256 bins over 0..3), clamped to
+/// [`MIN_OD_THRESHOLD`]..=[`MAX_OD_THRESHOLD`].
+pub fn tissue_threshold(img: &RgbImage) -> f32 {
+    threshold_of(&od_norms(img))
+}
+
 /// 255 where there is tissue, 0 for background (glass, white lumen-free areas).
 ///
 /// Per pixel the optical density OD = -ln((I+1)/256) of each channel is combined
 /// as the Euclidean norm over RGB; tissue is OD norm > [`tissue_threshold`]
 /// (Otsu, clamped so that an all-white image has no tissue and an all-tissue
-/// image is not split in two).
+/// image is not split in two). The norms are computed once, for both.
 pub fn tissue_mask(img: &RgbImage) -> GrayImage {
     let (w, h) = img.dimensions();
-    let threshold = tissue_threshold(img);
-    let lut = od_lut();
-    let data: Vec<u8> = img
-        .as_raw()
-        .chunks_exact(3)
-        .map(|p| if od_norm(lut, p) > threshold { 255 } else { 0 })
+    let norms = od_norms(img);
+    let threshold = threshold_of(&norms);
+    let data: Vec<u8> = norms
+        .iter()
+        .map(|&n| if n > threshold { 255 } else { 0 })
         .collect();
     GrayImage::from_raw(w, h, data).expect("one byte per pixel")
 }

@@ -16,7 +16,6 @@
 //! - [`transfer`]: frozen-feature head training, then fine-tuning, for pretrained backbones.
 //! - [`toy`]: a tiny two-class shard set for tests and timings.
 
-pub mod alloc;
 pub mod checkpoint;
 pub mod classify;
 pub mod compare;

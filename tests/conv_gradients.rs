@@ -1,0 +1,142 @@
+//! Convolution gradients on LibTorch against flex. histoshard's copy of
+//! burn-tch (vendor/burn-tch) computes the weight gradient with PyTorch's own
+//! kernels instead of burn's default; these check it, and the input and bias
+//! gradients beside it, on the convolutions the models use: plain, strided,
+//! dilated, grouped, depthwise, and with asymmetric ("same", stride 2) padding.
+
+#![cfg(all(feature = "tch", feature = "flex"))]
+
+use burn::tensor::{Device, Tensor, TensorData, module::conv2d, ops::ConvOptions};
+use histoshard::train::learner::DeviceChoice;
+
+/// Values in [-1, 1) from a xorshift stream: reproducible, no two alike.
+fn values(n: usize, seed: u64) -> Vec<f32> {
+    let mut state = seed | 1;
+    (0..n)
+        .map(|_| {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            (state >> 40) as f32 / (1u64 << 23) as f32 - 1.0
+        })
+        .collect()
+}
+
+struct Case {
+    name: &'static str,
+    input: [usize; 4],
+    weight: [usize; 4],
+    options: ConvOptions<2>,
+}
+
+/// Gradients of Σ conv2d(x, w, b) ⊙ g with respect to x, w and b.
+fn gradients(device: &Device, case: &Case) -> [Vec<f32>; 3] {
+    let device = device.clone().autodiff();
+    let tensor = |shape: [usize; 4], seed| {
+        let n = shape.iter().product();
+        Tensor::<4>::from_data(TensorData::new(values(n, seed), shape), &device).require_grad()
+    };
+    let x = tensor(case.input, 1);
+    let w = tensor(case.weight, 2);
+    let b = Tensor::<1>::from_data(
+        TensorData::new(values(case.weight[0], 3), [case.weight[0]]),
+        &device,
+    )
+    .require_grad();
+    let y = conv2d(x.clone(), w.clone(), Some(b.clone()), case.options.clone());
+    let g = Tensor::<4>::from_data(
+        TensorData::new(values(y.shape().num_elements(), 4), y.dims()),
+        &device,
+    );
+    let grads = (y * g).sum().backward();
+    let flat = |t: Option<Vec<f32>>| t.unwrap_or_else(|| panic!("{}: no gradient", case.name));
+    [
+        flat(
+            x.grad(&grads)
+                .map(|t| t.into_data().try_to_vec::<f32>().unwrap()),
+        ),
+        flat(
+            w.grad(&grads)
+                .map(|t| t.into_data().try_to_vec::<f32>().unwrap()),
+        ),
+        flat(
+            b.grad(&grads)
+                .map(|t| t.into_data().try_to_vec::<f32>().unwrap()),
+        ),
+    ]
+}
+
+#[test]
+fn libtorch_convolution_gradients_match_flex() {
+    let cases = [
+        Case {
+            name: "plain 3×3",
+            input: [2, 3, 9, 9],
+            weight: [4, 3, 3, 3],
+            options: ConvOptions::new([1, 1], [1, 1], [1, 1], 1),
+        },
+        Case {
+            name: "stride 2, no padding",
+            input: [2, 4, 10, 10],
+            weight: [5, 4, 3, 3],
+            options: ConvOptions::new([2, 2], [0, 0], [1, 1], 1),
+        },
+        Case {
+            name: "dilation 2",
+            input: [1, 3, 11, 11],
+            weight: [2, 3, 3, 3],
+            options: ConvOptions::new([1, 1], [2, 2], [2, 2], 1),
+        },
+        Case {
+            name: "two groups",
+            input: [2, 4, 8, 8],
+            weight: [6, 2, 3, 3],
+            options: ConvOptions::new([1, 1], [1, 1], [1, 1], 2),
+        },
+        Case {
+            name: "depthwise 5×5, stride 2",
+            input: [2, 6, 12, 12],
+            weight: [6, 1, 5, 5],
+            options: ConvOptions::new([2, 2], [2, 2], [1, 1], 6),
+        },
+        Case {
+            name: "depthwise, asymmetric padding",
+            input: [1, 4, 10, 10],
+            weight: [4, 1, 3, 3],
+            options: ConvOptions::new_with_padding([2, 2], [(0, 1), (0, 1)], [1, 1], 4),
+        },
+        Case {
+            name: "pointwise 1×1",
+            input: [3, 8, 5, 5],
+            weight: [16, 8, 1, 1],
+            options: ConvOptions::new([1, 1], [0, 0], [1, 1], 1),
+        },
+    ];
+    let flex = DeviceChoice::Flex.device().expect("flex device");
+    // LibTorch on the CPU, and on the GPU where there is one. cuDNN computes
+    // convolutions in TF32 by default (PyTorch's default too), ~1e-3 relative.
+    let mut torch = vec![("cpu", DeviceChoice::Cpu, 1e-5)];
+    match DeviceChoice::Auto.resolve() {
+        DeviceChoice::Cuda(n) => torch.push(("cuda", DeviceChoice::Cuda(n), 1e-2)),
+        _ => eprintln!("no CUDA device: LibTorch checked on the CPU only"),
+    }
+    for case in &cases {
+        let want = gradients(&flex, case);
+        for (device, choice, tolerance) in &torch {
+            let got = gradients(&choice.device().expect("LibTorch device"), case);
+            for (what, (w, g)) in ["input", "weight", "bias"]
+                .iter()
+                .zip(want.iter().zip(&got))
+            {
+                assert_eq!(w.len(), g.len(), "{}: {what} gradient size", case.name);
+                let scale = w.iter().fold(1f32, |m, v| m.max(v.abs()));
+                let diff = w.iter().zip(g).fold(0f32, |m, (a, b)| m.max((a - b).abs()));
+                assert!(
+                    diff <= tolerance * scale,
+                    "{} on {device}: {what} gradient differs by {diff} (largest value {scale})",
+                    case.name
+                );
+            }
+        }
+    }
+}
