@@ -121,6 +121,26 @@ fn mask_of_a_different_size() {
     prepare_fails(&input, &[], &["_anno.bmp", "100×80"]);
 }
 
+/// A mask's pixels are decoded only when `--min-gland-fraction` uses them;
+/// otherwise its header is checked (it opens, and its size matches its image).
+#[test]
+fn truncated_mask_fails_only_where_its_pixels_are_used() {
+    let (_t, input) = fixture();
+    let img = first_image(&input);
+    let mask = img.with_file_name(format!(
+        "{}_anno.bmp",
+        img.file_stem().unwrap().to_string_lossy()
+    ));
+    let bytes = std::fs::read(&mask).unwrap();
+    std::fs::write(&mask, &bytes[..bytes.len() / 3]).unwrap();
+    let name = mask.file_name().unwrap().to_string_lossy().into_owned();
+    prepare_fails(&input, &["--min-gland-fraction", "0.1"], &[&name, "truncated"]);
+
+    let out = input.parent().unwrap().join("out-no-gland-filter");
+    ok(&["prepare", "-q", "-i", s(&input), "-o", s(&out)]);
+    assert!(out.join("manifest.parquet").exists());
+}
+
 #[test]
 fn image_smaller_than_a_patch() {
     let (_t, input) = fixture();
