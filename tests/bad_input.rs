@@ -134,7 +134,11 @@ fn truncated_mask_fails_only_where_its_pixels_are_used() {
     let bytes = std::fs::read(&mask).unwrap();
     std::fs::write(&mask, &bytes[..bytes.len() / 3]).unwrap();
     let name = mask.file_name().unwrap().to_string_lossy().into_owned();
-    prepare_fails(&input, &["--min-gland-fraction", "0.1"], &[&name, "truncated"]);
+    prepare_fails(
+        &input,
+        &["--min-gland-fraction", "0.1"],
+        &[&name, "truncated"],
+    );
 
     let out = input.parent().unwrap().join("out-no-gland-filter");
     ok(&["prepare", "-q", "-i", s(&input), "-o", s(&out)]);

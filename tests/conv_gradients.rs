@@ -49,21 +49,16 @@ fn gradients(device: &Device, case: &Case) -> [Vec<f32>; 3] {
         &device,
     );
     let grads = (y * g).sum().backward();
-    let flat = |t: Option<Vec<f32>>| t.unwrap_or_else(|| panic!("{}: no gradient", case.name));
     [
-        flat(
-            x.grad(&grads)
-                .map(|t| t.into_data().try_to_vec::<f32>().unwrap()),
-        ),
-        flat(
-            w.grad(&grads)
-                .map(|t| t.into_data().try_to_vec::<f32>().unwrap()),
-        ),
-        flat(
-            b.grad(&grads)
-                .map(|t| t.into_data().try_to_vec::<f32>().unwrap()),
-        ),
+        flat(x.grad(&grads), case.name),
+        flat(w.grad(&grads), case.name),
+        flat(b.grad(&grads), case.name),
     ]
+}
+
+fn flat<const D: usize>(grad: Option<Tensor<D>>, case: &str) -> Vec<f32> {
+    let grad = grad.unwrap_or_else(|| panic!("{case}: no gradient"));
+    grad.into_data().try_to_vec::<f32>().unwrap()
 }
 
 #[test]
