@@ -21,11 +21,11 @@ use burn::{
         conv::{Conv2d, Conv2dConfig},
         pool::{AdaptiveAvgPool2d, AdaptiveAvgPool2dConfig},
     },
-    tensor::{Device, Tensor, activation::relu6},
+    tensor::{Device, Tensor},
 };
 use serde::{Deserialize, Serialize};
 
-use super::layers::set_trainable;
+use super::layers::{relu6, set_trainable};
 use crate::train::data::Normalization;
 
 /// Which EfficientNet-Lite.

@@ -23,10 +23,10 @@ use burn::{
         Dropout, DropoutConfig, Linear, LinearConfig,
         pool::{AdaptiveAvgPool2d, AdaptiveAvgPool2dConfig},
     },
-    tensor::{Device, Tensor, activation::relu6},
+    tensor::{Device, Tensor},
 };
 
-use super::layers::{ConvBn, ConvBnConfig, set_trainable};
+use super::layers::{ConvBn, ConvBnConfig, relu6, set_trainable};
 use crate::train::data::Normalization;
 
 /// What torchvision's MobileNetV2 was trained with.

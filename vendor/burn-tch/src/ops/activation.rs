@@ -6,6 +6,13 @@ impl ActivationOps<Self> for LibTorch {
         tensor.unary_ops(|mut tensor| tensor.relu_(), |tensor| tensor.relu())
     }
 
+    // histoshard: PyTorch's own ReLU backward, one vectorised kernel, in place
+    // of burn's default, a comparison and a `masked_fill` (whose CPU kernel is
+    // scalar; docs/BENCHMARKS.md).
+    fn relu_backward(output: TchTensor, grad: TchTensor) -> TchTensor {
+        TchTensor::new(output.tensor.threshold_backward(&grad.tensor, 0))
+    }
+
     fn gelu(tensor: TchTensor) -> TchTensor {
         tensor.unary_ops(
             |mut tensor| tensor.gelu_("none"),
