@@ -7,8 +7,8 @@
 #   bash scripts/gpu_check.sh                 # builds with cargo, against the active python's torch
 #   BIN=DIR WEIGHTS=lite0.pth bash scripts/gpu_check.sh
 #
-# BIN: a folder with `histoshard`, `bench_train` and `conv_gradients` (the test
-# binary of tests/conv_gradients.rs) built --features tch against the same
+# BIN: a folder with `histoshard`, `bench_train` and `libtorch_gradients` (the test
+# binary of tests/libtorch_gradients.rs) built --features tch against the same
 # torch version as this machine's python (see docs/BENCHMARKS.md for building
 # on another machine). WEIGHTS: EfficientNet-Lite0's .pth [default: the cache
 # of scripts/fetch_weights.sh]. Needs `efficientnet_lite_pytorch` importable for
@@ -26,18 +26,18 @@ if [ -z "${BIN:-}" ]; then
     export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$HOME/.cache/histoshard-target}
     export LIBTORCH_USE_PYTORCH=1
     cargo build --release --locked --features tch --bin histoshard --example bench_train
-    test_bin=$(cargo test --release --locked --features tch --test conv_gradients --no-run 2>&1 |
+    test_bin=$(cargo test --release --locked --features tch --test libtorch_gradients --no-run 2>&1 |
         sed -n 's/.*Executable.*(\(.*\))/\1/p')
     BIN=$(mktemp -d)
     ln -s "$CARGO_TARGET_DIR/release/histoshard" "$CARGO_TARGET_DIR/release/examples/bench_train" "$BIN/"
-    ln -s "$test_bin" "$BIN/conv_gradients"
+    ln -s "$test_bin" "$BIN/libtorch_gradients"
 fi
 date -u
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
 "$py" -c 'import torch; print("torch", torch.__version__, "cuda", torch.version.cuda, torch.cuda.is_available())'
 
 echo "== convolution gradients: LibTorch CPU and CUDA against flex"
-"$BIN/conv_gradients" --nocapture || echo "FAILED: conv_gradients"
+"$BIN/libtorch_gradients" --nocapture || echo "FAILED: libtorch_gradients"
 
 echo "== training step on CUDA: PyTorch eager, then burn + LibTorch (as histoshard trains)"
 for spec in "cnn 32 224 40 5" "efficientnet-lite0 32 224 40 5" "efficientnet-lite0 128 224 20 5"; do

@@ -1,0 +1,202 @@
+//! Gradients on LibTorch against flex, for what histoshard's copy of burn-tch
+//! (vendor/burn-tch) computes with PyTorch's own kernels instead of burn's
+//! defaults: the convolution weight gradient (checked with the input and bias
+//! gradients beside it, on the convolutions the models use: plain, strided,
+//! dilated, grouped, depthwise, and with asymmetric "same" padding), and the
+//! ReLU backward (checked through ReLU and the models' ReLU6).
+
+#![cfg(all(feature = "tch", feature = "flex"))]
+
+use burn::tensor::{
+    Device, Tensor, TensorData, activation::relu, module::conv2d, ops::ConvOptions,
+};
+use histoshard::train::{learner::DeviceChoice, models::layers::relu6};
+
+/// Values in [-1, 1) from a xorshift stream: reproducible, no two alike.
+fn values(n: usize, seed: u64) -> Vec<f32> {
+    let mut state = seed | 1;
+    (0..n)
+        .map(|_| {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            (state >> 40) as f32 / (1u64 << 23) as f32 - 1.0
+        })
+        .collect()
+}
+
+struct Case {
+    name: &'static str,
+    input: [usize; 4],
+    weight: [usize; 4],
+    options: ConvOptions<2>,
+}
+
+/// Gradients of Σ conv2d(x, w, b) ⊙ g with respect to x, w and b.
+fn gradients(device: &Device, case: &Case) -> [Vec<f32>; 3] {
+    let device = device.clone().autodiff();
+    let tensor = |shape: [usize; 4], seed| {
+        let n = shape.iter().product();
+        Tensor::<4>::from_data(TensorData::new(values(n, seed), shape), &device).require_grad()
+    };
+    let x = tensor(case.input, 1);
+    let w = tensor(case.weight, 2);
+    let b = Tensor::<1>::from_data(
+        TensorData::new(values(case.weight[0], 3), [case.weight[0]]),
+        &device,
+    )
+    .require_grad();
+    let y = conv2d(x.clone(), w.clone(), Some(b.clone()), case.options.clone());
+    let g = Tensor::<4>::from_data(
+        TensorData::new(values(y.shape().num_elements(), 4), y.dims()),
+        &device,
+    );
+    let grads = (y * g).sum().backward();
+    [
+        flat(x.grad(&grads), case.name),
+        flat(w.grad(&grads), case.name),
+        flat(b.grad(&grads), case.name),
+    ]
+}
+
+fn flat<const D: usize>(grad: Option<Tensor<D>>, case: &str) -> Vec<f32> {
+    let grad = grad.unwrap_or_else(|| panic!("{case}: no gradient"));
+    grad.into_data().try_to_vec::<f32>().unwrap()
+}
+
+#[test]
+fn libtorch_convolution_gradients_match_flex() {
+    let cases = [
+        Case {
+            name: "plain 3×3",
+            input: [2, 3, 9, 9],
+            weight: [4, 3, 3, 3],
+            options: ConvOptions::new([1, 1], [1, 1], [1, 1], 1),
+        },
+        Case {
+            name: "stride 2, no padding",
+            input: [2, 4, 10, 10],
+            weight: [5, 4, 3, 3],
+            options: ConvOptions::new([2, 2], [0, 0], [1, 1], 1),
+        },
+        Case {
+            name: "dilation 2",
+            input: [1, 3, 11, 11],
+            weight: [2, 3, 3, 3],
+            options: ConvOptions::new([1, 1], [2, 2], [2, 2], 1),
+        },
+        Case {
+            name: "two groups",
+            input: [2, 4, 8, 8],
+            weight: [6, 2, 3, 3],
+            options: ConvOptions::new([1, 1], [1, 1], [1, 1], 2),
+        },
+        Case {
+            name: "depthwise 5×5, stride 2",
+            input: [2, 6, 12, 12],
+            weight: [6, 1, 5, 5],
+            options: ConvOptions::new([2, 2], [2, 2], [1, 1], 6),
+        },
+        Case {
+            name: "depthwise, asymmetric padding",
+            input: [1, 4, 10, 10],
+            weight: [4, 1, 3, 3],
+            options: ConvOptions::new_with_padding([2, 2], [(0, 1), (0, 1)], [1, 1], 4),
+        },
+        Case {
+            name: "pointwise 1×1",
+            input: [3, 8, 5, 5],
+            weight: [16, 8, 1, 1],
+            options: ConvOptions::new([1, 1], [0, 0], [1, 1], 1),
+        },
+    ];
+    let flex = DeviceChoice::Flex.device().expect("flex device");
+    for case in &cases {
+        let want = gradients(&flex, case);
+        for (device, choice, tolerance) in libtorch_devices() {
+            let got = gradients(&choice.device().expect("LibTorch device"), case);
+            for (what, (w, g)) in ["input", "weight", "bias"]
+                .iter()
+                .zip(want.iter().zip(&got))
+            {
+                assert_close(
+                    w,
+                    g,
+                    tolerance,
+                    &format!("{} on {device}: {what}", case.name),
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn libtorch_relu_gradients_match_flex() {
+    // Values on both sides of 0 and of 6, and exactly at them.
+    let mut x: Vec<f32> = values(600, 5).iter().map(|v| v * 9.0).collect();
+    x.extend([0.0, 6.0, -0.0, 5.999_999, 6.000_001, 12.0, 30.0]);
+    let g = values(x.len(), 6);
+    let n = x.len();
+    let run = |device: &Device, six: bool| -> (Vec<f32>, Vec<f32>) {
+        let device = device.clone().autodiff();
+        let input = Tensor::<1>::from_data(TensorData::new(x.clone(), [n]), &device).require_grad();
+        let y = if six {
+            relu6(input.clone())
+        } else {
+            relu(input.clone())
+        };
+        let out = y.clone().into_data().try_to_vec::<f32>().unwrap();
+        let weights = Tensor::<1>::from_data(TensorData::new(g.clone(), [n]), &device);
+        let grads = (y * weights).sum().backward();
+        (out, flat(input.grad(&grads), "relu"))
+    };
+    let flex = DeviceChoice::Flex.device().expect("flex device");
+    for six in [false, true] {
+        let name = if six { "relu6" } else { "relu" };
+        let (want_y, want_g) = run(&flex, six);
+        // ReLU6 is min(max(x, 0), 6); its gradient (two ReLUs) is g where 0 < x ≤ 6.
+        for (i, (&xi, &yi)) in x.iter().zip(&want_y).enumerate() {
+            let exact = if six { xi.clamp(0.0, 6.0) } else { xi.max(0.0) };
+            assert!((yi - exact).abs() <= 4e-6, "{name}({xi}) = {yi} on flex");
+            let inside = xi > 0.0 && (!six || xi <= 6.0);
+            let slope = if inside { g[i] } else { 0.0 };
+            assert_eq!(want_g[i], slope, "{name}'({xi}) on flex");
+        }
+        for (device, choice, _) in libtorch_devices() {
+            let (y, grad) = run(&choice.device().expect("LibTorch device"), six);
+            for (what, got, want) in [("value", &y, &want_y), ("gradient", &grad, &want_g)] {
+                if let Some(i) = (0..n).find(|&i| got[i] != want[i]) {
+                    panic!(
+                        "{name} on {device}: {what} at x = {} is {} (flex: {})",
+                        x[i], got[i], want[i]
+                    );
+                }
+            }
+        }
+    }
+}
+
+/// LibTorch on the CPU, and on the GPU where there is one, with the tolerance
+/// of a convolution: cuDNN computes them in TF32 by default (PyTorch's default
+/// too), ~1e-3 relative.
+fn libtorch_devices() -> Vec<(&'static str, DeviceChoice, f32)> {
+    let mut out = vec![("cpu", DeviceChoice::Cpu, 1e-5)];
+    match DeviceChoice::Auto.resolve() {
+        DeviceChoice::Cuda(n) => out.push(("cuda", DeviceChoice::Cuda(n), 1e-2)),
+        _ => eprintln!("no CUDA device: LibTorch checked on the CPU only"),
+    }
+    out
+}
+
+fn assert_close(want: &[f32], got: &[f32], tolerance: f32, what: &str) {
+    assert_eq!(want.len(), got.len(), "{what} gradient size");
+    let scale = want.iter().fold(1f32, |m, v| m.max(v.abs()));
+    let diff = want
+        .iter()
+        .zip(got)
+        .fold(0f32, |m, (a, b)| m.max((a - b).abs()));
+    assert!(
+        diff <= tolerance * scale,
+        "{what} gradient differs by {diff} (largest value {scale})"
+    );
+}
