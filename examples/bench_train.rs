@@ -12,7 +12,7 @@
 //! ```
 //!
 //! `HISTOSHARD_DEFAULT_MALLOC=1` leaves glibc's allocator settings alone
-//! (what `train` changes: `src/train/alloc.rs`), to measure their effect.
+//! (what `train` changes: `src/alloc.rs`), to measure their effect.
 //!
 //! Loader mode: one epoch of a prepared folder's `train` split through the
 //! trainer's streaming loader (read, CRC, shuffle buffer, PNG decode,

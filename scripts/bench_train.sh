@@ -4,7 +4,7 @@
 # (same network, batch, image size and thread count; one random batch held on
 # the device), then the streaming loader alone on 224-px PNG shards. burn
 # runs with and without the allocator settings histoshard trains with
-# (src/train/alloc.rs); PyTorch too, with the same settings through glibc's
+# (src/alloc.rs); PyTorch too, with the same settings through glibc's
 # MALLOC_* variables, so the comparison stays fair.
 #
 #   bash scripts/bench_train.sh            # THREADS=2 by default
