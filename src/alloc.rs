@@ -10,7 +10,7 @@
 //!   1.5–1.75× faster on both backends.
 //! - `prepare` allocates a decoded image, patch copies and encode buffers of
 //!   100 KiB–1 MiB per record: 170,000 page faults and ~0.6 s of system time
-//!   on the 165-image benchmark, 58,000 and ~0.3 s with this.
+//!   on the 165-image benchmark, 57,000 and ~0.3 s with this.
 //!
 //! Serving large blocks from the heap and never trimming it lets each step
 //! reuse the previous step's memory. The cost is that the process keeps its

@@ -14,6 +14,14 @@ fn fixture() -> (tempfile::TempDir, PathBuf) {
     (t, input)
 }
 
+/// The GlaS mask beside `image`: `NAME_anno.bmp`.
+fn mask_of(image: &Path) -> PathBuf {
+    image.with_file_name(format!(
+        "{}_anno.bmp",
+        image.file_stem().unwrap().to_string_lossy()
+    ))
+}
+
 fn first_image(input: &Path) -> PathBuf {
     let mut v: Vec<_> = std::fs::read_dir(input)
         .unwrap()
@@ -113,10 +121,7 @@ fn truncated_and_fake_images() {
 fn mask_of_a_different_size() {
     let (_t, input) = fixture();
     let img = first_image(&input);
-    let mask = img.with_file_name(format!(
-        "{}_anno.bmp",
-        img.file_stem().unwrap().to_string_lossy()
-    ));
+    let mask = mask_of(&img);
     image::GrayImage::new(100, 80).save(&mask).unwrap();
     prepare_fails(&input, &[], &["_anno.bmp", "100×80"]);
 }
@@ -127,10 +132,7 @@ fn mask_of_a_different_size() {
 fn truncated_mask_fails_only_where_its_pixels_are_used() {
     let (_t, input) = fixture();
     let img = first_image(&input);
-    let mask = img.with_file_name(format!(
-        "{}_anno.bmp",
-        img.file_stem().unwrap().to_string_lossy()
-    ));
+    let mask = mask_of(&img);
     let bytes = std::fs::read(&mask).unwrap();
     std::fs::write(&mask, &bytes[..bytes.len() / 3]).unwrap();
     let name = mask.file_name().unwrap().to_string_lossy().into_owned();

@@ -38,23 +38,16 @@ pub struct Loaded {
     pub mask: Option<GrayImage>,
 }
 
-/// Decodes `sample`, checks its mask, and applies `--scale`. The mask's pixels
-/// are decoded only when `--min-gland-fraction` uses them; otherwise its header
-/// is read, which is enough to check that it is an image of the right size
-/// (decoding GlaS's palette masks cost ~5% of a run).
+/// Decodes `sample` and applies `--scale`. The mask's pixels are decoded only
+/// when `--min-gland-fraction` uses them (decoding GlaS's palette masks cost
+/// ~5% of a run); that every mask opens and matches its image's size was
+/// already checked from the headers when the data set was read
+/// (`dataset::warwick`).
 pub fn load(sample: &Sample, opts: &PrepareOptions) -> Result<Loaded> {
     let image = image_io::decode_rgb(&sample.image_path, opts.limits())?;
-    let mask = match &sample.mask_path {
-        Some(p) if opts.min_gland_fraction.is_some() => {
-            let m = image_io::decode_mask(p, opts.limits())?;
-            check_mask_size(sample, p, m.dimensions(), &image)?;
-            Some(m)
-        }
-        Some(p) => {
-            check_mask_size(sample, p, image_io::dimensions(p)?, &image)?;
-            None
-        }
-        None => None,
+    let mask = match (&sample.mask_path, opts.min_gland_fraction) {
+        (Some(p), Some(_)) => Some(image_io::decode_mask(p, opts.limits())?),
+        _ => None,
     };
     Ok(Loaded {
         image: scaled(image, opts.scale),
@@ -66,26 +59,6 @@ pub fn load(sample: &Sample, opts: &PrepareOptions) -> Result<Loaded> {
             }
         }),
     })
-}
-
-fn check_mask_size(
-    sample: &Sample,
-    mask: &std::path::Path,
-    (w, h): (u32, u32),
-    image: &RgbImage,
-) -> Result<()> {
-    if (w, h) == image.dimensions() {
-        return Ok(());
-    }
-    Err(Error::image(
-        mask,
-        format!(
-            "mask is {w}×{h} but its image {} is {}×{}",
-            sample.rel_path,
-            image.width(),
-            image.height()
-        ),
-    ))
 }
 
 /// The image alone at the working scale: rendering needs no mask, and the
