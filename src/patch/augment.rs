@@ -26,6 +26,7 @@ use serde::{Deserialize, Serialize};
 
 use super::tiling::reflect101;
 use super::tissue::{OD_TABLE_STEPS, od_lut, od_to_u8_table};
+use super::warp::warp;
 use crate::error::{Error, Result};
 
 /// Strengths of each augmentation; 0 turns one off.
@@ -452,91 +453,6 @@ fn dihedral(src: &RgbImage, flip_h: bool, flip_v: bool, k: u8) -> RgbImage {
     out
 }
 
-/// Reflected (`BORDER_REFLECT_101`) indices for positions `-n ..< 2n`, the
-/// range a ±15° rotation with ±10% zoom reaches; farther ones are computed.
-struct Reflect {
-    table: Vec<u32>,
-    n: i64,
-}
-
-impl Reflect {
-    fn new(n: u32) -> Self {
-        let n = i64::from(n);
-        let table = (-n..2 * n).map(|i| reflect101(i, n) as u32).collect();
-        Self { table, n }
-    }
-
-    #[inline]
-    fn at(&self, i: i64) -> usize {
-        match usize::try_from(i + self.n) {
-            Ok(k) if k < self.table.len() => self.table[k] as usize,
-            _ => reflect101(i, self.n) as usize,
-        }
-    }
-}
-
-/// Rotation by `degrees` and zoom by `scale` about the centre in one inverse-mapped
-/// warp: bilinear sampling, borders reflected (`BORDER_REFLECT_101`).
-///
-/// Source positions step along a row in 16.16 fixed point and the bilinear
-/// weights are in 1/256, so the inner loop has no float conversions or
-/// divisions (the float version cost ~13 ns a pixel, this one ~8 ns:
-/// docs/BENCHMARKS.md). Each row's start is computed afresh in f64, so the
-/// rounding of the steps cannot build up over more than one row (at most
-/// ~0.002 px on a 224-px row).
-fn warp(src: &RgbImage, degrees: f32, scale: f32) -> RgbImage {
-    const FRAC_BITS: u32 = 16;
-    let fixed = |v: f64| (v * f64::from(1u32 << FRAC_BITS)).round() as i64;
-    let (w, h) = src.dimensions();
-    let (cx, cy) = ((f64::from(w) - 1.0) * 0.5, (f64::from(h) - 1.0) * 0.5);
-    let (sin, cos) = f64::from(degrees).to_radians().sin_cos();
-    let inv = 1.0 / f64::from(scale);
-    // Output offset d from the centre samples the source at c + R(−θ)·d / s.
-    let (dxx, dxy) = (cos * inv, -sin * inv); // change of (sx, sy) per output x
-    let (dyx, dyy) = (sin * inv, cos * inv); // change of (sx, sy) per output y
-    let (step_x, step_y) = (fixed(dxx), fixed(dxy));
-    let (rx, ry) = (Reflect::new(w), Reflect::new(h));
-    let (last_x, last_y) = (
-        u64::from(w.saturating_sub(1)),
-        u64::from(h.saturating_sub(1)),
-    );
-    let raw = src.as_raw();
-    let stride = w as usize * 3;
-    let mut out = RgbImage::new(w, h);
-    for (y, row) in out.chunks_exact_mut(stride).enumerate() {
-        let oy = y as f64 - cy;
-        let mut sx = fixed(cx - cx * dxx + oy * dyx);
-        let mut sy = fixed(cy - cx * dxy + oy * dyy);
-        for d in row.chunks_exact_mut(3) {
-            let (x0, y0) = (sx >> FRAC_BITS, sy >> FRAC_BITS);
-            // Rounded to 1/256: 0..=256, exact for integer positions.
-            let half = 1i64 << (FRAC_BITS - 9);
-            let wx = ((sx & 0xFFFF) + half) as u32 >> (FRAC_BITS - 8);
-            let wy = ((sy & 0xFFFF) + half) as u32 >> (FRAC_BITS - 8);
-            let (c0, c1, r0, r1) = if (x0 as u64) < last_x && (y0 as u64) < last_y {
-                let (x0, y0) = (x0 as usize, y0 as usize);
-                (x0 * 3, x0 * 3 + 3, y0 * stride, y0 * stride + stride)
-            } else {
-                (
-                    rx.at(x0) * 3,
-                    rx.at(x0 + 1) * 3,
-                    ry.at(y0) * stride,
-                    ry.at(y0 + 1) * stride,
-                )
-            };
-            let (vx, vy) = (256 - wx, 256 - wy);
-            for c in 0..3 {
-                let top = u32::from(raw[r0 + c0 + c]) * vx + u32::from(raw[r0 + c1 + c]) * wx;
-                let bottom = u32::from(raw[r1 + c0 + c]) * vx + u32::from(raw[r1 + c1 + c]) * wx;
-                d[c] = ((top * vy + bottom * wy + (1 << 15)) >> 16) as u8;
-            }
-            sx += step_x;
-            sy += step_y;
-        }
-    }
-    out
-}
-
 /// HED jitter after Tellez et al. 2018: RGB → OD → HED (Ruifrok & Johnston,
 /// scikit-image's matrices), h' = α·h + β per stain channel, back to RGB.
 ///
@@ -937,21 +853,6 @@ mod tests {
         let p = pink.get_pixel(0, 0).0;
         assert!(p[0] < 220 && p[1] < 150 && p[2] < 190, "{p:?}");
         assert!(220 - i32::from(p[0]) > 190 - i32::from(p[2]));
-    }
-
-    #[test]
-    fn warp_identity_and_half_turn() {
-        let img = patch(33, 21, 7);
-        assert_eq!(warp(&img, 0.0, 1.0), img);
-        // 180° about the centre is exact up to rounding of the trigonometry.
-        let r = warp(&img, 180.0, 1.0);
-        let want = dihedral(&img, false, false, 2);
-        for (a, b) in r.as_raw().iter().zip(want.as_raw()) {
-            assert!((i16::from(*a) - i16::from(*b)).abs() <= 1);
-        }
-        // Zooming out reflects the border in rather than leaving black.
-        let z = warp(&img, 10.0, 0.8);
-        assert!(z.pixels().all(|p| p.0.iter().any(|&v| v >= 50)));
     }
 
     #[test]

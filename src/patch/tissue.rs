@@ -57,13 +57,6 @@ pub const MAX_OD_THRESHOLD: f32 = 0.35;
 const BINS: usize = 256;
 const HIST_MAX_OD: f32 = 3.0;
 
-/// Euclidean norm of the RGB optical density of a pixel.
-#[inline]
-fn od_norm(lut: &[f32; 256], p: &[u8]) -> f32 {
-    let (r, g, b) = (lut[p[0] as usize], lut[p[1] as usize], lut[p[2] as usize]);
-    (r * r + g * g + b * b).sqrt()
-}
-
 /// Otsu's threshold of a histogram, as the bin index `t` maximising the
 /// between-class variance of `bins[..=t]` against `bins[t+1..]`. `None` for a
 /// histogram with fewer than two occupied bins.
@@ -98,23 +91,56 @@ pub(crate) fn otsu_bin(hist: &[u64]) -> Option<usize> {
     Some(best.1)
 }
 
-/// The OD norm of every pixel, in order.
-fn od_norms(img: &RgbImage) -> Vec<f32> {
-    let lut = od_lut();
-    img.as_raw()
-        .chunks_exact(3)
-        .map(|p| od_norm(lut, p))
-        .collect()
+/// [`optical_density`] squared, for every byte value (the same f32 products
+/// the norm would compute).
+fn od_squared_lut() -> &'static [f32; 256] {
+    static LUT: OnceLock<[f32; 256]> = OnceLock::new();
+    LUT.get_or_init(|| od_lut().map(|v| v * v))
+}
+
+/// The Euclidean norm of every pixel's RGB optical density, in order, and
+/// their histogram (256 bins over 0..3), in one pass.
+fn od_norms(img: &RgbImage) -> (Vec<f32>, [u64; BINS]) {
+    let sq = od_squared_lut();
+    let scale = BINS as f32 / HIST_MAX_OD;
+    // Four histograms, so that runs of equal bins do not wait on each other's
+    // increments.
+    let mut hists = [[0u64; BINS]; 4];
+    let mut norms = vec![0f32; img.as_raw().len() / 3];
+    let row_len = img.width().max(1) as usize;
+    let mut bins = vec![0u8; row_len];
+    for (row, src) in norms
+        .chunks_mut(row_len)
+        .zip(img.as_raw().chunks(row_len * 3))
+    {
+        // Separate loops so that the square roots and bins vectorise; the
+        // lookups cannot.
+        for (n, p) in row.iter_mut().zip(src.chunks_exact(3)) {
+            *n = sq[p[0] as usize] + sq[p[1] as usize] + sq[p[2] as usize];
+        }
+        for (n, bin) in row.iter_mut().zip(bins.iter_mut()) {
+            *n = n.sqrt();
+            *bin = (*n * scale).min((BINS - 1) as f32) as u8;
+        }
+        let bins = &bins[..row.len()];
+        let mut quads = bins.chunks_exact(4);
+        for q in &mut quads {
+            for (h, &b) in hists.iter_mut().zip(q) {
+                h[b as usize] += 1;
+            }
+        }
+        for &b in quads.remainder() {
+            hists[0][b as usize] += 1;
+        }
+    }
+    let hist = std::array::from_fn(|i| hists.iter().map(|h| h[i]).sum());
+    (norms, hist)
 }
 
 /// Otsu on a histogram of the OD norms (256 bins over 0..3), clamped.
-fn threshold_of(norms: &[f32]) -> f32 {
-    let mut hist = [0u64; BINS];
+fn threshold_of(hist: &[u64; BINS]) -> f32 {
     let scale = BINS as f32 / HIST_MAX_OD;
-    for &n in norms {
-        hist[((n * scale) as usize).min(BINS - 1)] += 1;
-    }
-    let otsu = match otsu_bin(&hist) {
+    let otsu = match otsu_bin(hist) {
         // Upper edge of the last background bin.
         Some(t) => (t + 1) as f32 / scale,
         None => MIN_OD_THRESHOLD,
@@ -126,7 +152,7 @@ fn threshold_of(norms: &[f32]) -> f32 {
 /// histogram of the OD norm (256 bins over 0..3), clamped to
 /// [`MIN_OD_THRESHOLD`]..=[`MAX_OD_THRESHOLD`].
 pub fn tissue_threshold(img: &RgbImage) -> f32 {
-    threshold_of(&od_norms(img))
+    threshold_of(&od_norms(img).1)
 }
 
 /// 255 where there is tissue, 0 for background (glass, white lumen-free areas).
@@ -137,8 +163,8 @@ pub fn tissue_threshold(img: &RgbImage) -> f32 {
 /// image is not split in two). The norms are computed once, for both.
 pub fn tissue_mask(img: &RgbImage) -> GrayImage {
     let (w, h) = img.dimensions();
-    let norms = od_norms(img);
-    let threshold = threshold_of(&norms);
+    let (norms, hist) = od_norms(img);
+    let threshold = threshold_of(&hist);
     let data: Vec<u8> = norms
         .iter()
         .map(|&n| if n > threshold { 255 } else { 0 })

@@ -1,16 +1,14 @@
 //! The output folder: one writer at a time (a lock file), no mixing with
 //! another data set, and the state that lets an interrupted run resume.
 //!
-//! A finished shard's manifest rows and file hash go to `.histoshard-state/`
+//! A finished shard's manifest rows and file checksum go to `.histoshard-state/`
 //! when the shard is renamed into place; a rerun with the same fingerprint
-//! skips every shard whose file still hashes to what was recorded.
+//! skips every shard whose file still has the recorded size and CRC-32C.
 
 use std::{
     fs::{self, File, TryLockError},
     path::{Path, PathBuf},
 };
-
-use sha2::{Digest, Sha256};
 
 use crate::{
     atomic,
@@ -69,12 +67,19 @@ fn read_fingerprint(path: &Path) -> Option<String> {
     fs::read_to_string(path).ok().map(|s| s.trim().to_string())
 }
 
-/// sha256 of a file, hex.
-pub fn file_sha256(path: &Path) -> Result<String> {
+/// Size and CRC-32C (hex, as [`ShardSummary::crc32c`]) of a file.
+fn file_crc32c(path: &Path) -> Result<(u64, String)> {
     let mut f = File::open(path).at(path)?;
-    let mut h = Sha256::new();
-    std::io::copy(&mut f, &mut h).at(path)?;
-    Ok(hex::encode(h.finalize()))
+    let (mut crc, mut bytes) = (0u32, 0u64);
+    let mut buf = vec![0u8; 1 << 20];
+    loop {
+        let n = std::io::Read::read(&mut f, &mut buf).at(path)?;
+        if n == 0 {
+            return Ok((bytes, format!("{crc:08x}")));
+        }
+        crc = crc32c::crc32c_append(crc, &buf[..n]);
+        bytes += n as u64;
+    }
 }
 
 impl OutputDir {
@@ -198,7 +203,8 @@ impl OutputDir {
             serde_json::from_slice(&fs::read(self.state_path(shard_file)).ok()?).ok()?;
         let intact = state.summary.records == expected_records
             && state.rows.len() as u64 == expected_records
-            && file_sha256(&self.path.join(shard_file)).ok()? == state.summary.sha256;
+            && file_crc32c(&self.path.join(shard_file)).ok()?
+                == (state.summary.bytes, state.summary.crc32c.clone());
         intact.then_some((state.summary, state.rows))
     }
 
