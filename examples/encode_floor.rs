@@ -257,7 +257,9 @@ enum Setting {
 impl Setting {
     fn name(self) -> String {
         match self {
-            Setting::Encoder(PngEncoder::Fdeflate) => "png crate, fdeflate, adaptive".into(),
+            Setting::Encoder(PngEncoder::Fdeflate(filter)) => {
+                format!("png crate, fdeflate, {filter:?}").to_lowercase()
+            }
             Setting::Encoder(PngEncoder::Own { deflater, filter }) => {
                 let f = match filter {
                     Filter::Adaptive => "adaptive".to_string(),
@@ -297,7 +299,8 @@ fn sweep(pool: &rayon::ThreadPool, records: &[RgbImage], args: &Args) -> Result<
     let step = (records.len() / want.max(1)).max(1);
     let subset: Vec<&RgbImage> = records.iter().step_by(step).take(want).collect();
     let mut settings = vec![
-        Setting::Encoder(PngEncoder::Fdeflate),
+        Setting::Encoder(PngEncoder::Fdeflate(png::Filter::Adaptive)),
+        Setting::Encoder(PngEncoder::Fdeflate(png::Filter::Paeth)),
         Setting::PngCrate(6, png::Filter::Adaptive),
     ];
     let own = |deflater, filter| Setting::Encoder(PngEncoder::Own { deflater, filter });
@@ -329,6 +332,16 @@ fn sweep(pool: &rayon::ThreadPool, records: &[RgbImage], args: &Args) -> Result<
                 strategy,
                 mem_level,
             });
+        }
+    }
+    if args.sweep_fixed {
+        for f in [
+            png::Filter::NoFilter,
+            png::Filter::Sub,
+            png::Filter::Up,
+            png::Filter::Avg,
+        ] {
+            settings.push(Setting::Encoder(PngEncoder::Fdeflate(f)));
         }
     }
     for deflater in deflaters {

@@ -192,6 +192,14 @@ fn decode_limited(path: &Path, limits: DecodeLimits) -> Result<DynamicImage> {
     );
     let bytes = read_whole(path)?;
     let reader = reader_of(path, Cursor::new(bytes.as_slice()), il)?;
+    if reader.format() == Some(ImageFormat::Bmp)
+        && let Some(img) = super::bmp24::decode(&bytes)
+    {
+        if img.dimensions() != (w, h) {
+            return Err(Error::image(path, "the file changed while being read"));
+        }
+        return Ok(DynamicImage::ImageRgb8(img));
+    }
     let is_jpeg = reader.format() == Some(ImageFormat::Jpeg);
     let decoder = reader
         .into_decoder()

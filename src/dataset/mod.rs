@@ -1,6 +1,7 @@
 //! Reading the labelled images users have. Every layout produces the same
 //! [`Sample`]s, so nothing downstream knows where the labels came from.
 
+mod bmp24;
 mod common;
 pub mod csv_labels;
 pub mod folders;
