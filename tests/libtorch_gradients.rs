@@ -2,13 +2,18 @@
 //! (vendor/burn-tch) computes with PyTorch's own kernels instead of burn's
 //! defaults: the convolution weight gradient (checked with the input and bias
 //! gradients beside it, on the convolutions the models use: plain, strided,
-//! dilated, grouped, depthwise, and with asymmetric "same" padding), and the
-//! ReLU backward (checked through ReLU and the models' ReLU6).
+//! dilated, grouped, depthwise, and with asymmetric "same" padding), the
+//! ReLU backward (checked through ReLU and the models' ReLU6), and the constant
+//! tensors and padding that the asymmetric convolutions are built on
+//! (`full`/`zeros`/`ones` in each float dtype, `pad` in each mode).
 
 #![cfg(all(feature = "tch", feature = "flex"))]
 
 use burn::tensor::{
-    Device, Tensor, TensorData, activation::relu, module::conv2d, ops::ConvOptions,
+    DType, Device, Tensor, TensorData,
+    activation::relu,
+    module::conv2d,
+    ops::{ConvOptions, PadMode},
 };
 use histoshard::train::{learner::DeviceChoice, models::layers::relu6};
 
@@ -102,6 +107,18 @@ fn libtorch_convolution_gradients_match_flex() {
             input: [1, 4, 10, 10],
             weight: [4, 1, 3, 3],
             options: ConvOptions::new_with_padding([2, 2], [(0, 1), (0, 1)], [1, 1], 4),
+        },
+        Case {
+            name: "depthwise 5×5, stride 2, asymmetric padding",
+            input: [2, 3, 12, 12],
+            weight: [3, 1, 5, 5],
+            options: ConvOptions::new_with_padding([2, 2], [(1, 2), (1, 2)], [1, 1], 3),
+        },
+        Case {
+            name: "asymmetric padding, more before than after, dilated",
+            input: [2, 3, 9, 8],
+            weight: [4, 3, 3, 3],
+            options: ConvOptions::new_with_padding([2, 1], [(2, 1), (3, 0)], [1, 2], 1),
         },
         Case {
             name: "pointwise 1×1",
@@ -199,4 +216,135 @@ fn assert_close(want: &[f32], got: &[f32], tolerance: f32, what: &str) {
         diff <= tolerance * scale,
         "{what} gradient differs by {diff} (largest value {scale})"
     );
+}
+
+/// `full`, `zeros` and `ones` in each float dtype, on the plain and the
+/// autodiff device: the same dtype and the same bits as flex. The values
+/// include ones that each dtype rounds, and one that overflows f16.
+#[test]
+fn libtorch_constant_tensors_match_flex() {
+    let flex = DeviceChoice::Flex.device().expect("flex device");
+    let shape = [2, 3, 4];
+    let make = |device: &Device, dtype: DType, what: &str| -> Tensor<3> {
+        match what {
+            "zeros" => Tensor::zeros(shape, (device, dtype)),
+            "ones" => Tensor::ones(shape, (device, dtype)),
+            _ => Tensor::full(shape, what.parse::<f64>().unwrap(), (device, dtype)),
+        }
+    };
+    for dtype in [DType::F32, DType::F64, DType::F16, DType::BF16] {
+        for what in ["zeros", "ones", "0", "-3.25", "0.1", "1e5", "-inf"] {
+            let want = make(&flex, dtype, what);
+            assert_eq!(want.dtype(), dtype, "{what} {dtype:?} on flex");
+            let want = want.into_data();
+            for (device, choice, _) in libtorch_devices() {
+                let plain = choice.device().expect("LibTorch device");
+                for (autodiff, device_used) in [(false, plain.clone()), (true, plain.autodiff())] {
+                    let got = make(&device_used, dtype, what);
+                    let name = format!("{what} as {dtype:?} on {device} (autodiff: {autodiff})");
+                    assert_eq!(got.dtype(), dtype, "{name}: dtype");
+                    assert_eq!(got.dims(), shape, "{name}: shape");
+                    assert_eq!(
+                        got.into_data().as_bytes(),
+                        want.as_bytes(),
+                        "{name}: values"
+                    );
+                }
+            }
+        }
+    }
+}
+
+/// `pad` in each mode, on asymmetric paddings of the last two dimensions (as
+/// a "same" convolution pads) and of others: values bit for bit as flex's on
+/// the plain device (LibTorch's own `float_pad`), and values and gradients
+/// through it on the autodiff device (burn's `pad` over LibTorch's `full`).
+#[test]
+fn libtorch_pad_matches_flex() {
+    let shape = [2, 3, 5, 6];
+    let paddings: [[(usize, usize); 4]; 5] = [
+        [(0, 0), (0, 0), (0, 1), (0, 1)],
+        [(0, 0), (0, 0), (1, 2), (2, 1)],
+        [(0, 0), (0, 0), (4, 0), (0, 5)],
+        [(1, 0), (0, 2), (1, 1), (0, 0)],
+        [(0, 0), (0, 0), (0, 0), (0, 0)],
+    ];
+    let modes = [
+        PadMode::Constant(0.0),
+        PadMode::Constant(-1.5),
+        PadMode::Reflect,
+        PadMode::Edge,
+    ];
+    let n = shape.iter().product();
+    let x = values(n, 7);
+    let run = |device: &Device, padding: [(usize, usize); 4], mode: PadMode, grad: bool| {
+        let device = if grad {
+            device.clone().autodiff()
+        } else {
+            device.clone()
+        };
+        let input = Tensor::<4>::from_data(TensorData::new(x.clone(), shape), &device);
+        let input = if grad { input.require_grad() } else { input };
+        let y = input.clone().pad(padding, mode);
+        let dims = y.dims();
+        let out = y.clone().into_data().try_to_vec::<f32>().unwrap();
+        let g = if grad {
+            let weights =
+                Tensor::<4>::from_data(TensorData::new(values(out.len(), 8), dims), &device);
+            flat(input.grad(&(y * weights).sum().backward()), "pad")
+        } else {
+            Vec::new()
+        };
+        (dims, out, g)
+    };
+    let flex = DeviceChoice::Flex.device().expect("flex device");
+    for padding in paddings {
+        for mode in modes {
+            for grad in [false, true] {
+                let name = format!("pad {padding:?} {mode:?} (autodiff: {grad})");
+                let (want_dims, want_y, want_g) = run(&flex, padding, mode, grad);
+                let expected: Vec<usize> = (0..4)
+                    .map(|d| shape[d] + padding[d].0 + padding[d].1)
+                    .collect();
+                assert_eq!(want_dims.to_vec(), expected, "{name} on flex: shape");
+                for (device, choice, _) in libtorch_devices() {
+                    let (dims, y, g) = run(
+                        &choice.device().expect("LibTorch device"),
+                        padding,
+                        mode,
+                        grad,
+                    );
+                    assert_eq!(dims, want_dims, "{name} on {device}: shape");
+                    assert_eq!(y, want_y, "{name} on {device}: values");
+                    assert_close(&want_g, &g, 1e-6, &format!("{name} on {device}"));
+                }
+            }
+        }
+    }
+}
+
+/// `pad` keeps a tensor's float dtype, with the constant rounded as flex
+/// rounds it (1e5 overflows f16: both give +inf).
+#[test]
+fn libtorch_pad_keeps_dtype() {
+    let flex = DeviceChoice::Flex.device().expect("flex device");
+    let run = |device: &Device, dtype: DType, value: f32| {
+        let x = Tensor::<4>::from_data(TensorData::new(values(24, 9), [1, 2, 3, 4]), device)
+            .cast(dtype);
+        let y = x.pad([(0, 1), (2, 1)], PadMode::Constant(value));
+        (y.dtype(), y.into_data())
+    };
+    for dtype in [DType::F64, DType::F16, DType::BF16] {
+        for value in [0.0, 0.1, 1e5] {
+            let (want_dtype, want) = run(&flex, dtype, value);
+            assert_eq!(want_dtype, dtype, "pad {dtype:?} with {value} on flex");
+            for (device, choice, _) in libtorch_devices() {
+                let (got_dtype, got) =
+                    run(&choice.device().expect("LibTorch device"), dtype, value);
+                let name = format!("pad {dtype:?} with {value} on {device}");
+                assert_eq!(got_dtype, dtype, "{name}: dtype");
+                assert_eq!(got.as_bytes(), want.as_bytes(), "{name}: values");
+            }
+        }
+    }
 }

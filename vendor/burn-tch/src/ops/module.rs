@@ -4,8 +4,9 @@ use burn_backend::{
     ops::{
         AttentionModuleOptions, ConvOptions, ConvTransposeOptions, DeformConv2dBackward,
         DeformConvOptions, InterpolateMode, InterpolateOptions, MaxPool1dWithIndices,
-        MaxPool2dBackward, MaxPool2dWithIndices, ModuleOps, attention::attention_fallback,
-        conv::pad_asymmetric_conv_input,
+        MaxPool2dBackward, MaxPool2dWithIndices, ModuleOps,
+        attention::attention_fallback,
+        conv::{calculate_padding_out, pad_asymmetric_conv_input},
     },
     tensor::{FloatTensor, IntTensor},
 };
@@ -108,8 +109,9 @@ impl ModuleOps<Self> for LibTorch {
     // convolution with the batch as channels, and for grouped (depthwise)
     // convolutions as one such convolution per group: on an H200 that made a
     // plain CNN's training step 8× slower (docs/BENCHMARKS.md). The input
-    // gradient keeps burn's default, a transposed convolution: computing it
-    // through autograd too measured no faster on either device.
+    // gradient keeps burn's way, a transposed convolution (`conv2d_x_backward`
+    // below): computing it through autograd too measured no faster on either
+    // device.
     fn conv2d_weight_backward(
         x: TchTensor,
         weight: TchTensor,
@@ -133,6 +135,62 @@ impl ModuleOps<Self> for LibTorch {
                 .pop()
                 .expect("one gradient per input")
         });
+        TchTensor::new(grad)
+    }
+
+    // histoshard: the input gradient is burn's default, a transposed
+    // convolution, without the default's padded copy of `x`. For asymmetric
+    // padding the default pads `x` (only to learn its padded size), runs the
+    // transposed convolution unpadded and crops the result to `x`; here the
+    // padding both sides share crops inside the transposed convolution, and a
+    // narrow (a view, as the default's crop) removes the rest. Symmetric
+    // padding makes the same call as the default.
+    fn conv2d_x_backward(
+        x: TchTensor,
+        weight: TchTensor,
+        output_grad: TchTensor,
+        options: ConvOptions<2>,
+    ) -> TchTensor {
+        let [_, _, height_in, width_in] = x.shape().dims();
+        let [_, _, height_out, width_out] = output_grad.shape().dims();
+        let [_, _, kernel_1, kernel_2] = weight.shape().dims();
+        let size_in = [height_in, width_in];
+        let size_out = [height_out, width_out];
+        let kernel = [kernel_1, kernel_2];
+        let mut padding = [0i64; 2];
+        let mut padding_out = [0i64; 2];
+        let mut start = [0i64; 2];
+        for i in 0..2 {
+            let (begin, end) = options.padding[i];
+            let shared = begin.min(end);
+            padding[i] = shared as i64;
+            start[i] = (begin - shared) as i64;
+            // The default's output padding: that of the padded input, unpadded.
+            padding_out[i] = calculate_padding_out(
+                kernel[i],
+                options.stride[i],
+                0,
+                options.dilation[i],
+                size_in[i] + begin + end,
+                size_out[i],
+            ) as i64;
+        }
+        let mut grad = tch::Tensor::conv_transpose2d(
+            &output_grad.tensor,
+            &weight.tensor,
+            None::<tch::Tensor>,
+            options.stride.map(|i| i as i64),
+            padding,
+            padding_out,
+            options.groups as i64,
+            options.dilation.map(|i| i as i64),
+        );
+        for i in 0..2 {
+            if grad.size()[i + 2] != size_in[i] as i64 {
+                grad = grad.narrow(i as i64 + 2, start[i], size_in[i] as i64);
+            }
+        }
+
         TchTensor::new(grad)
     }
 

@@ -4,7 +4,8 @@ use burn_backend::backend::ExecutionError;
 use burn_backend::tensor::{BoolTensor, FloatTensor, IntTensor};
 use burn_backend::{BoolDType, IntDType, Scalar, bf16, f16};
 use burn_backend::{
-    DType, Distribution, FloatDType, Shape, TensorData, TensorMetadata, ops::FloatTensorOps,
+    DType, Distribution, FloatDType, Shape, TensorData, TensorMetadata,
+    ops::{FloatTensorOps, PadMode, validate_padding},
 };
 
 impl FloatTensorOps<Self> for LibTorch {
@@ -64,6 +65,27 @@ impl FloatTensorOps<Self> for LibTorch {
         let device: tch::Device = (*device).into();
 
         TchTensor::new(tch::Tensor::ones(shape.dims, (dtype.into_kind(), device)))
+    }
+
+    // histoshard: filled on the tensor's device. burn's default builds the
+    // tensor in host memory and copies it over: on CUDA, a host fill, a
+    // pageable copy and a wait, for every asymmetric ("same", stride-2)
+    // convolution's padded input through `float_pad` below.
+    fn float_full(
+        shape: Shape,
+        fill_value: Scalar,
+        device: &LibTorchDevice,
+        dtype: FloatDType,
+    ) -> TchTensor {
+        let shape = TchShape::from(shape);
+        let device: tch::Device = (*device).into();
+        let kind = dtype.into_kind();
+
+        TchTensor::new(tch::Tensor::full(
+            shape.dims,
+            fill_value_as(fill_value, kind),
+            (kind, device),
+        ))
     }
 
     async fn float_into_data(tensor: TchTensor) -> Result<TensorData, ExecutionError> {
@@ -610,5 +632,90 @@ impl FloatTensorOps<Self> for LibTorch {
 
     fn float_is_inf(tensor: FloatTensor<Self>, _out_dtype: BoolDType) -> BoolTensor<Self> {
         TchTensor::new(tensor.tensor.isinf())
+    }
+
+    // histoshard: constant padding is one `constant_pad_nd` (through `pad`),
+    // reflect and edge padding one concatenation per padded dimension, all on
+    // the tensor's device. burn's default fills a new tensor with `float_full`
+    // (in host memory before the override above) and copies the input into
+    // it; for reflect and edge it runs three slice assignments per padded
+    // dimension.
+    fn float_pad(tensor: TchTensor, padding: &[(usize, usize)], mode: PadMode) -> TchTensor {
+        validate_padding(&tensor.shape(), padding, mode);
+        if padding
+            .iter()
+            .all(|&(before, after)| before == 0 && after == 0)
+        {
+            return tensor;
+        }
+        let x = &tensor.tensor;
+        let padded = match mode {
+            PadMode::Constant(value) => {
+                // PyTorch lists the pairs from the last dimension to the first.
+                let pad: Vec<i64> = padding
+                    .iter()
+                    .rev()
+                    .flat_map(|&(before, after)| [before as i64, after as i64])
+                    .collect();
+                let value = fill_value_as(Scalar::Float(value as f64), x.kind());
+                x.pad(pad.as_slice(), "constant", value)
+            }
+            PadMode::Reflect | PadMode::Edge => {
+                let mut out = x.shallow_clone();
+                for (dim, &(before, after)) in padding.iter().enumerate() {
+                    if before == 0 && after == 0 {
+                        continue;
+                    }
+                    let d = dim as i64;
+                    let size = out.size()[dim];
+                    let side = |start: i64, len: usize| match mode {
+                        // Reflection leaves the edge out: [3, 2 | 1, 2, 3, 4 | 3, 2].
+                        PadMode::Reflect => out.narrow(d, start, len as i64).flip([d]),
+                        // Edge repeats it: [1, 1 | 1, 2, 3, 4 | 4, 4].
+                        _ => {
+                            let mut sizes = out.size();
+                            sizes[dim] = len as i64;
+                            out.narrow(d, start, 1).expand(sizes, false)
+                        }
+                    };
+                    let mut parts = Vec::with_capacity(3);
+                    if before > 0 {
+                        let start = if matches!(mode, PadMode::Reflect) {
+                            1
+                        } else {
+                            0
+                        };
+                        parts.push(side(start, before));
+                    }
+                    parts.push(out.shallow_clone());
+                    if after > 0 {
+                        let start = if matches!(mode, PadMode::Reflect) {
+                            size - after as i64 - 1
+                        } else {
+                            size - 1
+                        };
+                        parts.push(side(start, after));
+                    }
+                    out = tch::Tensor::cat(&parts, d);
+                }
+                out
+            }
+        };
+
+        TchTensor::new(padded)
+    }
+}
+
+/// `fill_value` as the element of `kind` that burn's default `float_full`
+/// would store (`TensorData::full_dtype` converts it to that element type),
+/// returned as an `f64` that PyTorch then stores without change. Converting
+/// first also keeps PyTorch's fill from refusing a value that overflows the
+/// type (burn's conversion gives ±inf there).
+fn fill_value_as(fill_value: Scalar, kind: tch::Kind) -> f64 {
+    match kind {
+        tch::Kind::Double => fill_value.elem::<f64>(),
+        tch::Kind::Half => fill_value.elem::<f16>().to_f64(),
+        tch::Kind::BFloat16 => fill_value.elem::<bf16>().to_f64(),
+        _ => fill_value.elem::<f32>() as f64,
     }
 }
