@@ -12,6 +12,7 @@ pub mod png_fast;
 pub mod render;
 mod report;
 pub mod rle_deflate;
+mod sink;
 
 use std::{collections::BTreeMap, sync::mpsc, time::Instant};
 
@@ -23,7 +24,8 @@ pub use self::{options::PrepareOptions, report::PrepareReport};
 use self::{
     output::{Existing, OutputDir},
     plan::{ImagePlan, Layout},
-    render::{ImageJob, Rendered},
+    render::ImageJob,
+    sink::ShardSink,
 };
 use crate::{
     atomic,
@@ -34,7 +36,6 @@ use crate::{
     shard::{
         manifest::{self, ImageRow, ManifestRow},
         schema,
-        writer::{ShardSummary, ShardWriter},
     },
     split::{self, Assignment},
 };
@@ -113,7 +114,7 @@ pub fn run(opts: &PrepareOptions, progress: &Progress) -> Result<PrepareReport> 
         out.finish()?;
         return Ok(report);
     }
-    let mut writer = Writer::new(&out, &layout);
+    let mut writer = ShardSink::new(&out, &layout)?;
     let resumed = writer.resumed;
     if resumed > 0 {
         info!(
@@ -291,109 +292,4 @@ fn ordered_parallel<T: Sync, R: Send>(
         }
         Ok(())
     })
-}
-
-/// Appends rendered records to the shard they belong to, opening and
-/// finishing shards as the ids move on.
-struct Writer<'a> {
-    out: &'a OutputDir,
-    layout: &'a Layout,
-    current: Option<(usize, ShardWriter, Vec<ManifestRow>)>,
-    done: Vec<bool>,
-    resumed: usize,
-    /// Shards finished by this run.
-    written: usize,
-    rows: Vec<ManifestRow>,
-    shards: Vec<Option<ShardSummary>>,
-}
-
-/// What the writer produced: every row in record-id order, and the shards.
-struct Written {
-    rows: Vec<ManifestRow>,
-    shards: Vec<ShardSummary>,
-}
-
-impl<'a> Writer<'a> {
-    fn new(out: &'a OutputDir, layout: &'a Layout) -> Self {
-        let mut w = Self {
-            out,
-            layout,
-            current: None,
-            done: vec![false; layout.shards.len()],
-            resumed: 0,
-            written: 0,
-            rows: Vec::new(),
-            shards: vec![None; layout.shards.len()],
-        };
-        for (k, spec) in layout.shards.iter().enumerate() {
-            if let Some((summary, rows)) = out.finished_shard(&spec.file, spec.records) {
-                w.done[k] = true;
-                w.resumed += 1;
-                w.rows.extend(rows);
-                w.shards[k] = Some(summary);
-            }
-        }
-        w
-    }
-
-    fn push(&mut self, r: Rendered) -> Result<()> {
-        let k = self.layout.shard_of(r.row.record_id);
-        if self.current.as_ref().is_some_and(|(c, _, _)| *c != k) {
-            self.close()?;
-        }
-        if self.current.is_none() {
-            let spec = &self.layout.shards[k];
-            let path = self.out.path.join(&spec.file);
-            self.current = Some((
-                k,
-                ShardWriter::create(&path, plan::compression_of(&spec.file))?,
-                Vec::new(),
-            ));
-        }
-        let Some((_, writer, rows)) = self.current.as_mut() else {
-            unreachable!("a shard writer was opened above")
-        };
-        let loc = writer.write(&r.example)?;
-        let mut row = r.row;
-        row.shard = self.layout.shards[k].file.clone();
-        row.index_in_shard = loc.index;
-        row.byte_offset = loc.offset;
-        rows.push(row);
-        if writer.records() == self.layout.shards[k].records {
-            self.close()?;
-        }
-        Ok(())
-    }
-
-    fn close(&mut self) -> Result<()> {
-        if let Some((k, writer, rows)) = self.current.take() {
-            let summary = writer.finish()?;
-            self.out.record_shard(&summary, &rows)?;
-            self.rows.extend(rows);
-            self.shards[k] = Some(summary);
-            self.written += 1;
-            crate::failpoint::reached("after-shard", self.written);
-        }
-        Ok(())
-    }
-
-    fn finish(mut self) -> Result<Written> {
-        self.close()?;
-        let mut rows = std::mem::take(&mut self.rows);
-        rows.sort_by_key(|r| r.record_id);
-        let shards: Vec<ShardSummary> = self.shards.iter().flatten().cloned().collect();
-        if shards.len() != self.layout.shards.len()
-            || rows.len() as u64 != self.layout.total_records()
-        {
-            return Err(Error::output(
-                &self.out.path,
-                format!(
-                    "internal error: wrote {} of {} records",
-                    rows.len(),
-                    self.layout.total_records()
-                ),
-            ));
-        }
-        Ok(Written { rows, shards })
-    }
 }

@@ -186,10 +186,6 @@ impl OutputDir {
         Ok(())
     }
 
-    fn state_path(&self, shard_file: &str) -> PathBuf {
-        self.path.join(STATE_DIR).join(format!("{shard_file}.json"))
-    }
-
     /// A shard finished by an earlier run, if its file is intact.
     pub fn finished_shard(
         &self,
@@ -200,7 +196,7 @@ impl OutputDir {
             return None;
         }
         let state: ShardState =
-            serde_json::from_slice(&fs::read(self.state_path(shard_file)).ok()?).ok()?;
+            serde_json::from_slice(&fs::read(self.states().path_of(shard_file)).ok()?).ok()?;
         let intact = state.summary.records == expected_records
             && state.rows.len() as u64 == expected_records
             && file_crc32c(&self.path.join(shard_file)).ok()?
@@ -208,15 +204,11 @@ impl OutputDir {
         intact.then_some((state.summary, state.rows))
     }
 
-    /// Remembers a finished shard for resumption.
-    pub fn record_shard(&self, summary: &ShardSummary, rows: &[ManifestRow]) -> Result<()> {
-        let state = ShardState {
-            summary: summary.clone(),
-            rows: rows.to_vec(),
-        };
-        let bytes =
-            serde_json::to_vec(&state).map_err(|e| Error::output(&self.path, e.to_string()))?;
-        atomic::write(&self.state_path(&summary.file), &bytes)
+    /// Where finished shards are recorded for resumption.
+    pub fn states(&self) -> ShardStates {
+        ShardStates {
+            dir: self.path.join(STATE_DIR),
+        }
     }
 
     /// Drops the resume state and the lock: the folder now holds a complete data set.
@@ -228,5 +220,28 @@ impl OutputDir {
         self.lock.take();
         let _ = fs::remove_file(self.path.join(LOCK_FILE));
         Ok(())
+    }
+}
+
+/// The resume state of an output folder, owned so that another thread can
+/// record shards while the writer goes on.
+pub struct ShardStates {
+    dir: PathBuf,
+}
+
+impl ShardStates {
+    fn path_of(&self, shard_file: &str) -> PathBuf {
+        self.dir.join(format!("{shard_file}.json"))
+    }
+
+    /// Remembers a finished shard for resumption.
+    pub fn record(&self, summary: &ShardSummary, rows: &[ManifestRow]) -> Result<()> {
+        let state = ShardState {
+            summary: summary.clone(),
+            rows: rows.to_vec(),
+        };
+        let bytes =
+            serde_json::to_vec(&state).map_err(|e| Error::output(&self.dir, e.to_string()))?;
+        atomic::write(&self.path_of(&summary.file), &bytes)
     }
 }
