@@ -120,8 +120,11 @@ impl<'a> ShardSink<'a> {
     /// has finished so far (failing on its first error).
     fn close(&mut self) -> Result<()> {
         if let Some(full) = self.current.take() {
-            let sent = self.to_finish.as_ref().map(|tx| tx.send(full));
-            if !matches!(sent, Some(Ok(()))) {
+            let sent = self
+                .to_finish
+                .as_ref()
+                .is_some_and(|tx| tx.send(full).is_ok());
+            if !sent {
                 return Err(self.finisher_gone());
             }
         }
