@@ -18,8 +18,7 @@ checks it against ``manifest.csv``, ``prepare.json`` and ``features.json``:
   ``histoshard_tf.make_dataset`` yields the same record with the same pixels
   in manifest order;
 - per shard and split: record counts against prepare.json and the manifest,
-  the shard files on disk against prepare.json (names; size and sha256 where
-  prepare.json gives them).
+  the shard files on disk against prepare.json (names and sizes).
 
 Prints one ``FAIL ...`` line per failed check, then exactly
 ``tf_readback: N passed, M failed``; exits 1 on any failure or when no record
@@ -241,19 +240,14 @@ def check_shard(
 
 
 def check_shard_file(path: str, entry: dict[str, Any], r: Report) -> None:
-    """The file's size and sha256 against prepare.json's, where it gives them."""
+    """The file's size against prepare.json's. (prepare.json also lists each shard's
+    CRC-32C, for resuming; Python's standard library cannot compute one. TF checks
+    every frame's CRC-32C as it reads, and every record's sha256 is checked against
+    the manifest.)"""
     name = os.path.basename(path)
     if "bytes" in entry:
         size = os.path.getsize(path)
         r.check(size == int(entry["bytes"]), name, f"file is {size} bytes, prepare.json says {entry['bytes']}")
-    if "sha256" in entry:
-        h = hashlib.sha256()
-        with open(path, "rb") as f:
-            for block in iter(lambda: f.read(1 << 20), b""):
-                h.update(block)
-        r.check(
-            h.hexdigest() == entry["sha256"], name, f"file sha256 {h.hexdigest()}, prepare.json says {entry['sha256']}"
-        )
 
 
 def check_make_dataset(out: str, split: str, expected: list[int], pixel_hashes: dict[int, str], r: Report) -> None:
