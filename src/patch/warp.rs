@@ -1,5 +1,5 @@
 //! Rotation and zoom about the centre as one inverse-mapped bilinear warp with
-//! reflected borders (`BORDER_REFLECT_101`): the costliest augmentation.
+//! reflected borders (`BORDER_REFLECT_101`), drawn for three augmented copies in four.
 //!
 //! Every output pixel samples the source at a position stepped along its row
 //! in 16.16 fixed point, with bilinear weights rounded to 1/256, so the inner
