@@ -42,7 +42,7 @@ use burn::{
     tensor::{Device, Distribution, Int, Tensor, TensorData, activation::relu, ops::PadMode},
 };
 use histoshard::train::{
-    learner::DeviceChoice,
+    learner::{self, DeviceChoice},
     models::{EfficientNetConfig, LiteVariant, layers::relu6},
 };
 
@@ -118,12 +118,7 @@ fn main() {
         histoshard::alloc::keep_freed_memory();
     }
     let a = parse();
-    rayon::ThreadPoolBuilder::new()
-        .num_threads(a.threads)
-        .build_global()
-        .expect("the first rayon pool");
-    #[cfg(feature = "tch")]
-    tch::set_num_threads(a.threads as i32);
+    learner::set_compute_threads(a.threads);
     let choice: DeviceChoice = a.device.parse().expect("a device");
     let base = choice.device().expect("the device exists");
     base.seed(0);

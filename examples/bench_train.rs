@@ -27,7 +27,7 @@ use burn::{
 };
 use histoshard::train::{
     data::{Dataset, LoaderConfig, Selection},
-    learner::DeviceChoice,
+    learner::{self, DeviceChoice},
     models::{ModelKind, ModelSpec},
 };
 use rand::{Rng, SeedableRng};
@@ -81,12 +81,7 @@ fn main() {
         histoshard::alloc::keep_freed_memory();
     }
     let a = parse();
-    rayon::ThreadPoolBuilder::new()
-        .num_threads(a.threads)
-        .build_global()
-        .expect("the first rayon pool");
-    #[cfg(feature = "tch")]
-    tch::set_num_threads(a.threads as i32);
+    learner::set_compute_threads(a.threads);
     match &a.loader {
         Some(dir) => loader(&a, dir),
         None => steps(&a),

@@ -144,13 +144,7 @@ pub struct Args {
 
 pub fn run(a: Args, g: &Global) -> anyhow::Result<ExitCode> {
     if let Some(t) = g.threads {
-        // The flex backend computes on rayon's global pool.
-        if let Err(e) = rayon::ThreadPoolBuilder::new()
-            .num_threads(t.max(1))
-            .build_global()
-        {
-            tracing::debug!("rayon pool already set up: {e}");
-        }
+        learner::set_compute_threads(t);
     }
     let opts = RunOptions {
         stop_after: a.stop_after,

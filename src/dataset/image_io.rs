@@ -43,8 +43,9 @@ const SUPPORTED: [ImageFormat; 4] = [
 /// Decoder allocations allowed while reading a header only.
 const HEADER_ALLOC: u64 = 64 * 1024 * 1024;
 
-/// Checks that `path` is a non-empty regular file, with errors a user can act on.
-fn check_file(path: &Path) -> Result<()> {
+/// Checks that `path` is a non-empty regular file, with errors a user can act
+/// on; its size in bytes.
+fn check_file(path: &Path) -> Result<u64> {
     let md = std::fs::metadata(path).map_err(|e| match e.kind() {
         ErrorKind::NotFound => Error::image(path, "not found"),
         _ => Error::io(path, e),
@@ -55,7 +56,7 @@ fn check_file(path: &Path) -> Result<()> {
     if md.len() == 0 {
         return Err(Error::image(path, "empty file (0 bytes)"));
     }
-    Ok(())
+    Ok(md.len())
 }
 
 /// Opens `path` as an image reader whose format comes from the content,
@@ -66,12 +67,21 @@ fn open(path: &Path, limits: image::Limits) -> Result<ImageReader<BufReader<File
     reader_of(path, BufReader::new(file), limits)
 }
 
-/// Reads all of `path` into memory: decoders that read a few bytes at a time
-/// (the BMP decoder reads each pixel's three) are several times faster from a
-/// slice than through a `BufReader`, and the JPEG completeness check needs
-/// the bytes anyway.
-fn read_whole(path: &Path) -> Result<Vec<u8>> {
-    check_file(path)?;
+/// Reads all of `path` into memory, in one read: its header, checked next,
+/// and its pixels come from the same bytes. Decoders that read a few bytes at
+/// a time (the BMP decoder reads each pixel's three) are several times faster
+/// from a slice than through a `BufReader`, and the JPEG completeness check
+/// needs the bytes anyway. A file larger than `max_bytes` is refused unread.
+fn read_whole(path: &Path, max_bytes: u64) -> Result<Vec<u8>> {
+    let size = check_file(path)?;
+    if size > max_bytes {
+        return Err(Error::image(
+            path,
+            format!(
+                "file is {size} bytes, more than any image within the pixel limit needs (raise it with --max-pixels)"
+            ),
+        ));
+    }
     std::fs::read(path).map_err(|e| Error::io(path, e))
 }
 
@@ -141,18 +151,22 @@ fn describe(e: &ImageError) -> String {
     }
 }
 
+/// Decoder limits while only a header is read.
+fn header_limits() -> image::Limits {
+    let mut l = image::Limits::default();
+    l.max_alloc = Some(HEADER_ALLOC);
+    l
+}
+
 /// Width and height from the header alone.
 pub fn dimensions(path: &Path) -> Result<(u32, u32)> {
-    let limits = {
-        let mut l = image::Limits::default();
-        l.max_alloc = Some(HEADER_ALLOC);
-        l
-    };
-    let reader = open(path, limits)?;
-    let decoder = reader
+    let decoder = open(path, header_limits())?
         .into_decoder()
         .map_err(|e| Error::image(path, describe(&e)))?;
-    let (w, h) = decoder.dimensions();
+    non_empty(path, decoder.dimensions())
+}
+
+fn non_empty(path: &Path, (w, h): (u32, u32)) -> Result<(u32, u32)> {
     if w == 0 || h == 0 {
         return Err(Error::image(path, format!("image is {w}×{h}: empty")));
     }
@@ -162,7 +176,23 @@ pub fn dimensions(path: &Path) -> Result<(u32, u32)> {
 /// Refuses images over `limits.max_pixels` from the header, then decodes with
 /// `image::Limits` set as a second guard.
 fn decode_limited(path: &Path, limits: DecodeLimits) -> Result<DynamicImage> {
-    let (w, h) = dimensions(path)?;
+    let side = u32::try_from(limits.max_pixels).unwrap_or(u32::MAX);
+    let mut il = image::Limits::default();
+    il.max_image_width = Some(side);
+    il.max_image_height = Some(side);
+    // Room for the widest buffer (RGBA, 32-bit float per channel) plus slack.
+    let max_alloc = limits
+        .max_pixels
+        .saturating_mul(16)
+        .saturating_add(HEADER_ALLOC);
+    il.max_alloc = Some(max_alloc);
+    let bytes = read_whole(path, max_alloc)?;
+    let reader = reader_of(path, Cursor::new(bytes.as_slice()), header_limits())?;
+    let format = reader.format();
+    let mut decoder = reader
+        .into_decoder()
+        .map_err(|e| Error::image(path, describe(&e)))?;
+    let (w, h) = non_empty(path, decoder.dimensions())?;
     let pixels = u64::from(w) * u64::from(h);
     if pixels > limits.max_pixels {
         let (mut have, mut limit) = (amount(pixels), amount(limits.max_pixels));
@@ -179,36 +209,16 @@ fn decode_limited(path: &Path, limits: DecodeLimits) -> Result<DynamicImage> {
             ),
         ));
     }
-    let side = u32::try_from(limits.max_pixels).unwrap_or(u32::MAX);
-    let mut il = image::Limits::default();
-    il.max_image_width = Some(side);
-    il.max_image_height = Some(side);
-    // Room for the widest buffer (RGBA, 32-bit float per channel) plus slack.
-    il.max_alloc = Some(
-        limits
-            .max_pixels
-            .saturating_mul(16)
-            .saturating_add(HEADER_ALLOC),
-    );
-    let bytes = read_whole(path)?;
-    let reader = reader_of(path, Cursor::new(bytes.as_slice()), il)?;
-    if reader.format() == Some(ImageFormat::Bmp)
+    decoder
+        .set_limits(il)
+        .map_err(|e| Error::image(path, describe(&e)))?;
+    if format == Some(ImageFormat::Bmp)
         && let Some(img) = super::bmp24::decode(&bytes)
     {
-        if img.dimensions() != (w, h) {
-            return Err(Error::image(path, "the file changed while being read"));
-        }
         return Ok(DynamicImage::ImageRgb8(img));
     }
-    let is_jpeg = reader.format() == Some(ImageFormat::Jpeg);
-    let decoder = reader
-        .into_decoder()
-        .map_err(|e| Error::image(path, describe(&e)))?;
-    if decoder.dimensions() != (w, h) {
-        return Err(Error::image(path, "the file changed while being read"));
-    }
     let img = DynamicImage::from_decoder(decoder).map_err(|e| Error::image(path, describe(&e)))?;
-    if is_jpeg && !jpeg_is_complete(&bytes) {
+    if format == Some(ImageFormat::Jpeg) && !jpeg_is_complete(&bytes) {
         // The JPEG decoder fills a cut-off scan with grey instead of failing.
         return Err(Error::image(
             path,
@@ -657,5 +667,18 @@ mod tests {
             "{e}"
         );
         assert!(decode_rgb(&s, DecodeLimits { max_pixels: 1200 }).is_ok());
+
+        // A file larger than any image within the limit needs is refused unread
+        // (a sparse file: nothing is written or read).
+        let big = d.path().join("big.png");
+        let f = std::fs::File::create(&big).unwrap();
+        f.set_len(HEADER_ALLOC + 16 * 1000 + 1).unwrap();
+        let t = Instant::now();
+        let e = msg(decode_rgb(&big, DecodeLimits { max_pixels: 1000 }).unwrap_err());
+        assert!(t.elapsed() < Duration::from_secs(1));
+        assert!(
+            e.contains("big.png") && e.contains("more than any image within the pixel limit needs"),
+            "{e}"
+        );
     }
 }

@@ -233,7 +233,7 @@ mod avx2 {
         };
         let (lanes_x, lanes_y) = (lanes(walk.step_x), lanes(walk.step_y));
         let stride = _mm256_set1_epi32(src.stride as i32);
-        let three = _mm256_set1_epi32(3);
+        let (two, three) = (_mm256_set1_epi32(2), _mm256_set1_epi32(3));
         let frac = _mm256_set1_epi32(0xFFFF);
         let half = _mm256_set1_epi32(HALF as i32);
         let w256 = _mm256_set1_epi32(256);
@@ -275,7 +275,6 @@ mod avx2 {
                 _mm256_mullo_epi32(x0, three),
             );
             let off_below = _mm256_add_epi32(off, stride);
-            let two = _mm256_set1_epi32(2);
             // SAFETY: every pixel is interior (x0 < w − 1, y0 < h − 1), so the
             // four bytes at `off` and `off_below` end at the right-hand
             // neighbour's first byte, and those at `off + 2` and `off_below + 2`

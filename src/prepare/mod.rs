@@ -132,7 +132,7 @@ pub fn run(opts: &PrepareOptions, progress: &Progress) -> Result<PrepareReport> 
         .collect();
     let to_write = layout.total_records() - writer.rows.len() as u64;
     let bar = progress.bar("patches", to_write, "records");
-    let done = writer.done.clone();
+    let done = writer.done();
     let wanted = |id: u64| !done[layout.shard_of(id)];
     let jobs: Vec<ImageJob> = layout
         .order

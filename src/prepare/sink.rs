@@ -41,12 +41,11 @@ pub(super) struct ShardSink<'a> {
     out: &'a OutputDir,
     layout: &'a Layout,
     current: Option<Full>,
-    /// Shards already complete: kept from an earlier run, or finished by this one.
-    pub done: Vec<bool>,
     /// How many shards an earlier run had finished.
     pub resumed: usize,
     /// Rows of the complete shards, in no particular order.
     pub rows: Vec<ManifestRow>,
+    /// Complete shards: kept from an earlier run, or finished by this one.
     shards: Vec<Option<ShardSummary>>,
     to_finish: Option<Sender<Full>>,
     finished: Receiver<Finished>,
@@ -68,7 +67,6 @@ impl<'a> ShardSink<'a> {
             out,
             layout,
             current: None,
-            done: vec![false; layout.shards.len()],
             resumed: 0,
             rows: Vec::new(),
             shards: vec![None; layout.shards.len()],
@@ -78,7 +76,6 @@ impl<'a> ShardSink<'a> {
         };
         for (k, spec) in layout.shards.iter().enumerate() {
             if let Some((summary, rows)) = out.finished_shard(&spec.file, spec.records) {
-                sink.done[k] = true;
                 sink.resumed += 1;
                 sink.rows.extend(rows);
                 sink.shards[k] = Some(summary);
@@ -125,7 +122,11 @@ impl<'a> ShardSink<'a> {
                 .as_ref()
                 .is_some_and(|tx| tx.send(full).is_ok());
             if !sent {
-                return Err(self.finisher_gone());
+                // It only stops taking shards by panicking.
+                self.join();
+                return Err(Error::Config(
+                    "the shard-finishing thread stopped unexpectedly".into(),
+                ));
             }
         }
         while let Ok(result) = self.finished.try_recv() {
@@ -136,19 +137,9 @@ impl<'a> ShardSink<'a> {
 
     fn take_in(&mut self, result: Finished) -> Result<()> {
         let (k, summary, rows) = result?;
-        self.done[k] = true;
         self.rows.extend(rows);
         self.shards[k] = Some(summary);
         Ok(())
-    }
-
-    fn finisher_gone(&mut self) -> Error {
-        self.join();
-        // The thread reports its error before it stops taking shards.
-        match self.finished.try_recv() {
-            Ok(Err(e)) => e,
-            _ => Error::Config("the shard-finishing thread stopped".into()),
-        }
     }
 
     /// Stops taking shards and waits for the finishing thread to end.
@@ -157,6 +148,11 @@ impl<'a> ShardSink<'a> {
         if let Some(handle) = self.finisher.take() {
             let _ = handle.join();
         }
+    }
+
+    /// Which shards are complete (kept from an earlier run, or finished).
+    pub fn done(&self) -> Vec<bool> {
+        self.shards.iter().map(Option::is_some).collect()
     }
 
     /// Waits until every shard is finished; every row in record-id order.

@@ -121,6 +121,21 @@ impl DeviceChoice {
     }
 }
 
+/// Bounds the trainer's compute threads: rayon's global pool, which flex
+/// computes on, and with LibTorch its intra-op pool. Call before either
+/// starts work; a rayon pool that already exists is kept.
+pub fn set_compute_threads(n: usize) {
+    let n = n.max(1);
+    if let Err(e) = rayon::ThreadPoolBuilder::new()
+        .num_threads(n)
+        .build_global()
+    {
+        tracing::debug!("rayon pool already set up: {e}");
+    }
+    #[cfg(feature = "tch")]
+    tch::set_num_threads(i32::try_from(n).unwrap_or(i32::MAX));
+}
+
 #[cfg(feature = "tch")]
 fn cuda_available() -> bool {
     tch::Cuda::is_available()

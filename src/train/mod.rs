@@ -1,7 +1,6 @@
 //! The burn trainer (cargo feature `train`; `flex` or `tch` picks the backend
 //! at run time through a [`burn::tensor::Device`]).
 //!
-//! - [`alloc`]: allocator settings that stop per-step page faults.
 //! - [`checkpoint`]: an epoch's checkpoint files commit together (kill-safe `--resume`).
 //! - [`classify`]: ImageNet top-k of photos with a pretrained backbone.
 //! - [`compare`]: several models on the same data, one table and one plot.
