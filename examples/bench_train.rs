@@ -137,9 +137,11 @@ fn steps(a: &Args) {
     let images = Tensor::<4>::from_data(TensorData::new(x, [a.batch, 3, a.size, a.size]), &device);
     let labels = Tensor::<1, Int>::from_data(TensorData::new(y, [a.batch]), &device);
     let mut started = Instant::now();
+    let mut cpu_started = cpu_seconds();
     for step in 0..a.warmup + a.steps {
         if step == a.warmup {
             started = Instant::now();
+            cpu_started = cpu_seconds();
         }
         let logits = model.forward(images.clone());
         let loss = loss_fn.forward(logits, labels.clone());
@@ -148,8 +150,9 @@ fn steps(a: &Args) {
         model = optim.step(1e-3, model, grads);
     }
     let s = started.elapsed().as_secs_f64();
+    let cores = (cpu_seconds() - cpu_started) / s;
     println!(
-        "{{\"model\":\"{}\",\"device\":\"{}\",\"backend\":\"{}\",\"threads\":{},\"batch\":{},\"size\":{},\"steps\":{},\"img_per_s\":{:.2},\"ms_per_step\":{:.1}}}",
+        "{{\"model\":\"{}\",\"device\":\"{}\",\"backend\":\"{}\",\"threads\":{},\"batch\":{},\"size\":{},\"steps\":{},\"img_per_s\":{:.2},\"ms_per_step\":{:.1},\"cores_used\":{cores:.2}}}",
         a.model,
         choice,
         choice.backend(),
@@ -160,4 +163,15 @@ fn steps(a: &Args) {
         (a.batch * a.steps) as f64 / s,
         1000.0 * s / a.steps as f64
     );
+}
+
+/// CPU time of the whole process (every thread), user + system, in seconds.
+fn cpu_seconds() -> f64 {
+    // SAFETY: getrusage only writes the struct it is given.
+    let mut u: libc::rusage = unsafe { std::mem::zeroed() };
+    if unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut u) } != 0 {
+        return f64::NAN;
+    }
+    let t = |v: libc::timeval| v.tv_sec as f64 + v.tv_usec as f64 * 1e-6;
+    t(u.ru_utime) + t(u.ru_stime)
 }

@@ -21,7 +21,7 @@ made on the device before timing. ``--warmup`` steps run first untimed; then
 
 Prints one JSON line:
 ``{"model", "device", "threads", "batch", "size", "steps", "img_per_s",
-"ms_per_step", "torch_version"}``.
+"ms_per_step", "cores_used" (process CPU time / wall), "torch_version"}``.
 
     python scripts/bench_torch_train.py                       # cnn, batch 32, 224², 2 threads
     python scripts/bench_torch_train.py --model efficientnet-lite0 --batch-size 16 --steps 5
@@ -111,10 +111,12 @@ def main():
         step()
     sync()
     start = time.perf_counter()
+    cpu_start = time.process_time()
     for _ in range(a.steps):
         loss = step()
     sync()
     seconds = time.perf_counter() - start
+    cpu = time.process_time() - cpu_start
     if not torch.isfinite(loss):
         raise SystemExit(f"bench_torch_train: the loss became {loss.item()}")
 
@@ -127,6 +129,7 @@ def main():
         "steps": a.steps,
         "img_per_s": round(a.batch_size * a.steps / seconds, 2),
         "ms_per_step": round(1000 * seconds / a.steps, 2),
+        "cores_used": round(cpu / seconds, 2),
         "torch_version": torch.__version__,
     }))
 

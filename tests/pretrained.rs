@@ -663,6 +663,168 @@ fn the_head_stage_leaves_the_backbone_untouched_and_fine_tuning_moves_it() {
     assert!(moved[1] > 1e-3, "fine-tuning did not change the backbone");
 }
 
+/// Fine-tuning the last blocks with frozen batch-norm statistics from cached
+/// prefix activations gives the weights of the plain loop, which runs every
+/// patch through the whole network each epoch (compared through the
+/// metrics and the predictions of new images).
+#[test]
+#[ignore = "needs scripts/fetch_weights.sh; scripts/test.sh runs it"]
+fn the_prefix_cache_gives_the_weights_of_the_uncached_loop() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_, data) = common::prepared_toy(dir.path(), 10, 5);
+    let mut outputs = Vec::new();
+    for cache in ["true", "false"] {
+        let run = dir.path().join(format!("cache-{cache}"));
+        // Not through common::run, which adds --quiet: the log says which path ran.
+        let output = std::process::Command::new(env!("CARGO_BIN_EXE_histoshard"))
+            .args([
+                "-v",
+                "train",
+                "--data",
+                data.to_str().unwrap(),
+                "--output",
+                run.to_str().unwrap(),
+                "--model",
+                "efficientnet-lite0",
+                "--freeze-epochs",
+                "1",
+                "--epochs",
+                "2",
+                "--batch-size",
+                "8",
+                "--unfreeze",
+                "last:3",
+                "--cache-prefix",
+                cache,
+                "--device",
+                "flex",
+            ])
+            .output()
+            .unwrap();
+        let log = String::from_utf8_lossy(&output.stderr);
+        assert!(output.status.success(), "{log}");
+        assert_eq!(
+            log.contains("from cached activations"),
+            cache == "true",
+            "{log}"
+        );
+        let pred = run.join("pred.csv");
+        common::ok(&[
+            "predict",
+            "--run",
+            run.to_str().unwrap(),
+            "--csv",
+            pred.to_str().unwrap(),
+            "--device",
+            "flex",
+            dir.path().join("in/benign/benign_0.png").to_str().unwrap(),
+            dir.path()
+                .join("in/malignant/malignant_0.png")
+                .to_str()
+                .unwrap(),
+        ]);
+        // The last column: the probability of the last class.
+        let probs: Vec<f64> = csv::Reader::from_path(&pred)
+            .unwrap()
+            .records()
+            .map(|x| {
+                let x = x.unwrap();
+                x[x.len() - 1].parse().unwrap()
+            })
+            .collect();
+        let mut m = csv::Reader::from_path(run.join("metrics.csv")).unwrap();
+        let mh = m.headers().unwrap().clone();
+        let col = |name: &str| mh.iter().position(|h| h == name).unwrap();
+        let rows: Vec<csv::StringRecord> = m.records().map(|x| x.unwrap()).collect();
+        let losses: Vec<f64> = rows
+            .iter()
+            .flat_map(|r| {
+                [
+                    r[col("train_loss")].parse().unwrap(),
+                    r[col("val_loss")].parse::<f64>().unwrap(),
+                ]
+            })
+            .collect();
+        outputs.push((probs, losses));
+    }
+    let (cached, plain) = (&outputs[0], &outputs[1]);
+    assert_eq!(cached.0.len(), 2);
+    assert_eq!(cached.1.len(), 6);
+    for (a, b) in cached
+        .0
+        .iter()
+        .zip(&plain.0)
+        .chain(cached.1.iter().zip(&plain.1))
+    {
+        assert!((a - b).abs() < 1e-3, "cached {cached:?}\nplain {plain:?}");
+    }
+}
+
+/// `--adapt-bn true` re-estimates the batch-norm statistics on the training
+/// patches before the frozen-feature stage: the backbone's features move
+/// away from ImageNet's (the weights stay, only the statistics change), the
+/// same way for the same seed.
+#[test]
+#[ignore = "needs scripts/fetch_weights.sh; scripts/test.sh runs it"]
+fn batch_norm_adaptation_is_deterministic_and_moves_only_statistics() {
+    use histoshard::train::learner::{LAST_MODEL, RunInfo, load_model};
+    let dir = tempfile::tempdir().unwrap();
+    let (_, data) = common::prepared_toy(dir.path(), 10, 5);
+    let device = DeviceChoice::Flex.device().unwrap();
+    let weights = pretrained::resolve_weights(LiteVariant::Lite0, None).unwrap();
+    let imagenet = pretrained::load_efficientnet(
+        EfficientNetConfig::new(LiteVariant::Lite0).init(&device),
+        &weights,
+        false,
+    )
+    .unwrap();
+    let x = Tensor::<4>::from_data(TensorData::new(input(2, 64), [2, 3, 64, 64]), &device);
+    let features = |m: &histoshard::train::models::EfficientNet| -> Vec<f32> {
+        m.features(x.clone())
+            .into_data()
+            .try_to_vec::<f32>()
+            .unwrap()
+    };
+    let reference = features(&imagenet);
+    let mut runs = Vec::new();
+    for name in ["a", "b"] {
+        let run = dir.path().join(name);
+        common::ok(&[
+            "train",
+            "--data",
+            data.to_str().unwrap(),
+            "--output",
+            run.to_str().unwrap(),
+            "--model",
+            "efficientnet-lite0",
+            "--freeze-epochs",
+            "1",
+            "--epochs",
+            "0",
+            "--batch-size",
+            "8",
+            "--adapt-bn",
+            "true",
+            "--device",
+            "flex",
+        ]);
+        let info = RunInfo::load(&run).unwrap();
+        let Model::EfficientNet(net) =
+            load_model(info.config.model.init(&device), &run.join(LAST_MODEL)).unwrap()
+        else {
+            panic!("not an EfficientNet");
+        };
+        // Convolution weights are ImageNet's: with every batch norm set
+        // back to ImageNet's statistics the features would be identical;
+        // here only the statistics moved.
+        runs.push(features(&net));
+    }
+    let moved = max_abs_diff(&runs[0], &reference);
+    println!("features after batch-norm adaptation moved by {moved:.3e}");
+    assert!(moved > 1e-3, "adaptation left the features as ImageNet's");
+    assert_eq!(runs[0], runs[1], "adaptation is not deterministic");
+}
+
 /// `--weights URL` end to end: torchvision-format weights served from
 /// localhost under torch.hub's name (`resnet18-<sha256 prefix>.pth`) are
 /// downloaded into the cache, checked, and trained from.

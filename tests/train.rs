@@ -480,6 +480,29 @@ fn cross_validation_over_folds() {
         serde_json::from_str(&std::fs::read_to_string(out.join("cv.json")).unwrap()).unwrap();
     assert_eq!(cv["folds"].as_array().unwrap().len(), 2);
     assert!(cv["val_accuracy"]["mean"].as_f64().unwrap() >= 0.0);
+    // Image level next to patch level, per fold and pooled: each image of
+    // the folds (the toy's 2 × 4 train images; val has none) is held out
+    // once, with its 4 patches.
+    let pooled = &cv["pooled"];
+    assert_eq!(pooled["images"], 2 * 4);
+    assert_eq!(pooled["patches"], 2 * 4 * 4);
+    assert_eq!(pooled["image_mean"]["accuracy"]["n"], 2 * 4);
+    let folds = cv["folds"].as_array().unwrap();
+    let fold_images: u64 = folds
+        .iter()
+        .map(|f| f["scores"]["images"].as_u64().unwrap())
+        .sum();
+    assert_eq!(fold_images, 2 * 4);
+    let mean = cv["image_accuracy"]["mean"].as_f64().unwrap();
+    let per_fold: Vec<f64> = folds
+        .iter()
+        .map(|f| {
+            f["scores"]["image_mean"]["accuracy"]["value"]
+                .as_f64()
+                .unwrap()
+        })
+        .collect();
+    assert!((mean - per_fold.iter().sum::<f64>() / 2.0).abs() < 1e-12);
     for k in 0..2 {
         let info: serde_json::Value = serde_json::from_str(
             &std::fs::read_to_string(out.join(format!("fold-{k}/run.json"))).unwrap(),
@@ -505,6 +528,76 @@ fn cross_validation_over_folds() {
             "1",
         ],
         &["no records", "fold 2"],
+    );
+}
+
+/// Without a validation split (`prepare --val-fraction 0`), a run keeps its
+/// last epoch and says so; early stopping, which needs one, is refused.
+#[test]
+fn trains_without_a_validation_split_keeping_the_last_epoch() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let spec = ToySpec {
+        train_images: 4,
+        val_images: 0,
+        test_images: 1,
+        ..ToySpec::default()
+    };
+    write_toy_dataset(&data, &spec).unwrap();
+    let run = dir.path().join("run");
+    let args = |run: &Path| {
+        [
+            "train",
+            "--data",
+            s(&data),
+            "--output",
+            s(run),
+            "--model",
+            "mlp",
+            "--input-size",
+            "8",
+            "--epochs",
+            "3",
+            "--batch-size",
+            "8",
+        ]
+        .map(String::from)
+        .to_vec()
+    };
+    // Not quiet: the summary line says which epoch was kept and why.
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_histoshard"))
+        .args(args(&run))
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout.contains("kept epoch 3 (no validation split)"),
+        "{stdout}"
+    );
+    let state: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(run.join("state.json")).unwrap()).unwrap();
+    assert_eq!(state["best_epoch"], 3);
+    assert_eq!(state["best_val_loss"], serde_json::Value::Null);
+    let info: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(run.join("run.json")).unwrap()).unwrap();
+    assert_eq!(info["config"]["keep"], "last");
+    assert_eq!(info["val_records"], 0);
+    assert_eq!(
+        std::fs::read(run.join("best.bpk")).unwrap(),
+        std::fs::read(run.join("last.bpk")).unwrap(),
+        "the kept model is the last epoch's"
+    );
+    // The run is usable: evaluated, and resumed (nothing left to do).
+    ok(&["evaluate", "--run", s(&run), "--data", s(&data)]);
+    ok(&["train", "--resume", s(&run)]);
+    assert_eq!(metrics(&run).len(), 3);
+
+    let mut early = args(&dir.path().join("early"));
+    early.extend(["--early-stopping", "2"].map(String::from));
+    fails_with(
+        &early.iter().map(String::as_str).collect::<Vec<_>>(),
+        &["early stopping needs a validation split"],
     );
 }
 

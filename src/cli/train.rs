@@ -4,9 +4,9 @@ use anyhow::bail;
 use histoshard::{
     patch::augment::AugmentConfig,
     train::{
-        data::{FoldFilter, Selection},
+        data::Selection,
         learner::{
-            self, Balance, DeviceChoice, OptimizerKind, RunOptions, Schedule, TrainConfig,
+            self, Balance, DeviceChoice, Keep, OptimizerKind, RunOptions, Schedule, TrainConfig,
             TrainOutcome,
         },
         models::{
@@ -70,9 +70,13 @@ pub struct Args {
     /// Factor of each step of the step schedule [default: 0.1].
     #[arg(long)]
     step_gamma: Option<f64>,
-    /// Stop after this many epochs without a lower validation loss.
+    /// Stop after this many epochs without a lower validation loss (needs --keep best).
     #[arg(long)]
     early_stopping: Option<usize>,
+    /// The epoch whose model the run keeps (best.bpk): the lowest validation
+    /// loss, or the last [default: best; last without a validation split].
+    #[arg(long, value_enum)]
+    keep: Option<Keep>,
     /// Seed of initialisation, shuffling and augmentation [default: 42].
     #[arg(long)]
     seed: Option<u64>,
@@ -140,6 +144,17 @@ pub struct Args {
     /// Pretrained models: batch-norm statistics while fine-tuning [default: frozen].
     #[arg(long, value_enum)]
     bn_stats: Option<BnPolicy>,
+    /// Pretrained models: before the frozen-feature stage, re-estimate every
+    /// batch norm's statistics on the training patches (one forward pass) so
+    /// that features are normalised for this tissue, not for ImageNet
+    /// [default: false].
+    #[arg(long)]
+    adapt_bn: Option<bool>,
+    /// Pretrained models: with `--unfreeze last:N --bn-stats frozen`, compute
+    /// the frozen blocks below the trainable ones once per patch and fine-tune
+    /// from those activations (same result, less work) [default: true].
+    #[arg(long)]
+    cache_prefix: Option<bool>,
 }
 
 pub fn run(a: Args, g: &Global) -> anyhow::Result<ExitCode> {
@@ -179,18 +194,19 @@ pub fn run(a: Args, g: &Global) -> anyhow::Result<ExitCode> {
         cfg.workers = t.max(1);
     }
     if let Some(k) = a.cv.or(file.cv) {
-        let cv =
-            learner::cross_validate(&data, &output, &cfg, k, &opts, &super::progress(g.quiet))?;
+        let cv = histoshard::train::cv::cross_validate(
+            &data,
+            &output,
+            &cfg,
+            k,
+            &opts,
+            &super::progress(g.quiet),
+        )?;
         if !g.quiet {
+            print!("{}", histoshard::train::cv::summary(&cv));
             println!(
-                "{k}-fold CV: val loss {:.4} ± {:.4}, accuracy {:.3} ± {:.3}, AUC {:.3} ± {:.3} → {}",
-                cv.val_loss.mean,
-                cv.val_loss.sd,
-                cv.val_accuracy.mean,
-                cv.val_accuracy.sd,
-                cv.val_auc.mean,
-                cv.val_auc.sd,
-                output.display()
+                "→ {}",
+                output.join(histoshard::train::cv::CV_JSON).display()
             );
         }
         return Ok(ExitCode::SUCCESS);
@@ -252,6 +268,12 @@ pub(super) fn apply_args(cfg: &mut TrainConfig, a: &Args, file: &Args) -> anyhow
             if let Some(v) = a.bn_stats.or(file.bn_stats) {
                 t.bn = v;
             }
+            if let Some(v) = a.adapt_bn.or(file.adapt_bn) {
+                t.adapt_bn = v;
+            }
+            if let Some(v) = a.cache_prefix.or(file.cache_prefix) {
+                t.cache_prefix = v;
+            }
         }
         None => {
             if a.weights.is_some() || a.freeze_epochs.is_some() || a.unfreeze.is_some() {
@@ -276,6 +298,7 @@ pub(super) fn apply_args(cfg: &mut TrainConfig, a: &Args, file: &Args) -> anyhow
         step_size,
         step_gamma,
         seed,
+        keep,
         balance,
         shuffle_buffer,
         prefetch
@@ -293,14 +316,7 @@ pub(super) fn apply_args(cfg: &mut TrainConfig, a: &Args, file: &Args) -> anyhow
         cfg.device = d.parse::<DeviceChoice>().map_err(anyhow::Error::msg)?;
     }
     if let Some(k) = a.fold.or(file.fold) {
-        cfg.train = Selection {
-            folds: FoldFilter::Except(k),
-            ..Selection::split("train+val")
-        };
-        cfg.val = Selection {
-            folds: FoldFilter::Only(k),
-            ..Selection::split("train+val")
-        };
+        (cfg.train, cfg.val) = Selection::cv_fold(k);
     }
     Ok(())
 }
@@ -309,12 +325,14 @@ fn print_outcome(outcome: &TrainOutcome, output: &std::path::Path, g: &Global) {
     if !g.quiet {
         let s = &outcome.state;
         let last = outcome.history.last();
+        let kept = match s.best_val_loss {
+            Some(loss) => format!("kept epoch {}; lowest val loss {loss:.4}", s.best_epoch),
+            None => format!("kept epoch {} (no validation split)", s.best_epoch),
+        };
         println!(
-            "{} epochs{}; best val loss {:.4} at epoch {}; {:.1} img/s → {}",
+            "{} epochs{}; {kept}; {:.1} img/s → {}",
             s.epochs_done,
             if s.stopped_early { " (early stop)" } else { "" },
-            s.best_val_loss,
-            s.best_epoch,
             last.map(|m| m.images_per_second).unwrap_or(0.0),
             output.display()
         );

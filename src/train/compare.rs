@@ -13,9 +13,10 @@ use burn::module::Module;
 use serde::{Deserialize, Serialize};
 
 use super::{
+    cv::{self, CvReport, MeanSd},
     error::TrainResult,
     evaluate::{self, EvalOptions, GroupReport},
-    learner::{self, CvReport, MeanSd, RunOptions, TrainConfig},
+    learner::{self, RunOptions, TrainConfig},
     metrics::Estimate,
     models::ModelKind,
     report,
@@ -78,7 +79,7 @@ pub fn compare(
             .ok_or_else(|| Error::Config(format!("{kind}: the test split is empty")))?;
         let (cv_auc, cv_accuracy) = match cv {
             Some(k) => {
-                let cv: CvReport = learner::cross_validate(
+                let cv: CvReport = cv::cross_validate(
                     data,
                     &run.join("cv"),
                     cfg,
@@ -86,7 +87,7 @@ pub fn compare(
                     &RunOptions::default(),
                     progress,
                 )?;
-                (Some(cv.val_auc), Some(cv.val_accuracy))
+                (Some(cv.image_auc), Some(cv.image_accuracy))
             }
             None => (None, None),
         };
@@ -140,10 +141,10 @@ pub fn markdown(results: &[ModelResult]) -> String {
         "# Model comparison\n\n\
          Same shards, same test split. Image level averages each source image's patch \
          probabilities; intervals are 95% (Wilson for proportions, bootstrap for F1 and AUC). \
-         CV is patient-grouped over train+val (validation folds), mean ± sd over folds: the \
+         CV is patient-grouped over train+val (held-out folds), image level (mean probability), mean ± sd over folds: the \
          honest number when the official split shares patients between train and test.\n\n\
          ![comparison](comparison.svg)\n\n\
-         | model | image accuracy | image AUC | image F1 | patch accuracy | patch AUC | patch F1 | CV AUC | parameters | train time | train img/s | eval img/s |\n\
+         | model | image accuracy | image AUC | image F1 | patch accuracy | patch AUC | patch F1 | CV image AUC | parameters | train time | train img/s | eval img/s |\n\
          |---|---|---|---|---|---|---|---|---|---|---|---|\n",
     );
     for r in results {

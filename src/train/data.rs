@@ -58,6 +58,10 @@ pub struct Selection {
     /// E.g. `testA` / `testB` of GlaS; `None` takes every subset of the split.
     pub subset: Option<String>,
     pub folds: FoldFilter,
+    /// Only the patches as cut, not their augmented copies (what a held-out
+    /// fold is scored on: `prepare --augment` copies only train patches).
+    #[serde(default)]
+    pub originals: bool,
 }
 
 impl Selection {
@@ -66,7 +70,24 @@ impl Selection {
             split: split.to_string(),
             subset: None,
             folds: FoldFilter::Any,
+            originals: false,
         }
+    }
+
+    /// Patient-grouped cross-validation fold `k` of train+val: the other
+    /// folds train, and fold `k`'s original patches are held out.
+    pub fn cv_fold(k: i32) -> (Self, Self) {
+        (
+            Self {
+                folds: FoldFilter::Except(k),
+                ..Self::split("train+val")
+            },
+            Self {
+                folds: FoldFilter::Only(k),
+                originals: true,
+                ..Self::split("train+val")
+            },
+        )
     }
 
     pub fn with_subset(mut self, subset: Option<String>) -> Self {
@@ -87,6 +108,7 @@ impl Selection {
                 FoldFilter::Only(k) => row.fold == Some(k),
                 FoldFilter::Except(k) => row.fold.is_some_and(|f| f != k),
             }
+            && (!self.originals || row.aug_index == 0)
     }
 }
 
@@ -100,7 +122,11 @@ impl std::fmt::Display for Selection {
             FoldFilter::Any => Ok(()),
             FoldFilter::Only(k) => write!(f, ", fold {k}"),
             FoldFilter::Except(k) => write!(f, ", folds other than {k}"),
+        }?;
+        if self.originals {
+            write!(f, ", original patches")?;
         }
+        Ok(())
     }
 }
 
@@ -145,6 +171,15 @@ pub struct LoaderConfig {
     pub prefetch: usize,
     /// Drop a last, smaller batch (keeps batch-norm statistics sane in training).
     pub drop_last: bool,
+    /// Decode the patches. Without, batches carry labels and rows only (and
+    /// every record is still read and checked): the same batches, in the same
+    /// order, for a model that reads cached activations instead of pixels.
+    #[serde(default = "pixels_on")]
+    pub pixels: bool,
+}
+
+fn pixels_on() -> bool {
+    true
 }
 
 impl LoaderConfig {
@@ -162,6 +197,7 @@ impl LoaderConfig {
             workers: default_workers(),
             prefetch: 2,
             drop_last: false,
+            pixels: true,
         }
     }
 
@@ -232,6 +268,16 @@ impl Dataset {
     pub fn open(root: &Path, selection: &Selection) -> Result<Self> {
         let all = read_manifest(root)?;
         Self::from_rows(root, selection, all)
+    }
+
+    /// As [`open`](Self::open), but `None` where the selection matches no
+    /// record (a data set prepared with `--val-fraction 0` has no `val`).
+    pub fn open_if_any(root: &Path, selection: &Selection) -> Result<Option<Self>> {
+        let all = read_manifest(root)?;
+        if !all.iter().any(|r| selection.matches(r)) {
+            return Ok(None);
+        }
+        Self::from_rows(root, selection, all).map(Some)
     }
 
     /// As [`open`](Self::open), from rows already read.
@@ -627,6 +673,15 @@ impl Pipeline {
                 "label {} disagrees with the manifest's {expected}",
                 rec.label
             )));
+        }
+        if !self.cfg.pixels {
+            return Ok(Sample {
+                pixels: Vec::new(),
+                label: expected,
+                row: job.row,
+                height: 0,
+                width: 0,
+            });
         }
         let mut img: RgbImage = image::load_from_memory(&rec.encoded)
             .map_err(|e| fault(format!("image does not decode: {e}")))?

@@ -192,11 +192,36 @@ fn group_report(
     k: usize,
     ropts: &ReportOptions,
 ) -> GroupReport {
-    let idx: Vec<usize> = (0..preds.rows.len())
+    let scored: Vec<ScoredPatch> = (0..preds.rows.len())
         .filter(|&i| keep(preds.rows[i]))
+        .map(|i| ScoredPatch {
+            image: &data.rows()[preds.rows[i]].source_image,
+            label: preds.labels[i],
+            probabilities: &preds.probabilities[i],
+        })
         .collect();
-    let labels: Vec<usize> = idx.iter().map(|&i| preds.labels[i]).collect();
-    let probs: Vec<&Vec<f64>> = idx.iter().map(|&i| &preds.probabilities[i]).collect();
+    scored_report(name, &scored, k, ropts)
+}
+
+/// One patch's prediction, with the source image it was cut from.
+#[derive(Clone, Copy, Debug)]
+pub struct ScoredPatch<'a> {
+    pub image: &'a str,
+    pub label: usize,
+    pub probabilities: &'a [f64],
+}
+
+/// Patch-level and image-level (mean probability, majority vote) reports of
+/// `scored`, which may pool the predictions of several runs (the folds of a
+/// cross-validation).
+pub fn scored_report(
+    name: &str,
+    scored: &[ScoredPatch],
+    k: usize,
+    ropts: &ReportOptions,
+) -> GroupReport {
+    let labels: Vec<usize> = scored.iter().map(|p| p.label).collect();
+    let probs: Vec<&[f64]> = scored.iter().map(|p| p.probabilities).collect();
     let predicted: Vec<usize> = probs.iter().map(|p| argmax(p)).collect();
     let scores: Vec<f64> = probs
         .iter()
@@ -206,10 +231,9 @@ fn group_report(
 
     // Pool by source image (BTreeMap: a stable order for the bootstrap).
     let mut images: BTreeMap<&str, (usize, Vec<f64>, Vec<u64>)> = BTreeMap::new();
-    for (j, &i) in idx.iter().enumerate() {
-        let row = &data.rows()[preds.rows[i]];
+    for (j, patch) in scored.iter().enumerate() {
         let e = images
-            .entry(row.source_image.as_str())
+            .entry(patch.image)
             .or_insert_with(|| (labels[j], vec![0.0; k], vec![0; k]));
         for (c, p) in probs[j].iter().enumerate().take(k) {
             e.1[c] += p;
@@ -243,7 +267,7 @@ fn group_report(
     }
     GroupReport {
         group: name.to_string(),
-        patches: idx.len(),
+        patches: scored.len(),
         images: n_images,
         patch,
         image_mean: metrics::report(&il, &mean_pred, &mean_score, k, ropts),

@@ -37,6 +37,7 @@ use super::{
     error::{TrainError, TrainResult},
     metrics::{self, argmax},
     models::{Model, ModelKind, ModelSpec, pretrained},
+    prefix_cache::{self, PrefixCache},
     transfer::{self, FeatureCache, TransferConfig},
 };
 use crate::{
@@ -216,6 +217,23 @@ pub enum Balance {
     Oversample,
 }
 
+/// Which epoch's model a run keeps as `best.bpk` (what `evaluate`, `predict`
+/// and `export` use).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum Keep {
+    /// The epoch with the lowest validation loss.
+    Best,
+    /// The last epoch (what Keras' `fit` and a plain PyTorch loop give); the
+    /// only choice without a validation split.
+    Last,
+}
+
+/// Runs written before `keep` existed chose on validation loss.
+fn keep_best() -> Keep {
+    Keep::Best
+}
+
 /// Everything a run is trained with (also the keys of a TOML config).
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct TrainConfig {
@@ -230,6 +248,9 @@ pub struct TrainConfig {
     pub step_gamma: f64,
     /// Stop after this many epochs without a lower validation loss.
     pub early_stopping: Option<usize>,
+    /// The epoch kept as `best.bpk`.
+    #[serde(default = "keep_best")]
+    pub keep: Keep,
     pub seed: u64,
     pub balance: Balance,
     /// On-the-fly augmentation of training patches.
@@ -258,6 +279,7 @@ impl TrainConfig {
             step_size: 10,
             step_gamma: 0.1,
             early_stopping: None,
+            keep: Keep::Best,
             seed: 42,
             balance: Balance::Weights,
             augment: None,
@@ -287,6 +309,8 @@ impl TrainConfig {
                 head_lr: 1e-3,
                 unfreeze: transfer::Unfreeze::All,
                 bn: transfer::BnPolicy::Frozen,
+                adapt_bn: false,
+                cache_prefix: true,
             });
             cfg.lr = 1e-4;
             cfg.epochs = 5;
@@ -338,6 +362,9 @@ impl TrainConfig {
         }
         if self.early_stopping == Some(0) {
             return bad("early stopping patience must be at least 1");
+        }
+        if self.early_stopping.is_some() && self.keep == Keep::Last {
+            return bad("early stopping chooses on validation loss: it needs --keep best");
         }
         if self
             .train
@@ -408,8 +435,11 @@ impl RunInfo {
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct TrainState {
     pub epochs_done: usize,
+    /// The epoch saved as `best.bpk` (see [`Keep`]).
     pub best_epoch: usize,
-    pub best_val_loss: f64,
+    /// The lowest validation loss so far; `None` before the first epoch and
+    /// without a validation split.
+    pub best_val_loss: Option<f64>,
     pub epochs_without_improvement: usize,
     pub stopped_early: bool,
 }
@@ -626,7 +656,26 @@ pub fn train(
     std::fs::create_dir_all(run_dir).at(run_dir)?;
 
     let train_data = Dataset::open(data_dir, &cfg.train)?;
-    let val_data = Dataset::open(data_dir, &cfg.val)?;
+    let val_data = Dataset::open_if_any(data_dir, &cfg.val)?;
+    let mut cfg = cfg.clone();
+    if val_data.is_none() {
+        if cfg.early_stopping.is_some() {
+            return Err(Error::Config(format!(
+                "{} has no records for {}: early stopping needs a validation split",
+                data_dir.display(),
+                cfg.val
+            ))
+            .into());
+        }
+        if cfg.keep == Keep::Best {
+            tracing::info!(
+                "no validation records ({}): keeping the last epoch, as Keras and PyTorch scripts do",
+                cfg.val
+            );
+        }
+        cfg.keep = Keep::Last;
+    }
+    let cfg = &cfg;
     // Patches the network's downsampling would leave nothing of (Inception
     // needs 75 px) are refused here, with a message, not by a panic in the
     // first forward pass.
@@ -653,7 +702,7 @@ pub fn train(
         config: cfg.clone(),
         num_classes: k,
         train_records: train_data.len(),
-        val_records: val_data.len(),
+        val_records: val_data.as_ref().map_or(0, Dataset::len),
         train_class_counts: train_data.class_counts().to_vec(),
         class_weights,
     };
@@ -668,13 +717,13 @@ pub fn train(
         cfg.model.kind(),
         train_data.len(),
         train_data.class_counts(),
-        val_data.len()
+        info.val_records
     );
     let session = Session {
         run_dir,
         info: &info,
         train_data: &train_data,
-        val_data: &val_data,
+        val_data: val_data.as_ref(),
         base: &base,
         progress,
     };
@@ -689,7 +738,8 @@ struct Session<'a> {
     run_dir: &'a Path,
     info: &'a RunInfo,
     train_data: &'a Dataset,
-    val_data: &'a Dataset,
+    /// `None` without a validation split: every epoch is kept.
+    val_data: Option<&'a Dataset>,
     base: &'a Device,
     progress: &'a Progress,
 }
@@ -697,21 +747,47 @@ struct Session<'a> {
 /// A fresh model (pretrained weights loaded), and for pretrained models
 /// the whole frozen-feature stage.
 fn begin(session: &Session, opts: &RunOptions) -> TrainResult<Start> {
-    let Session { info, base, .. } = *session;
+    let Session {
+        info,
+        base,
+        train_data,
+        progress,
+        ..
+    } = *session;
     let cfg = &info.config;
     base.seed(cfg.seed);
     let device = base.clone().autodiff();
     let mut model = cfg.model.init(&device);
     if let Some(t) = &cfg.transfer {
-        model = transfer::backbone(model)?.load_imagenet(&t.weights)?.into();
+        let mut net = transfer::backbone(model)?.load_imagenet(&t.weights)?;
+        if t.adapt_bn {
+            let started = Instant::now();
+            let loader = LoaderConfig {
+                shuffle: true,
+                shuffle_buffer: cfg.shuffle_buffer,
+                seed: cfg.seed,
+                workers: cfg.workers,
+                // A batch of one has no batch statistics.
+                drop_last: train_data.len() > cfg.batch_size,
+                ..LoaderConfig::eval(
+                    cfg.batch_size,
+                    cfg.model.input_size(),
+                    cfg.model.normalization(),
+                )
+            };
+            net = transfer::adapt_batch_norm(net, train_data, &loader, &device, progress)?;
+            tracing::info!(
+                "batch-norm statistics re-estimated on {} training patches in {:.1} s",
+                train_data.len(),
+                started.elapsed().as_secs_f64()
+            );
+        }
+        model = net.into();
     }
     let start = Start {
         model,
         optim: cfg.optimizer(),
-        state: TrainState {
-            best_val_loss: f64::INFINITY,
-            ..TrainState::default()
-        },
+        state: TrainState::default(),
         history: Vec::new(),
     };
     match &cfg.transfer {
@@ -759,14 +835,17 @@ fn head_stage(session: &Session, start: Start, epochs: usize) -> TrainResult<Sta
     };
     let started = Instant::now();
     let train_cache = FeatureCache::build(&net, train_data, &loader, base, progress, "features")?;
-    let val_cache = FeatureCache::build(&net, val_data, &loader, base, progress, "features")?;
+    let val_cache = val_data
+        .map(|v| FeatureCache::build(&net, v, &loader, base, progress, "features"))
+        .transpose()?;
     let mut cache_seconds = started.elapsed().as_secs_f64();
     tracing::info!(
         "frozen {} features of {} + {} patches cached in {cache_seconds:.1} s ({:.1} patches/s)",
         cfg.model.kind(),
         train_cache.len(),
-        val_cache.len(),
-        (train_cache.len() + val_cache.len()) as f64 / cache_seconds.max(1e-9)
+        val_cache.as_ref().map_or(0, FeatureCache::len),
+        (train_cache.len() + val_cache.as_ref().map_or(0, FeatureCache::len)) as f64
+            / cache_seconds.max(1e-9)
     );
     let loss_fn = CrossEntropyLossConfig::new()
         .with_weights(info.class_weights.clone())
@@ -795,7 +874,10 @@ fn head_stage(session: &Session, start: Start, epochs: usize) -> TrainResult<Sta
             },
             other => other,
         })?;
-        let val = transfer::head_predictions(&trained, &val_cache, base)?;
+        let val = val_cache
+            .as_ref()
+            .map(|c| transfer::head_predictions(&trained, c, base))
+            .transpose()?;
         // The first epoch pays for the feature pass.
         let seconds = epoch_start.elapsed().as_secs_f64() + cache_seconds;
         cache_seconds = 0.0;
@@ -804,14 +886,14 @@ fn head_stage(session: &Session, start: Start, epochs: usize) -> TrainResult<Sta
             t.head_lr,
             stats.loss / stats.seen.max(1) as f64,
             stats.correct as f64 / stats.seen.max(1) as f64,
-            &val,
+            val.as_ref(),
             stats.seen,
             seconds,
             "head",
             info.num_classes,
         );
         let model = Model::from(trained);
-        let stop = end_epoch(run_dir, cfg, &model, &optim, &mut state, &mut history, row)?;
+        let stop = end_epoch(run_dir, info, &model, &optim, &mut state, &mut history, row)?;
         net = transfer::backbone(model)?;
         if stop {
             break;
@@ -851,14 +933,15 @@ pub fn resume(run_dir: &Path, opts: &RunOptions, progress: &Progress) -> TrainRe
         .is_none_or(|s| cfg.transfer.is_some() && s.epochs_done < freeze && !s.stopped_early);
     let data_dir = opts.data.clone().unwrap_or_else(|| info.data.clone());
     let train_data = Dataset::open(&data_dir, &cfg.train)?;
-    let val_data = Dataset::open(&data_dir, &cfg.val)?;
-    if train_data.len() != info.train_records || val_data.len() != info.val_records {
+    let val_data = Dataset::open_if_any(&data_dir, &cfg.val)?;
+    let val_len = val_data.as_ref().map_or(0, Dataset::len);
+    if train_data.len() != info.train_records || val_len != info.val_records {
         return Err(Error::input(
             &data_dir,
             format!(
                 "is not the data the run started with ({} / {} train / val records, the run had {} / {})",
                 train_data.len(),
-                val_data.len(),
+                val_len,
                 info.train_records,
                 info.val_records
             ),
@@ -869,7 +952,7 @@ pub fn resume(run_dir: &Path, opts: &RunOptions, progress: &Progress) -> TrainRe
         run_dir,
         info: &info,
         train_data: &train_data,
-        val_data: &val_data,
+        val_data: val_data.as_ref(),
         base: &base,
         progress,
     };
@@ -976,6 +1059,7 @@ fn fit(session: &Session, start: Start, opts: &RunOptions) -> TrainResult<TrainO
         prefetch: cfg.prefetch,
         // A last batch of 1 breaks batch norm; drop short tails when there is more than one batch.
         drop_last: train_data.epoch_len(cfg.balance == Balance::Oversample) > cfg.batch_size,
+        pixels: true,
     };
     let val_loader = LoaderConfig {
         workers: cfg.workers,
@@ -986,6 +1070,29 @@ fn fit(session: &Session, start: Start, opts: &RunOptions) -> TrainResult<TrainO
         )
     };
 
+    // Fine-tuning only a frozen-statistics tail: the prefix below it runs once.
+    let cached = match prefix_cache::tail_blocks(cfg, &model) {
+        Some(tail) => {
+            let started = Instant::now();
+            let train_cache =
+                PrefixCache::build(&model, tail, train_data, &val_loader, base, progress)?;
+            let val_cache = val_data
+                .map(|v| PrefixCache::build(&model, tail, v, &val_loader, base, progress))
+                .transpose()?;
+            tracing::info!(
+                "fine-tuning the last {tail} blocks from cached activations ({:.0} MB, {:.1} s)",
+                (train_cache.bytes() + val_cache.as_ref().map_or(0, PrefixCache::bytes)) as f64
+                    / 1e6,
+                started.elapsed().as_secs_f64()
+            );
+            Some((train_cache, val_cache))
+        }
+        None => None,
+    };
+    let train_loader = LoaderConfig {
+        pixels: cached.is_none(),
+        ..train_loader
+    };
     let per_epoch = train_data.epoch_len(train_loader.oversample);
     let first = (state.epochs_done + 1).max(freeze + 1);
     let last = match opts.stop_after {
@@ -1015,7 +1122,10 @@ fn fit(session: &Session, start: Start, opts: &RunOptions) -> TrainResult<TrainO
         for (b, batch) in train_data.stream(&train_loader, epoch as u64)?.enumerate() {
             let batch = batch?;
             let n = batch.len();
-            let logits = model.forward(images_tensor(&batch, &device));
+            let logits = match &cached {
+                Some((c, _)) => c.logits(&model, &batch.rows, &device)?,
+                None => model.forward(images_tensor(&batch, &device)),
+            };
             let loss = loss_fn.forward(logits.clone(), labels_tensor(&batch, &device));
             let value: f32 = loss.clone().into_scalar();
             if !value.is_finite() {
@@ -1053,19 +1163,23 @@ fn fit(session: &Session, start: Start, opts: &RunOptions) -> TrainResult<TrainO
         bar.finish_and_clear();
         let train_seconds = started.elapsed().as_secs_f64();
 
-        let val = predict(&model, val_data, &val_loader, base, progress, "val")?;
+        let val = match (&cached, val_data) {
+            (Some((_, Some(c))), _) => Some(c.predictions(&model, cfg.batch_size, base)?),
+            (_, Some(v)) => Some(predict(&model, v, &val_loader, base, progress, "val")?),
+            (_, None) => None,
+        };
         let row = epoch_row(
             epoch,
             lr,
             loss_sum / seen.max(1) as f64,
             correct as f64 / seen.max(1) as f64,
-            &val,
+            val.as_ref(),
             seen,
             train_seconds,
             stage,
             k,
         );
-        if end_epoch(run_dir, cfg, &model, &optim, &mut state, &mut history, row)? {
+        if end_epoch(run_dir, info, &model, &optim, &mut state, &mut history, row)? {
             break;
         }
     }
@@ -1073,31 +1187,42 @@ fn fit(session: &Session, start: Start, opts: &RunOptions) -> TrainResult<TrainO
 }
 
 /// The `metrics.csv` row of an epoch that trained on `seen` images in
-/// `train_seconds` and was validated with `val`.
+/// `train_seconds` and was validated with `val` (its columns NaN without one).
 #[allow(clippy::too_many_arguments)]
 fn epoch_row(
     epoch: usize,
     lr: f64,
     train_loss: f64,
     train_accuracy: f64,
-    val: &Predictions,
+    val: Option<&Predictions>,
     seen: usize,
     train_seconds: f64,
     stage: &str,
     k: usize,
 ) -> EpochMetrics {
-    let predicted = val.predicted();
-    let confusion = metrics::Confusion::new(&val.labels, &predicted, k);
-    let positives: Vec<bool> = val.labels.iter().map(|&l| l == 1).collect();
+    let (val_loss, val_accuracy, val_balanced_accuracy, val_auc) = match val {
+        Some(val) => {
+            let predicted = val.predicted();
+            let confusion = metrics::Confusion::new(&val.labels, &predicted, k);
+            let positives: Vec<bool> = val.labels.iter().map(|&l| l == 1).collect();
+            (
+                val.loss(),
+                confusion.correct() as f64 / confusion.total().max(1) as f64,
+                confusion.balanced_accuracy(),
+                metrics::roc_auc(&val.scores(1), &positives).unwrap_or(f64::NAN),
+            )
+        }
+        None => (f64::NAN, f64::NAN, f64::NAN, f64::NAN),
+    };
     EpochMetrics {
         epoch,
         lr,
         train_loss,
         train_accuracy,
-        val_loss: val.loss(),
-        val_accuracy: confusion.correct() as f64 / confusion.total().max(1) as f64,
-        val_balanced_accuracy: confusion.balanced_accuracy(),
-        val_auc: metrics::roc_auc(&val.scores(1), &positives).unwrap_or(f64::NAN),
+        val_loss,
+        val_accuracy,
+        val_balanced_accuracy,
+        val_auc,
         train_images: seen,
         seconds: train_seconds,
         images_per_second: seen as f64 / train_seconds.max(1e-9),
@@ -1105,17 +1230,18 @@ fn epoch_row(
     }
 }
 
-/// Logs and checkpoints a finished epoch (model, optimizer, best model,
+/// Logs and checkpoints a finished epoch (model, optimizer, kept model,
 /// `metrics.csv`, plots, `state.json`); true when training should stop early.
 fn end_epoch(
     run_dir: &Path,
-    cfg: &TrainConfig,
+    info: &RunInfo,
     model: &Model,
     optim: &ModuleOptimizer,
     state: &mut TrainState,
     history: &mut Vec<EpochMetrics>,
     row: EpochMetrics,
 ) -> TrainResult<bool> {
+    let cfg = &info.config;
     let epoch = row.epoch;
     tracing::info!(
         "epoch {epoch} ({}): train loss {:.4} acc {:.3} | val loss {:.4} acc {:.3} auc {:.3} | {:.1} img/s",
@@ -1127,7 +1253,7 @@ fn end_epoch(
         row.val_auc,
         row.images_per_second
     );
-    if !row.val_loss.is_finite() {
+    if info.val_records > 0 && !row.val_loss.is_finite() {
         return Err(TrainError::NonFiniteLoss {
             epoch,
             batch: 0,
@@ -1140,13 +1266,16 @@ fn end_epoch(
     save_model(model, &pending(LAST_MODEL))?;
     save_optimizer(optim, &pending(LAST_OPTIM))?;
     state.epochs_done = epoch;
-    if row.val_loss < state.best_val_loss {
-        state.best_val_loss = row.val_loss;
-        state.best_epoch = epoch;
+    let improved = row.val_loss.is_finite() && state.best_val_loss.is_none_or(|b| row.val_loss < b);
+    if improved {
+        state.best_val_loss = Some(row.val_loss);
         state.epochs_without_improvement = 0;
-        save_model(model, &pending(BEST_MODEL))?;
     } else {
         state.epochs_without_improvement += 1;
+    }
+    if improved || cfg.keep == Keep::Last {
+        state.best_epoch = epoch;
+        save_model(model, &pending(BEST_MODEL))?;
     }
     history.push(row);
     write_metrics(&run_dir.join(METRICS_CSV), history)?;
@@ -1166,101 +1295,6 @@ fn end_epoch(
         );
     }
     Ok(state.stopped_early)
-}
-
-/// One fold's outcome in `cv.json`.
-#[derive(Clone, Debug, Serialize, Deserialize)]
-pub struct CvFold {
-    pub fold: i32,
-    pub run: PathBuf,
-    pub best: EpochMetrics,
-}
-
-/// Mean and sample standard deviation over folds.
-#[derive(Clone, Copy, Debug, Serialize, Deserialize)]
-pub struct MeanSd {
-    pub mean: f64,
-    pub sd: f64,
-}
-
-impl MeanSd {
-    pub fn of(values: &[f64]) -> Self {
-        let n = values.len() as f64;
-        let mean = values.iter().sum::<f64>() / n;
-        let var = if values.len() > 1 {
-            values.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / (n - 1.0)
-        } else {
-            0.0
-        };
-        Self {
-            mean,
-            sd: var.sqrt(),
-        }
-    }
-}
-
-/// `cv.json`: the best epoch of every fold and their summary.
-#[derive(Clone, Debug, Serialize, Deserialize)]
-pub struct CvReport {
-    pub folds: Vec<CvFold>,
-    pub val_loss: MeanSd,
-    pub val_accuracy: MeanSd,
-    pub val_balanced_accuracy: MeanSd,
-    pub val_auc: MeanSd,
-}
-
-pub const CV_JSON: &str = "cv.json";
-
-/// Patient-grouped K-fold cross-validation over the development data
-/// (`train` and `val`, which `prepare --folds K` divides into folds): fold k
-/// trains on the other folds and validates on k, into `run_dir/fold-k`;
-/// `cv.json` summarises the best epochs. `test` is never read.
-pub fn cross_validate(
-    data_dir: &Path,
-    run_dir: &Path,
-    cfg: &TrainConfig,
-    k: u32,
-    opts: &RunOptions,
-    progress: &Progress,
-) -> TrainResult<CvReport> {
-    if k < 2 {
-        return Err(Error::Config("cross-validation needs at least 2 folds".into()).into());
-    }
-    let mut folds = Vec::new();
-    for fold in 0..k as i32 {
-        let mut c = cfg.clone();
-        c.train = Selection {
-            folds: super::data::FoldFilter::Except(fold),
-            ..Selection::split("train+val")
-        };
-        c.val = Selection {
-            folds: super::data::FoldFilter::Only(fold),
-            ..Selection::split("train+val")
-        };
-        let run = run_dir.join(format!("fold-{fold}"));
-        tracing::info!("cross-validation fold {fold} of {k}");
-        let outcome = train(data_dir, &run, &c, opts, progress)?;
-        let best = outcome
-            .history
-            .iter()
-            .find(|m| m.epoch == outcome.state.best_epoch)
-            .or(outcome.history.last())
-            .cloned()
-            .ok_or_else(|| Error::Config(format!("fold {fold} trained no epoch")))?;
-        folds.push(CvFold { fold, run, best });
-    }
-    let col = |f: fn(&EpochMetrics) -> f64| {
-        MeanSd::of(&folds.iter().map(|x| f(&x.best)).collect::<Vec<_>>())
-    };
-    let report = CvReport {
-        val_loss: col(|m| m.val_loss),
-        val_accuracy: col(|m| m.val_accuracy),
-        val_balanced_accuracy: col(|m| m.val_balanced_accuracy),
-        val_auc: col(|m| m.val_auc),
-        folds,
-    };
-    write_json(&run_dir.join(CV_JSON), &report)?;
-    Ok(report)
 }
 
 #[cfg(test)]

@@ -4,12 +4,14 @@
 //! - [`checkpoint`]: an epoch's checkpoint files commit together (kill-safe `--resume`).
 //! - [`classify`]: ImageNet top-k of photos with a pretrained backbone.
 //! - [`compare`]: several models on the same data, one table and one plot.
+//! - [`cv`]: patient-grouped K-fold cross-validation, patch and image level.
 //! - [`data`]: manifest-driven streaming batches (shuffle buffer, prefetch, CRC faults named).
 //! - [`models`]: the model registry (`mlp`, `cnn`).
 //! - [`learner`]: the training loop, checkpoints and `metrics.csv`.
 //! - [`metrics`]: accuracy, AUC, … with confidence intervals.
 //! - [`evaluate`]: patch- and image-level evaluation of a run.
 //! - [`export`]: safetensors (PyTorch names) or burnpack, plus `model.json`.
+//! - [`prefix_cache`]: fine-tuning a frozen-statistics tail from cached activations.
 //! - [`predict`]: whole new images → patch probabilities, image label, heatmap.
 //! - [`report`]: SVG plots (loss, accuracy, ROC, confusion) and `report.md`.
 //! - [`transfer`]: frozen-feature head training, then fine-tuning, for pretrained backbones.
@@ -18,6 +20,7 @@
 pub mod checkpoint;
 pub mod classify;
 pub mod compare;
+pub mod cv;
 pub mod data;
 pub mod error;
 pub mod evaluate;
@@ -26,6 +29,7 @@ pub mod learner;
 pub mod metrics;
 pub mod models;
 pub mod predict;
+pub mod prefix_cache;
 pub mod report;
 pub mod toy;
 pub mod transfer;

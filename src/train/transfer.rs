@@ -90,6 +90,18 @@ pub struct TransferConfig {
     pub head_lr: f64,
     pub unfreeze: Unfreeze,
     pub bn: BnPolicy,
+    /// Re-estimate the batch-norm statistics on the training patches before
+    /// stage 1 ([`adapt_batch_norm`]).
+    #[serde(default)]
+    pub adapt_bn: bool,
+    /// Fine-tune from cached activations of the frozen prefix where that
+    /// gives the same result ([`super::prefix_cache`]); off only to compare.
+    #[serde(default = "cache_prefix_on")]
+    pub cache_prefix: bool,
+}
+
+fn cache_prefix_on() -> bool {
+    true
 }
 
 impl TransferConfig {
@@ -204,6 +216,38 @@ impl Pretrained {
             }
         })
     }
+}
+
+/// Re-estimates every batch norm's running statistics on `data` (AdaBN, Li
+/// et al. 2016): one pass in training mode with no gradient, so each norm's
+/// running mean and variance move from ImageNet's towards this tissue's
+/// (burn's momentum, 0.1 a batch: after the ~25 batches of the GlaS training
+/// patches, ImageNet's statistics keep a weight of 0.9^25 ≈ 7%). This is
+/// what a PyTorch loop does to a frozen backbone left in `train()` mode,
+/// done once, so that the frozen-feature stage can still cache. `loader`
+/// should shuffle: a batch's statistics must mix images as a training batch
+/// does. `device` is the training (autodiff) device.
+pub fn adapt_batch_norm(
+    model: Pretrained,
+    data: &Dataset,
+    loader: &LoaderConfig,
+    device: &Device,
+    progress: &Progress,
+) -> TrainResult<Pretrained> {
+    // Training flags on (batch statistics, running averages updated),
+    // gradients off (no graph is recorded).
+    let model = model.unfreeze().no_grad();
+    let bar = progress.bar("adapt bn", data.len() as u64, "patches");
+    for batch in data.stream(loader, 0)? {
+        let batch = batch?;
+        // Only the running statistics this updates are wanted; reading one
+        // value back makes the (possibly lazy) backend run the pass.
+        let pooled = model.features(images_tensor(&batch, device));
+        let _: Vec<f32> = to_vec(pooled.slice([0..1, 0..1]))?;
+        bar.inc(batch.len() as u64);
+    }
+    bar.finish_and_clear();
+    Ok(model.unfreeze())
 }
 
 /// Pooled features of every record of `data`, in data order.

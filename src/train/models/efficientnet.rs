@@ -248,8 +248,24 @@ impl EfficientNet {
     /// `[n, 3, h, w]` normalised images → `[n, 1280]` pooled features: what
     /// the frozen-backbone stage caches.
     pub fn features(&self, images: Tensor<4>) -> Tensor<2> {
+        self.tail_features(self.prefix(images, 0), 0)
+    }
+
+    /// The stem and every block but the last `tail_blocks`: what stays
+    /// frozen when fine-tuning trains only those (`--unfreeze last:N`).
+    pub fn prefix(&self, images: Tensor<4>, tail_blocks: usize) -> Tensor<4> {
         let mut x = relu6(self.bn0.forward(self.conv_stem.forward(images)));
-        for b in &self.blocks {
+        for b in &self.blocks[..self.blocks.len().saturating_sub(tail_blocks)] {
+            x = b.forward(x);
+        }
+        x
+    }
+
+    /// The last `tail_blocks` blocks and the head convolution, on
+    /// [`prefix`](Self::prefix)'s output → pooled features.
+    pub fn tail_features(&self, x: Tensor<4>, tail_blocks: usize) -> Tensor<2> {
+        let mut x = x;
+        for b in &self.blocks[self.blocks.len().saturating_sub(tail_blocks)..] {
             x = b.forward(x);
         }
         let x = relu6(self.bn1.forward(self.conv_head.forward(x)));
