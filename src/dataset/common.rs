@@ -2,7 +2,8 @@
 //! walking folders, keeping paths from inside files within the input root,
 //! checking image headers, and assembling the final [`Dataset`].
 
-use std::collections::{BTreeMap, BTreeSet, HashSet};
+use std::collections::hash_map::Entry;
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::fs;
 use std::path::{Component, Path, PathBuf};
 
@@ -69,69 +70,174 @@ pub fn require_dir(dir: &Path, what: &str) -> Result<()> {
     Ok(())
 }
 
-/// Entries of one folder, sorted by name, hidden ones (leading `.`) left out.
-pub fn list_dir(dir: &Path) -> Result<Vec<PathBuf>> {
-    let mut out = Vec::new();
-    for entry in fs::read_dir(dir).at(dir)? {
-        let path = entry.at(dir)?.path();
-        if !is_hidden(&path) {
-            out.push(path);
+/// A folder the loaders never read: the output folder, when it lies inside
+/// the input (`-o input/out`). What `prepare` or `inspect` wrote there (a
+/// contact sheet is an image) would otherwise be read back as input by the
+/// next run. Compared by canonical path, so a symlink into it is caught too.
+#[derive(Clone, Debug, Default)]
+pub struct Exclude {
+    canon: Option<PathBuf>,
+}
+
+impl Exclude {
+    /// Nothing excluded.
+    pub fn none() -> Self {
+        Self::default()
+    }
+
+    /// Excludes `output` (which need not exist yet) when it lies inside
+    /// `root`; errors when it is `root` itself, since then every output file
+    /// would sit among the inputs.
+    pub fn output_within(output: &Path, root: &Path) -> Result<Self> {
+        let out = crate::fsutil::canonical_lenient(output);
+        let root_canon = fs::canonicalize(root).at(root)?;
+        if out == root_canon {
+            return Err(Error::input(
+                output,
+                format!(
+                    "the output folder is the input folder {}: what prepare writes there would be read back as input; choose another folder (or a sub-folder, which is never read)",
+                    root.display()
+                ),
+            ));
+        }
+        Ok(Self {
+            canon: out.starts_with(&root_canon).then_some(out),
+        })
+    }
+
+    /// [`Exclude::output_within`] `root` when there is an output folder.
+    pub fn for_root(output: Option<&Path>, root: &Path) -> Result<Self> {
+        match output {
+            Some(o) => Self::output_within(o, root),
+            None => Ok(Self::none()),
         }
     }
-    out.sort();
-    Ok(out)
-}
 
-/// Every non-hidden file under `dir` (symlinks followed, loops ignored), sorted.
-/// Hidden files and folders are left out silently.
-pub fn walk_files(dir: &Path) -> Result<Vec<PathBuf>> {
-    let mut out = Vec::new();
-    let mut seen = HashSet::new();
-    walk_into(dir, &mut out, &mut seen)?;
-    out.sort();
-    Ok(out)
-}
-
-fn walk_into(dir: &Path, out: &mut Vec<PathBuf>, seen: &mut HashSet<PathBuf>) -> Result<()> {
-    let canon = fs::canonicalize(dir).at(dir)?;
-    if !seen.insert(canon) {
-        return Ok(()); // a symlink loop, or the same folder linked twice
+    /// Whether `path` is, lies in, or (a symlink) leads into the excluded
+    /// folder. Only folders and symlinks can: a plain file in a folder
+    /// being listed lies where that folder does.
+    fn covers(&self, path: &Path, ft: fs::FileType) -> bool {
+        let Some(out) = &self.canon else {
+            return false;
+        };
+        (ft.is_dir() || ft.is_symlink()) && fs::canonicalize(path).is_ok_and(|c| c.starts_with(out))
     }
-    for path in list_dir(dir)? {
+
+    /// Whether the canonical path `canon` lies in the excluded folder.
+    pub fn holds(&self, canon: &Path) -> bool {
+        self.canon
+            .as_ref()
+            .is_some_and(|out| canon.starts_with(out))
+    }
+}
+
+/// Entries of one folder, sorted by name, hidden ones (leading `.`) and the
+/// excluded output folder left out.
+pub fn list_dir(dir: &Path, ex: &Exclude) -> Result<Vec<PathBuf>> {
+    let mut out = Vec::new();
+    for entry in fs::read_dir(dir).at(dir)? {
+        let entry = entry.at(dir)?;
+        let path = entry.path();
+        if is_hidden(&path) {
+            continue;
+        }
+        let ft = entry.file_type().at(&path)?;
+        if ex.covers(&path, ft) {
+            tracing::debug!("not reading {}: the output folder", path.display());
+            continue;
+        }
+        out.push(path);
+    }
+    out.sort();
+    Ok(out)
+}
+
+/// What [`walk_files`] found.
+#[derive(Debug, Default)]
+pub struct Walk {
+    /// Every non-hidden entry that is not a folder (files, and special files
+    /// or dangling links for the loaders to refuse), sorted.
+    pub files: Vec<PathBuf>,
+    /// Folder symlinks not followed because they lead back to a folder
+    /// enclosing them (a loop, like `benign/loop -> ..`).
+    pub skipped: Vec<Skipped>,
+}
+
+/// Every non-hidden file under `dir`, folder symlinks followed except those
+/// leading to an enclosing folder (`loop -> ..`), which are reported in
+/// [`Walk::skipped`]; a folder reached twice is walked once. Hidden files
+/// and folders are left out silently, the excluded output folder too.
+pub fn walk_files(dir: &Path, ex: &Exclude) -> Result<Walk> {
+    let mut walk = Walk::default();
+    let canon = fs::canonicalize(dir).at(dir)?;
+    let mut seen = HashSet::from([canon.clone()]);
+    walk_into(dir, &canon, ex, &mut walk, &mut seen)?;
+    walk.files.sort();
+    Ok(walk)
+}
+
+fn walk_into(
+    dir: &Path,
+    canon: &Path,
+    ex: &Exclude,
+    walk: &mut Walk,
+    seen: &mut HashSet<PathBuf>,
+) -> Result<()> {
+    for path in list_dir(dir, ex)? {
         match fs::metadata(&path) {
-            Ok(md) if md.is_dir() => walk_into(&path, out, seen)?,
-            Ok(md) if md.is_file() => out.push(path),
-            // Dangling symlinks, sockets, ...: reported by the loaders as they see fit.
-            _ => out.push(path),
+            Ok(md) if md.is_dir() => {
+                let target = fs::canonicalize(&path).at(&path)?;
+                if let Some(why) = loop_reason(canon, &target) {
+                    walk.skipped.push(Skipped {
+                        file: path,
+                        reason: why,
+                    });
+                } else if seen.insert(target.clone()) {
+                    walk_into(&path, &target, ex, walk, seen)?;
+                }
+            }
+            // Files; and dangling symlinks, FIFOs, sockets, ...: refused by
+            // the loaders when they are images, skipped otherwise.
+            _ => walk.files.push(path),
         }
     }
     Ok(())
 }
 
-/// Whether any image file lies somewhere under `dir` (stops at the first).
-pub fn holds_images(dir: &Path) -> bool {
-    fn go(dir: &Path, depth: usize) -> bool {
-        if depth > 16 {
+/// Why a folder symlink found in the folder `within` (canonical) that leads
+/// to `target` (canonical) must not be followed: it leads back to `within`
+/// or a folder enclosing it, so following it would walk the same files
+/// again under another name, without end.
+pub fn loop_reason(within: &Path, target: &Path) -> Option<String> {
+    within.starts_with(target).then(|| {
+        format!(
+            "links to {}, a folder enclosing it (a loop); not followed",
+            target.display()
+        )
+    })
+}
+
+/// Whether any image file lies somewhere under `dir` (stops at the first);
+/// each folder is looked at once, at most 16 deep.
+pub fn holds_images(dir: &Path, ex: &Exclude) -> bool {
+    fn go(dir: &Path, depth: usize, ex: &Exclude, seen: &mut HashSet<PathBuf>) -> bool {
+        if depth > 16 || !fs::canonicalize(dir).is_ok_and(|c| seen.insert(c)) {
             return false;
         }
-        let Ok(rd) = fs::read_dir(dir) else {
+        let Ok(entries) = list_dir(dir, ex) else {
             return false;
         };
         let mut subdirs = Vec::new();
-        for entry in rd.flatten() {
-            let path = entry.path();
-            if is_hidden(&path) {
-                continue;
-            }
+        for path in entries {
             match fs::metadata(&path) {
                 Ok(md) if md.is_file() && is_image_file_name(&path) => return true,
                 Ok(md) if md.is_dir() => subdirs.push(path),
                 _ => {}
             }
         }
-        subdirs.iter().any(|d| go(d, depth + 1))
+        subdirs.iter().any(|d| go(d, depth + 1, ex, seen))
     }
-    go(dir, 0)
+    go(dir, 0, ex, &mut HashSet::new())
 }
 
 /// `path` relative to `root`, `/`-separated; errors on non-UTF-8 components.
@@ -180,10 +286,12 @@ pub struct Resolved {
 ///
 /// Rejected: empty values, absolute paths (`/x`, `\x`, `C:\x`), `..`
 /// components, anything not found, not a regular file, or whose canonical path
-/// (symlinks resolved) lies outside the canonical root.
+/// (symlinks resolved) lies outside the canonical root or in the excluded
+/// output folder.
 pub fn resolve_inside(
     root: &Path,
     root_canon: &Path,
+    ex: &Exclude,
     base_rel: &str,
     value: &str,
     source: &Path,
@@ -241,9 +349,17 @@ pub fn resolve_inside(
             root.display()
         )));
     }
+    if ex.holds(&canon) {
+        return Err(bad(&format!(
+            "\"{trimmed}\" lies in the output folder, which is never read as input (what prepare wrote there would come back as data)"
+        )));
+    }
     let md = fs::metadata(&canon).map_err(|e| bad(&format!("image \"{trimmed}\": {e}")))?;
     if !md.is_file() {
-        return Err(bad(&format!("\"{trimmed}\" is not a regular file")));
+        return Err(bad(&format!(
+            "\"{trimmed}\" is not a regular file ({})",
+            crate::fsutil::kind_name(md.file_type())
+        )));
     }
     Ok(Resolved {
         image_path,
@@ -465,6 +581,7 @@ pub fn finish(
     if !keep_order {
         samples.sort_by(|a, b| a.name.cmp(&b.name));
     }
+    same_file_twice(&samples)?;
     let mut seen: BTreeMap<&str, &Sample> = BTreeMap::new();
     for s in &samples {
         if let Some(prev) = seen.insert(&s.name, s) {
@@ -494,6 +611,41 @@ pub fn finish(
         samples,
         skipped,
     })
+}
+
+/// Errors when one file is reached under two names (a symlink, a linked
+/// folder): it would be two samples, perhaps of two classes or in two splits.
+/// Samples of one image under one name (VOC's one per class) are fine.
+fn same_file_twice(samples: &[Sample]) -> Result<()> {
+    let mut by_file: HashMap<PathBuf, &Sample> = HashMap::with_capacity(samples.len());
+    for s in samples {
+        let Ok(canon) = fs::canonicalize(&s.image_path) else {
+            continue;
+        };
+        match by_file.entry(canon) {
+            Entry::Occupied(e) if e.get().rel_path != s.rel_path => {
+                let prev = e.get();
+                let classes = if prev.class == s.class {
+                    format!("both in class \"{}\"", s.class)
+                } else {
+                    format!("in classes \"{}\" and \"{}\"", prev.class, s.class)
+                };
+                return Err(Error::input(
+                    &s.image_path,
+                    format!(
+                        "the same file as {} (both are {}, {classes}): one image reached under two names (a symlink or linked folder?) would be two samples; remove one",
+                        prev.image_path.display(),
+                        e.key().display()
+                    ),
+                ));
+            }
+            Entry::Occupied(_) => {}
+            Entry::Vacant(v) => {
+                v.insert(s);
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Writes a small solid image (format from the extension), creating its folder;
