@@ -177,6 +177,24 @@ fn xml_nested_thousands_deep_is_refused_not_a_crash() {
     );
     nothing_complete(&out);
 
+    // 100,000 attributes on one element (1 MB) took the parser 18 s (it
+    // compares each with the element's earlier ones); 16 MiB would take hours.
+    let attrs: Vec<String> = (0..100_000).map(|i| format!("a{i}=\"\"")).collect();
+    fs::write(
+        input.join("b.xml"),
+        format!("<annotation {}/>", attrs.join(" ")),
+    )
+    .unwrap();
+    let r = run_limited(&prepare_args(&input, &out, &[]), 60);
+    assert_eq!(r.code, Some(1), "{}", r.stderr);
+    assert!(
+        r.stderr
+            .contains("b.xml: line 1: an element with more than 64 attributes"),
+        "{}",
+        r.stderr
+    );
+    assert!(r.seconds < 10.0, "{} s", r.seconds);
+
     // 64 levels are parsed (and then found not to be an annotation's
     // layout); 65 are refused. A closing tag, a comment, CDATA, a processing
     // instruction and a quoted `>` do not confuse the count.

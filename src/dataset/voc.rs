@@ -35,6 +35,12 @@ pub const MAX_XML_BYTES: u64 = 16 * 1024 * 1024;
 /// nested 4,000 deep overflowed it and aborted the process).
 pub const MAX_XML_DEPTH: usize = 64;
 
+/// Attributes allowed on one element (labelImg writes at most one): the
+/// parser checks each attribute against the element's earlier ones, so
+/// 100,000 attributes on one element (a 1 MB file) took 18 s, and the 16 MiB
+/// a file may have would take hours.
+pub const MAX_XML_ATTRIBUTES: usize = 64;
+
 /// Parsed nodes (elements and text) allowed in one annotation: a labelImg
 /// object is ~25, so this is ~40,000 objects, and bounds the parser's memory
 /// (a node is ~80 bytes; 16 MiB of `<a/>` would otherwise be 4 million).
@@ -166,13 +172,24 @@ pub fn parse_annotation(bytes: &[u8], xml: &Path) -> Result<Annotation> {
     let text = std::str::from_utf8(bytes)
         .map_err(|_| Error::input(xml, "not UTF-8 text; save the annotation as UTF-8"))?;
     let text = text.strip_prefix('\u{feff}').unwrap_or(text);
-    if let Some(line) = deeper_than(text.as_bytes(), MAX_XML_DEPTH) {
-        return Err(Error::input(
-            xml,
-            format!(
-                "line {line}: elements nested more than {MAX_XML_DEPTH} deep (a labelImg annotation nests 4); refused before parsing"
-            ),
-        ));
+    match shape_fault(text.as_bytes(), MAX_XML_DEPTH, MAX_XML_ATTRIBUTES) {
+        None => {}
+        Some((line, Shape::Deep)) => {
+            return Err(Error::input(
+                xml,
+                format!(
+                    "line {line}: elements nested more than {MAX_XML_DEPTH} deep (a labelImg annotation nests 4); refused before parsing"
+                ),
+            ));
+        }
+        Some((line, Shape::Attributes)) => {
+            return Err(Error::input(
+                xml,
+                format!(
+                    "line {line}: an element with more than {MAX_XML_ATTRIBUTES} attributes (labelImg writes at most one); refused before parsing"
+                ),
+            ));
+        }
     }
     let options = roxmltree::ParsingOptions {
         nodes_limit: MAX_XML_NODES,
@@ -223,13 +240,26 @@ pub fn parse_annotation(bytes: &[u8], xml: &Path) -> Result<Annotation> {
     Ok(Annotation { filename, objects })
 }
 
-/// The 1-based line of the first start tag nested deeper than `limit`, if
-/// any, found by a scan that counts start and end tags without parsing
-/// (comments, CDATA, processing instructions and declarations skipped, quotes
-/// inside tags honoured). On well-formed XML it counts exactly what a parser
-/// nests; on malformed XML a parser stops at the first fault, within the
-/// prefix counted the same way, so it never nests deeper than counted.
-fn deeper_than(text: &[u8], limit: usize) -> Option<usize> {
+/// What [`shape_fault`] found wrong with an XML file's shape.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Shape {
+    /// A start tag nested deeper than the limit.
+    Deep,
+    /// A start tag with more `=` (outside quotes) than the attribute limit.
+    Attributes,
+}
+
+/// The 1-based line of the first start tag nested deeper than `max_depth`,
+/// or holding more than `max_attributes` attributes, if any, found by a scan
+/// that counts start and end tags, and `=` inside start tags, without
+/// parsing (comments, CDATA, processing instructions and declarations
+/// skipped, quotes inside tags honoured). On well-formed XML it counts
+/// exactly what a parser nests and at least the attributes it sees (every
+/// attribute has its `=`); on malformed XML a parser stops at the first
+/// fault, within the prefix counted the same way, so it never goes further
+/// than counted.
+fn shape_fault(text: &[u8], max_depth: usize, max_attributes: usize) -> Option<(usize, Shape)> {
+    let line_at = |i: usize| 1 + text[..i].iter().filter(|&&b| b == b'\n').count();
     let find = |from: usize, pat: &[u8]| -> usize {
         text.get(from..)
             .and_then(|rest| rest.windows(pat.len()).position(|w| w == pat))
@@ -252,7 +282,7 @@ fn deeper_than(text: &[u8], limit: usize) -> Option<usize> {
             i = find(i + 2, b">");
         } else {
             // A start tag: to its `>`, skipping quoted attribute values.
-            let (mut j, mut quote) = (i + 1, None);
+            let (mut j, mut quote, mut equals) = (i + 1, None, 0usize);
             while j < text.len() {
                 let c = text[j];
                 match quote {
@@ -260,6 +290,12 @@ fn deeper_than(text: &[u8], limit: usize) -> Option<usize> {
                     Some(_) => {}
                     None if c == b'"' || c == b'\'' => quote = Some(c),
                     None if c == b'>' => break,
+                    None if c == b'=' => {
+                        equals += 1;
+                        if equals > max_attributes {
+                            return Some((line_at(i), Shape::Attributes));
+                        }
+                    }
                     None => {}
                 }
                 j += 1;
@@ -267,8 +303,8 @@ fn deeper_than(text: &[u8], limit: usize) -> Option<usize> {
             let self_closing = j < text.len() && text[j - 1] == b'/';
             if !self_closing {
                 depth += 1;
-                if depth > limit {
-                    return Some(1 + text[..i].iter().filter(|&&b| b == b'\n').count());
+                if depth > max_depth {
+                    return Some((line_at(i), Shape::Deep));
                 }
             }
             i = j.saturating_add(1).min(text.len());
@@ -613,6 +649,36 @@ mod tests {
         )
         .unwrap();
         assert!(err(r).contains("a.xml: object 1: missing <name>"));
+    }
+
+    /// The line of the first start tag nested deeper than `limit`.
+    fn deeper_than(text: &[u8], limit: usize) -> Option<usize> {
+        shape_fault(text, limit, usize::MAX).map(|(line, shape)| {
+            assert_eq!(shape, Shape::Deep);
+            line
+        })
+    }
+
+    #[test]
+    fn attributes_are_counted_without_parsing() {
+        let tag = |n: usize| {
+            let attrs: Vec<String> = (0..n).map(|i| format!("a{i}='='")).collect();
+            format!("<annotation><x {}/></annotation>", attrs.join(" "))
+        };
+        // `=` inside quotes is not an attribute.
+        assert_eq!(shape_fault(tag(64).as_bytes(), 64, 64), None);
+        assert_eq!(
+            shape_fault(tag(65).as_bytes(), 64, 64),
+            Some((1, Shape::Attributes))
+        );
+        // 100,000 attributes on one element took the parser 18 s.
+        let e = parse_annotation(tag(100_000).as_bytes(), Path::new("m.xml"))
+            .unwrap_err()
+            .to_string();
+        assert_eq!(
+            e,
+            "m.xml: line 1: an element with more than 64 attributes (labelImg writes at most one); refused before parsing"
+        );
     }
 
     #[test]
