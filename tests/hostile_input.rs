@@ -629,6 +629,14 @@ fn output_equal_to_the_input_is_refused() {
         &["the output folder is the input folder"],
     );
     nothing_complete(&input);
+    // A class folder as the output: never read, so the class would vanish.
+    let line = fails_within(
+        &prepare_args(&input, &input.join("benign"), &[]),
+        60,
+        &["holds input images", "benign/b0.png"],
+    );
+    assert!(line.contains("choose a new or empty folder"), "{line}");
+    nothing_complete(&input.join("benign"));
 }
 
 #[test]

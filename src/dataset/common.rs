@@ -100,9 +100,19 @@ impl Exclude {
                 ),
             ));
         }
-        Ok(Self {
-            canon: out.starts_with(&root_canon).then_some(out),
-        })
+        if !out.starts_with(&root_canon) {
+            return Ok(Self::none());
+        }
+        if let Some(image) = input_image_in(&out) {
+            return Err(Error::input(
+                output,
+                format!(
+                    "the output folder lies inside the input and holds input images ({}); it is never read as input, so they would be left out: choose a new or empty folder",
+                    image.display()
+                ),
+            ));
+        }
+        Ok(Self { canon: Some(out) })
     }
 
     /// [`Exclude::output_within`] `root` when there is an output folder.
@@ -129,6 +139,41 @@ impl Exclude {
             .as_ref()
             .is_some_and(|out| canon.starts_with(out))
     }
+}
+
+/// The contact sheet `histoshard inspect` writes into an output folder: an
+/// image, but never an input one (`crate::inspect::SHEET_FILE`).
+const SHEET_FILE: &str = "contact_sheet.png";
+
+/// An image under `dir` (a few levels deep) other than the contact sheet at
+/// its top: `-o input/benign` would otherwise leave class `benign` out.
+fn input_image_in(dir: &Path) -> Option<PathBuf> {
+    fn go(dir: &Path, depth: usize, top: bool) -> Option<PathBuf> {
+        if depth > 4 {
+            return None;
+        }
+        let mut entries: Vec<fs::DirEntry> = fs::read_dir(dir).ok()?.flatten().collect();
+        entries.sort_by_key(fs::DirEntry::file_name);
+        let mut subdirs = Vec::new();
+        for entry in entries {
+            let path = entry.path();
+            if is_hidden(&path) {
+                continue;
+            }
+            match entry.file_type() {
+                Ok(ft) if ft.is_dir() => subdirs.push(path),
+                Ok(_)
+                    if is_image_file_name(&path)
+                        && !(top && path.file_name().is_some_and(|n| n == SHEET_FILE)) =>
+                {
+                    return Some(path);
+                }
+                _ => {}
+            }
+        }
+        subdirs.iter().find_map(|d| go(d, depth + 1, false))
+    }
+    go(dir, 0, true)
 }
 
 /// Entries of one folder, sorted by name, hidden ones (leading `.`) and the
@@ -663,6 +708,11 @@ pub(crate) fn write_test_image(path: &Path, w: u32, h: u32) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_contact_sheet_is_the_one_inspect_writes() {
+        assert_eq!(SHEET_FILE, crate::inspect::SHEET_FILE);
+    }
 
     #[test]
     fn line_starts_count_every_ending() {

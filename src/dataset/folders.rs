@@ -202,6 +202,12 @@ mod tests {
         fs::remove_file(r.join("a/o")).unwrap();
         let e = load(r, Some(&r.join("a/.."))).unwrap_err().to_string();
         assert!(e.contains("the output folder is the input folder"), "{e}");
+        // A class folder as the output would leave its class out.
+        let e = load(r, Some(&r.join("a"))).unwrap_err().to_string();
+        assert!(
+            e.contains("holds input images") && e.contains("a/x.png"),
+            "{e}"
+        );
 
         // Links back to an enclosing folder are loops: skipped, not walked.
         symlink("..", r.join("a/up")).unwrap();
