@@ -22,6 +22,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 
 use super::common::{self, CsvTable, Resolved};
+use super::walk;
 use super::{BBox, Dataset, Layout, Sample};
 use crate::error::{Error, Result};
 use crate::fsutil;
@@ -30,7 +31,7 @@ use crate::fsutil;
 pub const MAX_LABEL_CSV_BYTES: u64 = 64 << 20;
 
 /// The `.csv` to read for `input` (the file itself, or the only `.csv` in a folder).
-pub fn find_csv(input: &Path, ex: &common::Exclude) -> Result<PathBuf> {
+pub fn find_csv(input: &Path, ex: &walk::Exclude) -> Result<PathBuf> {
     let md = std::fs::metadata(input).map_err(|e| match e.kind() {
         std::io::ErrorKind::NotFound => Error::input(input, "not found"),
         _ => Error::io(input, e),
@@ -39,7 +40,7 @@ pub fn find_csv(input: &Path, ex: &common::Exclude) -> Result<PathBuf> {
         // A file, or a FIFO or device that reading refuses by name.
         return Ok(input.to_path_buf());
     }
-    let csvs: Vec<PathBuf> = common::list_dir(input, ex)?
+    let csvs: Vec<PathBuf> = walk::list_dir(input, ex)?
         .into_iter()
         .filter(|p| !p.is_dir() && common::ext_lower(p).as_deref() == Some("csv"))
         .collect();
@@ -66,13 +67,13 @@ pub fn find_csv(input: &Path, ex: &common::Exclude) -> Result<PathBuf> {
 pub fn load(input: &Path, output: Option<&Path>) -> Result<Dataset> {
     // A folder input is listed without its output sub-folder (its manifest.csv).
     let listing = match std::fs::metadata(input) {
-        Ok(md) if md.is_dir() => common::Exclude::for_root(output, input)?,
-        _ => common::Exclude::none(),
+        Ok(md) if md.is_dir() => walk::Exclude::for_root(output, input)?,
+        _ => walk::Exclude::none(),
     };
     let csv_path = find_csv(input, &listing)?;
     let root = common::parent_or_dot(&csv_path);
     let root_canon = common::canonical_root(&root)?;
-    let ex = common::Exclude::for_root(output, &root)?;
+    let ex = walk::Exclude::for_root(output, &root)?;
     let bytes = fsutil::read_limited(&csv_path, MAX_LABEL_CSV_BYTES, "a label CSV")?;
     let table = parse_label_csv(&bytes, &csv_path)?;
     let ctx = Ctx {
@@ -281,7 +282,7 @@ struct Ctx<'a> {
     csv: &'a Path,
     root: &'a Path,
     root_canon: &'a Path,
-    ex: &'a common::Exclude,
+    ex: &'a walk::Exclude,
 }
 
 impl Ctx<'_> {

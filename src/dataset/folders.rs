@@ -9,8 +9,8 @@
 
 use std::path::Path;
 
-use super::common;
 use super::{Dataset, Layout, Sample, Skipped};
+use super::{common, walk};
 use crate::error::{Error, Result};
 use crate::fsutil;
 
@@ -20,11 +20,11 @@ pub fn load(input: &Path, output: Option<&Path>) -> Result<Dataset> {
         input,
         "the folders layout is a folder with one sub-folder per class",
     )?;
-    let ex = common::Exclude::for_root(output, input)?;
+    let ex = walk::Exclude::for_root(output, input)?;
     let root_canon = common::canonical_root(input)?;
     let mut samples = Vec::new();
     let mut skipped = Vec::new();
-    for entry in common::list_dir(input, &ex)? {
+    for entry in walk::list_dir(input, &ex)? {
         if !entry.is_dir() {
             skipped.push(Skipped {
                 file: entry,
@@ -33,7 +33,7 @@ pub fn load(input: &Path, output: Option<&Path>) -> Result<Dataset> {
             continue;
         }
         let target = std::fs::canonicalize(&entry).map_err(|e| Error::io(&entry, e))?;
-        if let Some(reason) = common::loop_reason(&root_canon, &target) {
+        if let Some(reason) = walk::loop_reason(&root_canon, &target) {
             skipped.push(Skipped {
                 file: entry,
                 reason,
@@ -42,7 +42,7 @@ pub fn load(input: &Path, output: Option<&Path>) -> Result<Dataset> {
         }
         let class = common::utf8_name(&entry)?.to_string();
         let before = samples.len();
-        let walk = common::walk_files(&entry, &ex)?;
+        let walk = walk::walk_files(&entry, &ex)?;
         skipped.extend(walk.skipped);
         for file in walk.files {
             if !common::is_image_file_name(&file) {

@@ -7,6 +7,7 @@ pub mod csv_labels;
 pub mod folders;
 pub mod image_io;
 pub mod voc;
+mod walk;
 pub mod warwick;
 
 use std::path::{Path, PathBuf};
@@ -115,8 +116,8 @@ pub fn detect_layout(input: &Path, output: Option<&Path>) -> Result<Layout> {
             ))
         };
     }
-    let ex = common::Exclude::for_root(output, input)?;
-    let entries = common::list_dir(input, &ex)?;
+    let ex = walk::Exclude::for_root(output, input)?;
+    let entries = walk::list_dir(input, &ex)?;
     let is_file = |p: &&PathBuf| !p.is_dir();
     let name_lower = |p: &PathBuf| {
         p.file_name()
@@ -131,7 +132,7 @@ pub fn detect_layout(input: &Path, output: Option<&Path>) -> Result<Layout> {
         return Ok(Layout::Warwick);
     }
     let has_xml = |dir: &Path| {
-        common::list_dir(dir, &ex).is_ok_and(|es| {
+        walk::list_dir(dir, &ex).is_ok_and(|es| {
             es.iter()
                 .any(|p| !p.is_dir() && common::ext_lower(p).as_deref() == Some("xml"))
         })
@@ -154,7 +155,7 @@ pub fn detect_layout(input: &Path, output: Option<&Path>) -> Result<Layout> {
     }
     if entries
         .iter()
-        .any(|p| p.is_dir() && common::holds_images(p, &ex))
+        .any(|p| p.is_dir() && walk::holds_images(p, &ex))
     {
         return Ok(Layout::Folders);
     }

@@ -22,6 +22,7 @@ use rayon::prelude::*;
 use roxmltree::Node;
 
 use super::common::{self, IMAGE_EXTENSIONS};
+use super::walk;
 use super::{BBox, Dataset, Layout, Sample, Skipped, image_io};
 use crate::error::{Error, Result};
 use crate::fsutil;
@@ -58,8 +59,8 @@ enum Outcome {
 pub fn load(input: &Path, output: Option<&Path>) -> Result<Dataset> {
     common::require_dir(input, "the Pascal-VOC layout is a folder of .xml files")?;
     let root_canon = common::canonical_root(input)?;
-    let ex = common::Exclude::for_root(output, input)?;
-    let walk = common::walk_files(input, &ex)?;
+    let ex = walk::Exclude::for_root(output, input)?;
+    let walk = walk::walk_files(input, &ex)?;
     let files = walk.files;
     let xmls: Vec<&PathBuf> = files
         .iter()
@@ -313,7 +314,7 @@ fn shape_fault(text: &[u8], max_depth: usize, max_attributes: usize) -> Option<(
     None
 }
 
-fn read_one(root: &Path, root_canon: &Path, ex: &common::Exclude, xml: &Path) -> Result<Outcome> {
+fn read_one(root: &Path, root_canon: &Path, ex: &walk::Exclude, xml: &Path) -> Result<Outcome> {
     let bytes = fsutil::read_limited(xml, MAX_XML_BYTES, "an annotation")?;
     let ann = parse_annotation(&bytes, xml)?;
 

@@ -13,8 +13,8 @@
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 
-use super::common;
 use super::{Dataset, Layout, Sample, Skipped};
+use super::{common, walk};
 use crate::error::{Error, Result};
 use crate::fsutil;
 
@@ -186,7 +186,7 @@ fn subset_rank(subset: &str) -> usize {
 /// Reads `input`; `output`, when it lies inside, is never read.
 pub fn load(input: &Path, output: Option<&Path>) -> Result<Dataset> {
     common::require_dir(input, "the Warwick-QU layout is a folder")?;
-    let ex = common::Exclude::for_root(output, input)?;
+    let ex = walk::Exclude::for_root(output, input)?;
     let grade = find_grade_csv(input).ok_or_else(|| {
         Error::input(
             input.join("Grade.csv"),
@@ -199,7 +199,7 @@ pub fn load(input: &Path, output: Option<&Path>) -> Result<Dataset> {
     let mut images: BTreeMap<String, PathBuf> = BTreeMap::new();
     let mut masks: BTreeMap<String, PathBuf> = BTreeMap::new();
     let mut skipped = Vec::new();
-    for path in common::list_dir(input, &ex)? {
+    for path in walk::list_dir(input, &ex)? {
         if path == grade {
             continue;
         }
