@@ -12,12 +12,16 @@
 //! - [`synth`]: a GlaS-layout generator for tests and the demo.
 //! - `train` (cargo feature `train`, on by default through `flex`): the burn
 //!   trainer, evaluation and metrics; preparation never depends on it.
+//!
+//! Every file a user names or a folder holds is read through [`fsutil`]:
+//! regular files only (a FIFO or device is refused by name), with a byte limit.
 
 pub mod alloc;
 pub mod atomic;
 pub mod dataset;
 pub mod error;
 pub mod failpoint;
+pub mod fsutil;
 pub mod inspect;
 pub mod patch;
 pub mod prepare;

@@ -1,4 +1,4 @@
-//! Inputs found by fuzzing (`scripts/fuzz.sh`; docs/RELIABILITY.md, "Fuzzing"),
+//! Inputs found by fuzzing (`scripts/fuzz.sh`; docs/RELIABILITY.md, "Fuzzing") or by hand,
 //! replayed by `cargo test` without cargo-fuzz. Each file in `tests/data/fuzz/`
 //! is named after its fuzz target (`tfrecord-…`, `grade_csv-…`, `label_csv-…`,
 //! `voc_xml-…`) and must give an `Err` or an `Ok`, never a panic; some also
@@ -111,5 +111,30 @@ fn forged_record_length_costs_only_the_bytes_present() {
     assert!(
         largest <= 8 << 20,
         "a 15-byte shard made a {largest}-byte allocation"
+    );
+}
+
+#[test]
+fn xml_nested_4000_deep_is_an_error_on_a_small_stack() {
+    // The hostile tester's 28 KB annotation: `<a>` nested 4,000 deep. The XML
+    // parser recurses once per level; on a rayon worker's 2 MiB stack that
+    // overflowed and aborted `prepare` (exit 134). Parsed here on a thread
+    // with 512 KiB of stack: the depth is refused before the parser runs.
+    let path = data_dir().join("voc_xml-deep-nesting-4000");
+    let bytes = std::fs::read(&path).unwrap();
+    assert!(bytes.len() > 27_000);
+    let err = std::thread::Builder::new()
+        .stack_size(512 << 10)
+        .spawn(move || {
+            voc::parse_annotation(&bytes, &path)
+                .unwrap_err()
+                .to_string()
+        })
+        .unwrap()
+        .join()
+        .unwrap();
+    assert!(
+        err.ends_with("voc_xml-deep-nesting-4000: line 1: elements nested more than 64 deep (a labelImg annotation nests 4); refused before parsing"),
+        "{err}"
     );
 }

@@ -3,13 +3,16 @@
 
 use std::path::Path;
 
-use anyhow::Context;
 use serde::de::DeserializeOwned;
 
-/// Reads a TOML file into `T`, naming the file, line and key on error.
+/// Config files larger than this are refused (one is a few hundred bytes).
+const MAX_CONFIG_BYTES: u64 = 1 << 20;
+
+/// Reads a TOML file into `T`, naming the file, line and key on error. The
+/// file must be a regular file of at most 1 MiB; the TOML parser bounds
+/// nesting itself (80 levels of tables, arrays or dotted keys).
 pub fn load<T: DeserializeOwned>(path: &Path) -> anyhow::Result<T> {
-    let text = std::fs::read_to_string(path)
-        .with_context(|| format!("{}: cannot read config", path.display()))?;
+    let text = histoshard::fsutil::read_text_limited(path, MAX_CONFIG_BYTES, "a config file")?;
     toml::from_str(&text).map_err(|e| {
         let line = e
             .span()

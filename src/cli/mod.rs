@@ -108,7 +108,7 @@ fn progress(quiet: bool) -> histoshard::progress::Progress {
 pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     let global = Global {
         quiet: cli.quiet,
-        threads: cli.threads,
+        threads: sane_threads(cli.threads),
     };
     histoshard::alloc::keep_freed_memory();
     match cli.command {
@@ -131,6 +131,23 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         #[cfg(feature = "train")]
         Command::Export(a) => export::run(a, &global),
     }
+}
+
+/// `--threads` (or a config file's `threads`) made sane: 0 means one per
+/// core (the default), and more than 4 per core (at least 16, at most 256)
+/// is capped with a warning; 10,000 threads stalled `prepare` while
+/// starting them, and more threads than that never run faster.
+fn sane_threads(requested: Option<usize>) -> Option<usize> {
+    let n = requested.filter(|&n| n > 0)?;
+    let cores = std::thread::available_parallelism().map_or(1, |c| c.get());
+    let cap = (4 * cores).clamp(16, 256);
+    if n > cap {
+        tracing::warn!(
+            "--threads {n} is more than this machine can use ({cores} cores; at most {cap}, 4 per core): using {cap}"
+        );
+        return Some(cap);
+    }
+    Some(n)
 }
 
 /// Flags every subcommand sees.

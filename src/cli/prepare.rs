@@ -143,7 +143,7 @@ impl Args {
         o.shards = self.shards.or(file.shards);
         o.folds = self.folds.or(file.folds);
         o.overwrite = self.overwrite || file.overwrite;
-        o.threads = threads.or(file.threads);
+        o.threads = threads.or(super::sane_threads(file.threads));
         Ok(o)
     }
 }

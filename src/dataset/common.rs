@@ -1,8 +1,10 @@
 //! Helpers shared by the loaders: reading CSV tables with real line numbers,
-//! walking folders, keeping paths from inside files within the input root,
-//! checking image headers, and assembling the final [`Dataset`].
+//! keeping paths from inside files within the input root, checking image
+//! headers, and assembling the final [`Dataset`]. Listing and walking folders
+//! is [`super::walk`].
 
-use std::collections::{BTreeMap, BTreeSet, HashSet};
+use std::collections::hash_map::Entry;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fs;
 use std::path::{Component, Path, PathBuf};
 
@@ -69,71 +71,6 @@ pub fn require_dir(dir: &Path, what: &str) -> Result<()> {
     Ok(())
 }
 
-/// Entries of one folder, sorted by name, hidden ones (leading `.`) left out.
-pub fn list_dir(dir: &Path) -> Result<Vec<PathBuf>> {
-    let mut out = Vec::new();
-    for entry in fs::read_dir(dir).at(dir)? {
-        let path = entry.at(dir)?.path();
-        if !is_hidden(&path) {
-            out.push(path);
-        }
-    }
-    out.sort();
-    Ok(out)
-}
-
-/// Every non-hidden file under `dir` (symlinks followed, loops ignored), sorted.
-/// Hidden files and folders are left out silently.
-pub fn walk_files(dir: &Path) -> Result<Vec<PathBuf>> {
-    let mut out = Vec::new();
-    let mut seen = HashSet::new();
-    walk_into(dir, &mut out, &mut seen)?;
-    out.sort();
-    Ok(out)
-}
-
-fn walk_into(dir: &Path, out: &mut Vec<PathBuf>, seen: &mut HashSet<PathBuf>) -> Result<()> {
-    let canon = fs::canonicalize(dir).at(dir)?;
-    if !seen.insert(canon) {
-        return Ok(()); // a symlink loop, or the same folder linked twice
-    }
-    for path in list_dir(dir)? {
-        match fs::metadata(&path) {
-            Ok(md) if md.is_dir() => walk_into(&path, out, seen)?,
-            Ok(md) if md.is_file() => out.push(path),
-            // Dangling symlinks, sockets, ...: reported by the loaders as they see fit.
-            _ => out.push(path),
-        }
-    }
-    Ok(())
-}
-
-/// Whether any image file lies somewhere under `dir` (stops at the first).
-pub fn holds_images(dir: &Path) -> bool {
-    fn go(dir: &Path, depth: usize) -> bool {
-        if depth > 16 {
-            return false;
-        }
-        let Ok(rd) = fs::read_dir(dir) else {
-            return false;
-        };
-        let mut subdirs = Vec::new();
-        for entry in rd.flatten() {
-            let path = entry.path();
-            if is_hidden(&path) {
-                continue;
-            }
-            match fs::metadata(&path) {
-                Ok(md) if md.is_file() && is_image_file_name(&path) => return true,
-                Ok(md) if md.is_dir() => subdirs.push(path),
-                _ => {}
-            }
-        }
-        subdirs.iter().any(|d| go(d, depth + 1))
-    }
-    go(dir, 0)
-}
-
 /// `path` relative to `root`, `/`-separated; errors on non-UTF-8 components.
 pub fn rel_string(root: &Path, path: &Path) -> Result<String> {
     let rel = path.strip_prefix(root).unwrap_or(path);
@@ -180,10 +117,12 @@ pub struct Resolved {
 ///
 /// Rejected: empty values, absolute paths (`/x`, `\x`, `C:\x`), `..`
 /// components, anything not found, not a regular file, or whose canonical path
-/// (symlinks resolved) lies outside the canonical root.
+/// (symlinks resolved) lies outside the canonical root or in the excluded
+/// output folder.
 pub fn resolve_inside(
     root: &Path,
     root_canon: &Path,
+    ex: &super::walk::Exclude,
     base_rel: &str,
     value: &str,
     source: &Path,
@@ -241,9 +180,17 @@ pub fn resolve_inside(
             root.display()
         )));
     }
+    if ex.holds(&canon) {
+        return Err(bad(&format!(
+            "\"{trimmed}\" lies in the output folder, which is never read as input (what prepare wrote there would come back as data)"
+        )));
+    }
     let md = fs::metadata(&canon).map_err(|e| bad(&format!("image \"{trimmed}\": {e}")))?;
     if !md.is_file() {
-        return Err(bad(&format!("\"{trimmed}\" is not a regular file")));
+        return Err(bad(&format!(
+            "\"{trimmed}\" is not a regular file ({})",
+            crate::fsutil::kind_name(md.file_type())
+        )));
     }
     Ok(Resolved {
         image_path,
@@ -465,6 +412,7 @@ pub fn finish(
     if !keep_order {
         samples.sort_by(|a, b| a.name.cmp(&b.name));
     }
+    same_file_twice(&samples)?;
     let mut seen: BTreeMap<&str, &Sample> = BTreeMap::new();
     for s in &samples {
         if let Some(prev) = seen.insert(&s.name, s) {
@@ -494,6 +442,41 @@ pub fn finish(
         samples,
         skipped,
     })
+}
+
+/// Errors when one file is reached under two names (a symlink, a linked
+/// folder): it would be two samples, perhaps of two classes or in two splits.
+/// Samples of one image under one name (VOC's one per class) are fine.
+fn same_file_twice(samples: &[Sample]) -> Result<()> {
+    let mut by_file: HashMap<PathBuf, &Sample> = HashMap::with_capacity(samples.len());
+    for s in samples {
+        let Ok(canon) = fs::canonicalize(&s.image_path) else {
+            continue;
+        };
+        match by_file.entry(canon) {
+            Entry::Occupied(e) if e.get().rel_path != s.rel_path => {
+                let prev = e.get();
+                let classes = if prev.class == s.class {
+                    format!("both in class \"{}\"", s.class)
+                } else {
+                    format!("in classes \"{}\" and \"{}\"", prev.class, s.class)
+                };
+                return Err(Error::input(
+                    &s.image_path,
+                    format!(
+                        "the same file as {} (both are {}, {classes}): one image reached under two names (a symlink or linked folder?) would be two samples; remove one",
+                        prev.image_path.display(),
+                        e.key().display()
+                    ),
+                ));
+            }
+            Entry::Occupied(_) => {}
+            Entry::Vacant(v) => {
+                v.insert(s);
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Writes a small solid image (format from the extension), creating its folder;

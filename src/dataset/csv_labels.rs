@@ -22,21 +22,27 @@ use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 
 use super::common::{self, CsvTable, Resolved};
+use super::walk;
 use super::{BBox, Dataset, Layout, Sample};
-use crate::error::{Error, IoContext, Result};
+use crate::error::{Error, Result};
+use crate::fsutil;
+
+/// Label CSVs larger than this are refused (a million rows is ~50 MiB).
+pub const MAX_LABEL_CSV_BYTES: u64 = 64 << 20;
 
 /// The `.csv` to read for `input` (the file itself, or the only `.csv` in a folder).
-pub fn find_csv(input: &Path) -> Result<PathBuf> {
+pub fn find_csv(input: &Path, ex: &walk::Exclude) -> Result<PathBuf> {
     let md = std::fs::metadata(input).map_err(|e| match e.kind() {
         std::io::ErrorKind::NotFound => Error::input(input, "not found"),
         _ => Error::io(input, e),
     })?;
-    if md.is_file() {
+    if !md.is_dir() {
+        // A file, or a FIFO or device that reading refuses by name.
         return Ok(input.to_path_buf());
     }
-    let csvs: Vec<PathBuf> = common::list_dir(input)?
+    let csvs: Vec<PathBuf> = walk::list_dir(input, ex)?
         .into_iter()
-        .filter(|p| p.is_file() && common::ext_lower(p).as_deref() == Some("csv"))
+        .filter(|p| !p.is_dir() && common::ext_lower(p).as_deref() == Some("csv"))
         .collect();
     match csvs.len() {
         0 => Err(Error::input(
@@ -57,16 +63,24 @@ pub fn find_csv(input: &Path) -> Result<PathBuf> {
     }
 }
 
-pub fn load(input: &Path) -> Result<Dataset> {
-    let csv_path = find_csv(input)?;
+/// Reads `input`; `output`, when it lies inside, is never read.
+pub fn load(input: &Path, output: Option<&Path>) -> Result<Dataset> {
+    // A folder input is listed without its output sub-folder (its manifest.csv).
+    let listing = match std::fs::metadata(input) {
+        Ok(md) if md.is_dir() => walk::Exclude::for_root(output, input)?,
+        _ => walk::Exclude::none(),
+    };
+    let csv_path = find_csv(input, &listing)?;
     let root = common::parent_or_dot(&csv_path);
     let root_canon = common::canonical_root(&root)?;
-    let bytes = std::fs::read(&csv_path).at(&csv_path)?;
+    let ex = walk::Exclude::for_root(output, &root)?;
+    let bytes = fsutil::read_limited(&csv_path, MAX_LABEL_CSV_BYTES, "a label CSV")?;
     let table = parse_label_csv(&bytes, &csv_path)?;
     let ctx = Ctx {
         csv: &csv_path,
         root: &root,
         root_canon: &root_canon,
+        ex: &ex,
     };
     let samples = match table {
         LabelTable::Labels(rows) => ctx.label_samples(rows)?,
@@ -268,6 +282,7 @@ struct Ctx<'a> {
     csv: &'a Path,
     root: &'a Path,
     root_canon: &'a Path,
+    ex: &'a walk::Exclude,
 }
 
 impl Ctx<'_> {
@@ -279,6 +294,7 @@ impl Ctx<'_> {
         let r = common::resolve_inside(
             self.root,
             self.root_canon,
+            self.ex,
             "",
             value,
             self.csv,
@@ -407,7 +423,9 @@ mod tests {
     }
 
     fn err(d: &tempfile::TempDir) -> String {
-        load(&d.path().join("labels.csv")).unwrap_err().to_string()
+        load(&d.path().join("labels.csv"), None)
+            .unwrap_err()
+            .to_string()
     }
 
     #[test]
@@ -420,7 +438,7 @@ mod tests {
              a.png,normal,P1,TRAIN\r\n",
         );
         for input in [d.path().join("labels.csv"), d.path().to_path_buf()] {
-            let ds = load(&input).unwrap();
+            let ds = load(&input, None).unwrap();
             assert_eq!(ds.layout, Layout::Csv);
             assert_eq!(ds.root, d.path());
             assert_eq!(ds.classes, ["normal", "tumour"]);
@@ -472,7 +490,7 @@ mod tests {
     #[test]
     fn minimal_label_format_with_cr_endings() {
         let d = setup("filename,label\ra.png,x\rc.tif,y");
-        let ds = load(&d.path().join("labels.csv")).unwrap();
+        let ds = load(&d.path().join("labels.csv"), None).unwrap();
         assert_eq!(ds.samples.len(), 2);
         assert_eq!(ds.samples[0].class, "x");
     }
@@ -544,7 +562,7 @@ mod tests {
              a.png,40,30,gland,20.4,3,30,9.6\n\
              imgs/b.jpg,20,20,gland,0,0,20,20\n",
         );
-        let ds = load(d.path()).unwrap();
+        let ds = load(d.path(), None).unwrap();
         let names: Vec<&str> = ds.samples.iter().map(|s| s.name.as_str()).collect();
         assert_eq!(names, ["a#gland", "a#tumour", "imgs/b"]);
         assert_eq!(
@@ -617,13 +635,13 @@ mod tests {
     fn folder_with_several_or_no_csvs() {
         let d = setup("filename,label\na.png,x\n");
         fs::write(d.path().join("other.csv"), "filename,label\n").unwrap();
-        let e = load(d.path()).unwrap_err().to_string();
+        let e = load(d.path(), None).unwrap_err().to_string();
         assert!(
             e.contains("holds 2 .csv files (labels.csv, other.csv); pass the one to use"),
             "{e}"
         );
         let empty = tempfile::tempdir().unwrap();
-        let e = load(empty.path()).unwrap_err().to_string();
+        let e = load(empty.path(), None).unwrap_err().to_string();
         assert!(e.contains("no .csv file here"), "{e}");
     }
 
@@ -636,7 +654,7 @@ mod tests {
         img(&outer.path().join("secret.png"), 10, 10);
         std::os::unix::fs::symlink(outer.path().join("secret.png"), r.join("s.png")).unwrap();
         fs::write(r.join("l.csv"), "filename,label\ns.png,x\n").unwrap();
-        let e = load(&r.join("l.csv")).unwrap_err().to_string();
+        let e = load(&r.join("l.csv"), None).unwrap_err().to_string();
         assert!(
             e.contains("l.csv: line 2: \"s.png\" resolves to") && e.contains("outside"),
             "{e}"

@@ -9,18 +9,22 @@
 
 use std::path::Path;
 
-use super::common;
 use super::{Dataset, Layout, Sample, Skipped};
+use super::{common, walk};
 use crate::error::{Error, Result};
+use crate::fsutil;
 
-pub fn load(input: &Path) -> Result<Dataset> {
+/// Reads `input`; `output`, when it lies inside, is never read.
+pub fn load(input: &Path, output: Option<&Path>) -> Result<Dataset> {
     common::require_dir(
         input,
         "the folders layout is a folder with one sub-folder per class",
     )?;
+    let ex = walk::Exclude::for_root(output, input)?;
+    let root_canon = common::canonical_root(input)?;
     let mut samples = Vec::new();
     let mut skipped = Vec::new();
-    for entry in common::list_dir(input)? {
+    for entry in walk::list_dir(input, &ex)? {
         if !entry.is_dir() {
             skipped.push(Skipped {
                 file: entry,
@@ -28,9 +32,19 @@ pub fn load(input: &Path) -> Result<Dataset> {
             });
             continue;
         }
+        let target = std::fs::canonicalize(&entry).map_err(|e| Error::io(&entry, e))?;
+        if let Some(reason) = walk::loop_reason(&root_canon, &target) {
+            skipped.push(Skipped {
+                file: entry,
+                reason,
+            });
+            continue;
+        }
         let class = common::utf8_name(&entry)?.to_string();
         let before = samples.len();
-        for file in common::walk_files(&entry)? {
+        let walk = walk::walk_files(&entry, &ex)?;
+        skipped.extend(walk.skipped);
+        for file in walk.files {
             if !common::is_image_file_name(&file) {
                 skipped.push(Skipped {
                     file,
@@ -41,8 +55,13 @@ pub fn load(input: &Path) -> Result<Dataset> {
                 });
                 continue;
             }
-            if !file.is_file() {
-                return Err(Error::input(&file, "not a regular file (a dangling link?)"));
+            if let Err(e) = fsutil::regular_metadata(&file) {
+                return Err(match std::fs::symlink_metadata(&file) {
+                    Ok(md) if md.is_symlink() && std::fs::metadata(&file).is_err() => {
+                        Error::input(&file, "a dangling symlink (its target is missing)")
+                    }
+                    _ => e,
+                });
             }
             let rel_path = common::rel_string(input, &file)?;
             let name = common::strip_ext(&rel_path).to_string();
@@ -109,7 +128,7 @@ mod tests {
         fs::write(r.join("README.txt"), "x").unwrap();
         fs::create_dir_all(r.join("empty")).unwrap();
 
-        let ds = load(r).unwrap();
+        let ds = load(r, None).unwrap();
         assert_eq!(ds.layout, Layout::Folders);
         assert_eq!(ds.classes, ["normal", "tumour"]);
         let names: Vec<&str> = ds.samples.iter().map(|s| s.name.as_str()).collect();
@@ -140,26 +159,90 @@ mod tests {
     fn errors() {
         let d = tempfile::tempdir().unwrap();
         let r = d.path();
-        let e = load(r).unwrap_err().to_string();
+        let e = load(r, None).unwrap_err().to_string();
         assert!(e.contains("no images found"), "{e}");
 
         fs::create_dir_all(r.join("a")).unwrap();
         fs::write(r.join("a/notes.txt"), "x").unwrap();
-        let e = load(r).unwrap_err().to_string();
+        let e = load(r, None).unwrap_err().to_string();
         assert!(e.contains("no images found"), "{e}");
 
         img(&r.join("a/x.png"));
         img(&r.join("a/x.jpg"));
-        let e = load(r).unwrap_err().to_string();
+        let e = load(r, None).unwrap_err().to_string();
         assert!(e.contains("duplicate sample name \"a/x\""), "{e}");
 
         fs::remove_file(r.join("a/x.jpg")).unwrap();
         fs::write(r.join("a/y.png"), b"").unwrap();
-        let e = load(r).unwrap_err().to_string();
+        let e = load(r, None).unwrap_err().to_string();
         assert!(e.contains("y.png: empty file"), "{e}");
 
-        let e = load(&r.join("a/x.png")).unwrap_err().to_string();
+        let e = load(&r.join("a/x.png"), None).unwrap_err().to_string();
         assert!(e.contains("x.png: not a folder"), "{e}");
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn output_folder_loops_and_one_file_under_two_names() {
+        use std::os::unix::fs::symlink;
+        let d = tempfile::tempdir().unwrap();
+        let r = d.path();
+        img(&r.join("a/x.png"));
+        img(&r.join("b/y.png"));
+        img(&r.join("out/contact_sheet.png"));
+        let out = r.join("out");
+        // Without knowing the output folder, its contact sheet is a class.
+        assert_eq!(load(r, None).unwrap().classes, ["a", "b", "out"]);
+        let ds = load(r, Some(&out)).unwrap();
+        assert_eq!(ds.classes, ["a", "b"]);
+        assert!(ds.skipped.is_empty(), "{:?}", ds.skipped);
+        // Nor through a symlink, nor when the output is spelled oddly.
+        symlink("../out", r.join("a/o")).unwrap();
+        assert_eq!(load(r, Some(&r.join("a/../out"))).unwrap().samples.len(), 2);
+        fs::remove_file(r.join("a/o")).unwrap();
+        let e = load(r, Some(&r.join("a/.."))).unwrap_err().to_string();
+        assert!(e.contains("the output folder is the input folder"), "{e}");
+        // A class folder as the output would leave its class out.
+        let e = load(r, Some(&r.join("a"))).unwrap_err().to_string();
+        assert!(
+            e.contains("holds input images") && e.contains("a/x.png"),
+            "{e}"
+        );
+
+        // Links back to an enclosing folder are loops: skipped, not walked.
+        symlink("..", r.join("a/up")).unwrap();
+        symlink(".", r.join("b/here")).unwrap();
+        symlink(".", r.join("root")).unwrap();
+        let ds = load(r, Some(&out)).unwrap();
+        let names: Vec<&str> = ds.samples.iter().map(|s| s.name.as_str()).collect();
+        assert_eq!(names, ["a/x", "b/y"]);
+        let looped: Vec<&Path> = ds
+            .skipped
+            .iter()
+            .filter(|s| s.reason.contains("a loop"))
+            .map(|s| s.file.strip_prefix(r).unwrap())
+            .collect();
+        assert_eq!(
+            looped,
+            [Path::new("a/up"), Path::new("b/here"), Path::new("root")]
+        );
+
+        // One file under two classes, through a folder or a file link.
+        symlink("../b", r.join("a/bb")).unwrap();
+        let e = load(r, Some(&out)).unwrap_err().to_string();
+        assert!(
+            e.contains("b/y.png: the same file as")
+                && e.contains("a/bb/y.png")
+                && e.contains("in classes \"a\" and \"b\""),
+            "{e}"
+        );
+        fs::remove_file(r.join("a/bb")).unwrap();
+        symlink("x.png", r.join("a/x2.png")).unwrap();
+        let e = load(r, Some(&out)).unwrap_err().to_string();
+        assert!(
+            e.contains("a/x2.png: the same file as") && e.contains("both in class \"a\""),
+            "{e}"
+        );
     }
 
     #[cfg(unix)]
@@ -170,7 +253,7 @@ mod tests {
         let r = d.path();
         let bad = std::ffi::OsStr::from_bytes(b"cl\xffass");
         img(&r.join(bad).join("a.png"));
-        let e = load(r).unwrap_err().to_string();
+        let e = load(r, None).unwrap_err().to_string();
         assert!(e.contains("not valid UTF-8"), "{e}");
 
         let d = tempfile::tempdir().unwrap();
@@ -178,7 +261,7 @@ mod tests {
         img(&r
             .join("ok")
             .join(std::ffi::OsStr::from_bytes(b"im\xffg.png")));
-        let e = load(r).unwrap_err().to_string();
+        let e = load(r, None).unwrap_err().to_string();
         assert!(
             e.contains("not valid UTF-8") && e.contains("im\u{fffd}g.png"),
             "{e}"

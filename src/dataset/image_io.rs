@@ -6,7 +6,7 @@
 //! Accepted: PNG, JPEG, BMP and TIFF. Every error is one line naming the file.
 
 use std::fs::File;
-use std::io::{BufRead, BufReader, Cursor, ErrorKind, Seek};
+use std::io::{BufRead, BufReader, Cursor, ErrorKind, Read, Seek};
 use std::path::Path;
 
 use image::{
@@ -14,6 +14,7 @@ use image::{
 };
 
 use crate::error::{Error, Result};
+use crate::fsutil;
 
 /// Default refusal threshold: 100 megapixels (GlaS images are 0.4 MP).
 pub const DEFAULT_MAX_PIXELS: u64 = 100_000_000;
@@ -43,27 +44,21 @@ const SUPPORTED: [ImageFormat; 4] = [
 /// Decoder allocations allowed while reading a header only.
 const HEADER_ALLOC: u64 = 64 * 1024 * 1024;
 
-/// Checks that `path` is a non-empty regular file, with errors a user can act
-/// on; its size in bytes.
-fn check_file(path: &Path) -> Result<u64> {
-    let md = std::fs::metadata(path).map_err(|e| match e.kind() {
-        ErrorKind::NotFound => Error::image(path, "not found"),
-        _ => Error::io(path, e),
-    })?;
-    if !md.is_file() {
-        return Err(Error::image(path, "not a regular file"));
-    }
-    if md.len() == 0 {
+/// Opens `path` if it is a regular file (never blocking on a FIFO, never
+/// opening a device: [`fsutil::open_regular`]) that is not empty; with its size.
+fn open_file(path: &Path) -> Result<(File, u64)> {
+    let file = fsutil::open_regular(path)?;
+    let size = file.metadata().map_err(|e| Error::io(path, e))?.len();
+    if size == 0 {
         return Err(Error::image(path, "empty file (0 bytes)"));
     }
-    Ok(md.len())
+    Ok((file, size))
 }
 
 /// Opens `path` as an image reader whose format comes from the content,
 /// reading only as much of the file as the caller asks for (headers).
 fn open(path: &Path, limits: image::Limits) -> Result<ImageReader<BufReader<File>>> {
-    check_file(path)?;
-    let file = File::open(path).map_err(|e| Error::io(path, e))?;
+    let (file, _) = open_file(path)?;
     reader_of(path, BufReader::new(file), limits)
 }
 
@@ -71,18 +66,43 @@ fn open(path: &Path, limits: image::Limits) -> Result<ImageReader<BufReader<File
 /// and its pixels come from the same bytes. Decoders that read a few bytes at
 /// a time (the BMP decoder reads each pixel's three) are several times faster
 /// from a slice than through a `BufReader`, and the JPEG completeness check
-/// needs the bytes anyway. A file larger than `max_bytes` is refused unread.
+/// needs the bytes anyway. A file larger than `max_bytes` is refused unread,
+/// and the read stops there too whatever size the file reported.
 fn read_whole(path: &Path, max_bytes: u64) -> Result<Vec<u8>> {
-    let size = check_file(path)?;
-    if size > max_bytes {
-        return Err(Error::image(
+    let (file, size) = open_file(path)?;
+    let too_large = || {
+        Error::image(
             path,
             format!(
-                "file is {size} bytes, more than any image within the pixel limit needs (raise it with --max-pixels)"
+                "file is more than {}, more than any image within the pixel limit needs (raise it with --max-pixels)",
+                fsutil::bytes_text(max_bytes)
             ),
-        ));
+        )
+    };
+    if size > max_bytes {
+        return Err(too_large());
     }
-    std::fs::read(path).map_err(|e| Error::io(path, e))
+    let mut bytes = Vec::with_capacity(usize::try_from(size).unwrap_or(0));
+    file.take(max_bytes.saturating_add(1))
+        .read_to_end(&mut bytes)
+        .map_err(|e| Error::io(path, e))?;
+    if bytes.len() as u64 > max_bytes {
+        return Err(too_large());
+    }
+    if bytes.is_empty() {
+        return Err(Error::image(path, "empty file (0 bytes)"));
+    }
+    Ok(bytes)
+}
+
+/// Which part of a file a decoder is reading, for what a limit error means.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Stage {
+    /// The header and the metadata before the pixels, under a fixed
+    /// [`HEADER_ALLOC`] budget that `--max-pixels` does not change.
+    Header,
+    /// The pixels, under a budget derived from `--max-pixels`.
+    Pixels,
 }
 
 /// An image reader over `source` (the bytes of `path`) whose format comes
@@ -120,8 +140,8 @@ fn reader_of<R: BufRead + Seek>(
     Ok(reader)
 }
 
-/// Turns a decoder error into one line a user can act on.
-fn describe(e: &ImageError) -> String {
+/// Turns a decoder error, met while reading `stage`, into one line a user can act on.
+fn describe(e: &ImageError, stage: Stage) -> String {
     let one_line = |s: String| s.replace(['\n', '\r'], " ");
     match e {
         ImageError::IoError(io) if io.kind() == ErrorKind::UnexpectedEof => {
@@ -143,8 +163,15 @@ fn describe(e: &ImageError) -> String {
                 one_line(format!("corrupt image ({text})"))
             }
         }
+        // Before the pixels, the budget is fixed: what overflows it is
+        // metadata (a huge text, ICC or EXIF chunk), which --max-pixels
+        // does not change.
+        ImageError::Limits(l) if stage == Stage::Header => one_line(format!(
+            "its header or metadata needs more than the {} a header may use ({l}): oversized metadata such as a huge text, ICC or EXIF chunk, not too many pixels (--max-pixels does not change this); re-save the image without its metadata",
+            fsutil::bytes_text(HEADER_ALLOC)
+        )),
         ImageError::Limits(l) => one_line(format!(
-            "over the decoder's size/memory limits ({l}); raise --max-pixels if the image is genuine"
+            "over the decoder's memory limit for its pixels ({l}); raise --max-pixels if the image is genuine"
         )),
         ImageError::Unsupported(u) => one_line(format!("not a supported image ({u})")),
         other => one_line(other.to_string()),
@@ -162,7 +189,7 @@ fn header_limits() -> image::Limits {
 pub fn dimensions(path: &Path) -> Result<(u32, u32)> {
     let decoder = open(path, header_limits())?
         .into_decoder()
-        .map_err(|e| Error::image(path, describe(&e)))?;
+        .map_err(|e| Error::image(path, describe(&e, Stage::Header)))?;
     non_empty(path, decoder.dimensions())
 }
 
@@ -173,9 +200,42 @@ fn non_empty(path: &Path, (w, h): (u32, u32)) -> Result<(u32, u32)> {
     Ok((w, h))
 }
 
-/// Refuses images over `limits.max_pixels` from the header, then decodes with
-/// `image::Limits` set as a second guard.
-fn decode_limited(path: &Path, limits: DecodeLimits) -> Result<DynamicImage> {
+/// A check of an image's width and height, run on its header before any
+/// pixel buffer is allocated (`prepare` refuses there an image that
+/// `--scale` would blow up past the pixel limit: [`check_scaled`]).
+pub type HeaderCheck<'a> = &'a dyn Fn(u32, u32) -> Result<()>;
+
+/// A [`HeaderCheck`] that accepts every size.
+pub fn any_size(_: u32, _: u32) -> Result<()> {
+    Ok(())
+}
+
+/// Errors when an image of `w`×`h`, resized by `scale` to `scaled` (`sw`×`sh`),
+/// holds more than `max_pixels` after resizing; the message names the file,
+/// both sizes and the limit.
+pub fn check_scaled(
+    path: &Path,
+    (w, h): (u32, u32),
+    (sw, sh): (u32, u32),
+    scale: f32,
+    max_pixels: u64,
+) -> Result<()> {
+    let pixels = u64::from(sw) * u64::from(sh);
+    if pixels <= max_pixels {
+        return Ok(());
+    }
+    let (have, limit) = amounts(pixels, max_pixels);
+    Err(Error::image(
+        path,
+        format!(
+            "image is {w}×{h}, {sw}×{sh} = {have} at scale {scale}, over the {limit} limit (lower --scale, or raise --max-pixels)"
+        ),
+    ))
+}
+
+/// Refuses images over `limits.max_pixels`, or failing `check`, from the
+/// header, then decodes with `image::Limits` set as a second guard.
+fn decode_limited(path: &Path, limits: DecodeLimits, check: HeaderCheck) -> Result<DynamicImage> {
     let side = u32::try_from(limits.max_pixels).unwrap_or(u32::MAX);
     let mut il = image::Limits::default();
     il.max_image_width = Some(side);
@@ -191,17 +251,11 @@ fn decode_limited(path: &Path, limits: DecodeLimits) -> Result<DynamicImage> {
     let format = reader.format();
     let mut decoder = reader
         .into_decoder()
-        .map_err(|e| Error::image(path, describe(&e)))?;
+        .map_err(|e| Error::image(path, describe(&e, Stage::Header)))?;
     let (w, h) = non_empty(path, decoder.dimensions())?;
     let pixels = u64::from(w) * u64::from(h);
     if pixels > limits.max_pixels {
-        let (mut have, mut limit) = (amount(pixels), amount(limits.max_pixels));
-        if have == limit {
-            (have, limit) = (
-                format!("{pixels} pixels"),
-                format!("{} pixels", limits.max_pixels),
-            );
-        }
+        let (have, limit) = amounts(pixels, limits.max_pixels);
         return Err(Error::image(
             path,
             format!(
@@ -209,15 +263,17 @@ fn decode_limited(path: &Path, limits: DecodeLimits) -> Result<DynamicImage> {
             ),
         ));
     }
+    check(w, h)?;
     decoder
         .set_limits(il)
-        .map_err(|e| Error::image(path, describe(&e)))?;
+        .map_err(|e| Error::image(path, describe(&e, Stage::Pixels)))?;
     if format == Some(ImageFormat::Bmp)
         && let Some(img) = super::bmp24::decode(&bytes)
     {
         return Ok(DynamicImage::ImageRgb8(img));
     }
-    let img = DynamicImage::from_decoder(decoder).map_err(|e| Error::image(path, describe(&e)))?;
+    let img = DynamicImage::from_decoder(decoder)
+        .map_err(|e| Error::image(path, describe(&e, Stage::Pixels)))?;
     if format == Some(ImageFormat::Jpeg) && !jpeg_is_complete(&bytes) {
         // The JPEG decoder fills a cut-off scan with grey instead of failing.
         return Err(Error::image(
@@ -251,10 +307,30 @@ fn amount(pixels: u64) -> String {
     }
 }
 
+/// Two pixel counts for one message, exact where rounding would make them look equal.
+fn amounts(pixels: u64, limit: u64) -> (String, String) {
+    let (have, max) = (amount(pixels), amount(limit));
+    if have == max {
+        (format!("{pixels} pixels"), format!("{limit} pixels"))
+    } else {
+        (have, max)
+    }
+}
+
 /// Decodes any supported image to 8-bit RGB (16-bit is scaled, gray expanded,
 /// alpha dropped, palettes resolved).
 pub fn decode_rgb(path: &Path, limits: DecodeLimits) -> Result<RgbImage> {
-    Ok(decode_limited(path, limits)?.into_rgb8())
+    decode_rgb_checked(path, limits, &any_size)
+}
+
+/// As [`decode_rgb`], with `check` run on the header's size before any pixel
+/// is decoded.
+pub fn decode_rgb_checked(
+    path: &Path,
+    limits: DecodeLimits,
+    check: HeaderCheck,
+) -> Result<RgbImage> {
+    Ok(decode_limited(path, limits, check)?.into_rgb8())
 }
 
 /// Decodes a mask to 8-bit gray (0 = background, anything else = gland).
@@ -266,7 +342,17 @@ pub fn decode_rgb(path: &Path, limits: DecodeLimits) -> Result<RgbImage> {
 /// - Colour: the maximum channel, so any non-black pixel is foreground; with
 ///   alpha, fully transparent pixels are background.
 pub fn decode_mask(path: &Path, limits: DecodeLimits) -> Result<GrayImage> {
-    let img = decode_limited(path, limits)?;
+    decode_mask_checked(path, limits, &any_size)
+}
+
+/// As [`decode_mask`], with `check` run on the header's size before any pixel
+/// is decoded.
+pub fn decode_mask_checked(
+    path: &Path,
+    limits: DecodeLimits,
+    check: HeaderCheck,
+) -> Result<GrayImage> {
+    let img = decode_limited(path, limits, check)?;
     let (w, h) = (img.width(), img.height());
     let out = match img {
         DynamicImage::ImageLuma8(g) => g,
@@ -626,6 +712,49 @@ mod tests {
         out.extend_from_slice(&24u16.to_le_bytes()); // bpp
         out.extend_from_slice(&[0; 24]); // compression .. important colours
         out
+    }
+
+    #[test]
+    fn scaled_size_is_checked_before_the_pixels() {
+        let d = tmp();
+        let p = d.path().join("s.png");
+        RgbImage::from_pixel(300, 200, Rgb([1, 2, 3]))
+            .save(&p)
+            .unwrap();
+        let limits = DecodeLimits {
+            max_pixels: 100_000,
+        };
+        let calls = std::cell::Cell::new(0);
+        let e = decode_rgb_checked(&p, limits, &|w, h| {
+            calls.set(calls.get() + 1);
+            check_scaled(&p, (w, h), (w * 2, h * 2), 2.0, limits.max_pixels)
+        })
+        .unwrap_err()
+        .to_string();
+        assert_eq!(calls.get(), 1);
+        assert!(
+            e.ends_with("s.png: image is 300×200, 600×400 = 240000 pixels at scale 2, over the 100000 pixels limit (lower --scale, or raise --max-pixels)"),
+            "{e}"
+        );
+        assert!(check_scaled(&p, (300, 200), (150, 100), 0.5, 100_000).is_ok());
+    }
+
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn devices_are_refused_not_read() {
+        let d = tmp();
+        let p = d.path().join("zero.png");
+        std::os::unix::fs::symlink("/dev/zero", &p).unwrap();
+        for e in [
+            dimensions(&p).unwrap_err(),
+            decode_rgb(&p, DecodeLimits::default()).unwrap_err(),
+        ] {
+            assert!(
+                e.to_string()
+                    .ends_with("zero.png: not a regular file (character device)"),
+                "{e}"
+            );
+        }
     }
 
     #[test]

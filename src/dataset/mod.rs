@@ -7,6 +7,7 @@ pub mod csv_labels;
 pub mod folders;
 pub mod image_io;
 pub mod voc;
+mod walk;
 pub mod warwick;
 
 use std::path::{Path, PathBuf};
@@ -96,14 +97,16 @@ impl Dataset {
 /// 4. a folder with exactly one `.csv` at its top level → CSV;
 /// 5. a folder with sub-folders holding images → folders.
 ///
-/// Hidden entries (leading `.`) are ignored. Anything else is an error that
-/// lists what was looked for.
-pub fn detect_layout(input: &Path) -> Result<Layout> {
+/// Hidden entries (leading `.`) and `output`, when it lies inside `input`,
+/// are ignored. Files are told by name: a FIFO or device called `Grade.csv`
+/// is detected as such, and reading it refuses it by name. Anything else is
+/// an error that lists what was looked for.
+pub fn detect_layout(input: &Path, output: Option<&Path>) -> Result<Layout> {
     let md = std::fs::metadata(input).map_err(|e| match e.kind() {
         std::io::ErrorKind::NotFound => Error::input(input, "not found"),
         _ => Error::io(input, e),
     })?;
-    if md.is_file() {
+    if !md.is_dir() {
         return if common::ext_lower(input).as_deref() == Some("csv") {
             Ok(Layout::Csv)
         } else {
@@ -113,11 +116,9 @@ pub fn detect_layout(input: &Path) -> Result<Layout> {
             ))
         };
     }
-    if !md.is_dir() {
-        return Err(Error::input(input, "not a folder or a .csv file"));
-    }
-    let entries = common::list_dir(input)?;
-    let is_file = |p: &&PathBuf| p.is_file();
+    let ex = walk::Exclude::for_root(output, input)?;
+    let entries = walk::list_dir(input, &ex)?;
+    let is_file = |p: &&PathBuf| !p.is_dir();
     let name_lower = |p: &PathBuf| {
         p.file_name()
             .map(|n| n.to_string_lossy().to_lowercase())
@@ -131,9 +132,9 @@ pub fn detect_layout(input: &Path) -> Result<Layout> {
         return Ok(Layout::Warwick);
     }
     let has_xml = |dir: &Path| {
-        common::list_dir(dir).is_ok_and(|es| {
+        walk::list_dir(dir, &ex).is_ok_and(|es| {
             es.iter()
-                .any(|p| p.is_file() && common::ext_lower(p).as_deref() == Some("xml"))
+                .any(|p| !p.is_dir() && common::ext_lower(p).as_deref() == Some("xml"))
         })
     };
     // Top-level .xml files, or the classic VOC tree's `Annotations/` folder.
@@ -154,7 +155,7 @@ pub fn detect_layout(input: &Path) -> Result<Layout> {
     }
     if entries
         .iter()
-        .any(|p| p.is_dir() && common::holds_images(p))
+        .any(|p| p.is_dir() && walk::holds_images(p, &ex))
     {
         return Ok(Layout::Folders);
     }
@@ -185,17 +186,20 @@ pub fn detect_layout(input: &Path) -> Result<Layout> {
     ))
 }
 
-/// Reads `input` in the given (or detected) layout.
-pub fn load(input: &Path, layout: Option<Layout>) -> Result<Dataset> {
+/// Reads `input` in the given (or detected) layout. `output`, the folder
+/// the data set will be written to, is never read when it lies inside
+/// `input`, and may not be `input` itself: a later run would read what this
+/// one wrote (a contact sheet became a class).
+pub fn load(input: &Path, layout: Option<Layout>, output: Option<&Path>) -> Result<Dataset> {
     let layout = match layout {
         Some(l) => l,
-        None => detect_layout(input)?,
+        None => detect_layout(input, output)?,
     };
     match layout {
-        Layout::Warwick => warwick::load(input),
-        Layout::Voc => voc::load(input),
-        Layout::Csv => csv_labels::load(input),
-        Layout::Folders => folders::load(input),
+        Layout::Warwick => warwick::load(input, output),
+        Layout::Voc => voc::load(input, output),
+        Layout::Csv => csv_labels::load(input, output),
+        Layout::Folders => folders::load(input, output),
     }
 }
 
@@ -217,43 +221,45 @@ mod tests {
         let csv_file = r.join("x/labels.CSV");
         fs::create_dir_all(r.join("x")).unwrap();
         fs::write(&csv_file, "filename,label\n").unwrap();
-        assert_eq!(detect_layout(&csv_file).unwrap(), Layout::Csv);
-        assert_eq!(detect_layout(&r.join("x")).unwrap(), Layout::Csv);
+        assert_eq!(detect_layout(&csv_file, None).unwrap(), Layout::Csv);
+        assert_eq!(detect_layout(&r.join("x"), None).unwrap(), Layout::Csv);
 
         let w = r.join("w");
         png(&w.join("train_1.bmp"));
         fs::write(w.join("Grade.csv"), "name\n").unwrap();
         fs::write(w.join("other.csv"), "").unwrap();
         fs::write(w.join("a.xml"), "").unwrap();
-        assert_eq!(detect_layout(&w).unwrap(), Layout::Warwick);
+        assert_eq!(detect_layout(&w, None).unwrap(), Layout::Warwick);
 
         let v = r.join("v");
         png(&v.join("a.png"));
         fs::write(v.join("a.xml"), "").unwrap();
         fs::write(v.join("labels.csv"), "").unwrap();
-        assert_eq!(detect_layout(&v).unwrap(), Layout::Voc);
+        assert_eq!(detect_layout(&v, None).unwrap(), Layout::Voc);
 
         let t = r.join("voc_tree");
         png(&t.join("JPEGImages/1.jpg"));
         fs::create_dir_all(t.join("Annotations")).unwrap();
         fs::write(t.join("Annotations/1.xml"), "").unwrap();
-        assert_eq!(detect_layout(&t).unwrap(), Layout::Voc);
+        assert_eq!(detect_layout(&t, None).unwrap(), Layout::Voc);
 
         let f = r.join("f");
         png(&f.join("tumour/deep/a.png"));
         fs::write(f.join("a.csv"), "").unwrap();
         fs::write(f.join("b.csv"), "").unwrap();
-        assert_eq!(detect_layout(&f).unwrap(), Layout::Folders);
+        assert_eq!(detect_layout(&f, None).unwrap(), Layout::Folders);
     }
 
     #[test]
     fn detection_errors() {
         let d = tempfile::tempdir().unwrap();
         let r = d.path();
-        let e = detect_layout(&r.join("missing")).unwrap_err().to_string();
+        let e = detect_layout(&r.join("missing"), None)
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("missing: not found"), "{e}");
 
-        let e = detect_layout(r).unwrap_err().to_string();
+        let e = detect_layout(r, None).unwrap_err().to_string();
         assert!(e.contains("cannot tell the layout"), "{e}");
         assert!(
             e.contains("Grade.csv") && e.contains(".xml") && e.contains("--layout"),
@@ -264,7 +270,7 @@ mod tests {
         fs::write(r.join("b.csv"), "").unwrap();
         fs::create_dir_all(r.join("sub")).unwrap();
         fs::write(r.join("sub/notes.txt"), "").unwrap();
-        let e = detect_layout(r).unwrap_err().to_string();
+        let e = detect_layout(r, None).unwrap_err().to_string();
         assert!(
             e.contains("holds 2 .csv files (a.csv, b.csv); pass the one to use"),
             "{e}"
@@ -272,7 +278,7 @@ mod tests {
 
         let txt = r.join("x.txt");
         fs::write(&txt, "").unwrap();
-        let e = detect_layout(&txt).unwrap_err().to_string();
+        let e = detect_layout(&txt, None).unwrap_err().to_string();
         assert!(e.contains("x.txt: not a folder or a .csv file"), "{e}");
     }
 
@@ -280,7 +286,7 @@ mod tests {
     fn load_dispatches_on_detection() {
         let d = tempfile::tempdir().unwrap();
         png(&d.path().join("a/x.png"));
-        let ds = load(d.path(), None).unwrap();
+        let ds = load(d.path(), None, None).unwrap();
         assert_eq!(ds.layout, Layout::Folders);
         assert_eq!(ds.label_of("a"), Some(0));
         assert_eq!(ds.label_of("b"), None);

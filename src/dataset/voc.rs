@@ -16,18 +16,36 @@
 //! XML refers to, and other files.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
-use std::fs;
 use std::path::{Path, PathBuf};
 
 use rayon::prelude::*;
 use roxmltree::Node;
 
 use super::common::{self, IMAGE_EXTENSIONS};
+use super::walk;
 use super::{BBox, Dataset, Layout, Sample, Skipped, image_io};
-use crate::error::{Error, IoContext, Result};
+use crate::error::{Error, Result};
+use crate::fsutil;
 
 /// Annotation files larger than this are refused (labelImg's are ~1 KiB).
-const MAX_XML_BYTES: u64 = 16 * 1024 * 1024;
+pub const MAX_XML_BYTES: u64 = 16 * 1024 * 1024;
+
+/// Elements nested deeper than this are refused before parsing: labelImg
+/// nests 4 deep (`annotation/object/bndbox/xmin`), and the XML parser
+/// recurses once per level on a worker thread's small stack (a 28 KB file
+/// nested 4,000 deep overflowed it and aborted the process).
+pub const MAX_XML_DEPTH: usize = 64;
+
+/// Attributes allowed on one element (labelImg writes at most one): the
+/// parser checks each attribute against the element's earlier ones, so
+/// 100,000 attributes on one element (a 1 MB file) took 18 s, and the 16 MiB
+/// a file may have would take hours.
+pub const MAX_XML_ATTRIBUTES: usize = 64;
+
+/// Parsed nodes (elements and text) allowed in one annotation: a labelImg
+/// object is ~25, so this is ~40,000 objects, and bounds the parser's memory
+/// (a node is ~80 bytes; 16 MiB of `<a/>` would otherwise be 4 million).
+pub const MAX_XML_NODES: u32 = 1_000_000;
 
 /// What one XML gave.
 enum Outcome {
@@ -37,10 +55,13 @@ enum Outcome {
     NoObjects(Option<PathBuf>),
 }
 
-pub fn load(input: &Path) -> Result<Dataset> {
+/// Reads `input`; `output`, when it lies inside, is never read.
+pub fn load(input: &Path, output: Option<&Path>) -> Result<Dataset> {
     common::require_dir(input, "the Pascal-VOC layout is a folder of .xml files")?;
     let root_canon = common::canonical_root(input)?;
-    let files = common::walk_files(input)?;
+    let ex = walk::Exclude::for_root(output, input)?;
+    let walk = walk::walk_files(input, &ex)?;
+    let files = walk.files;
     let xmls: Vec<&PathBuf> = files
         .iter()
         .filter(|p| common::ext_lower(p).as_deref() == Some("xml"))
@@ -54,11 +75,11 @@ pub fn load(input: &Path) -> Result<Dataset> {
 
     let outcomes: Vec<Result<Outcome>> = xmls
         .par_iter()
-        .map(|xml| read_one(input, &root_canon, xml))
+        .map(|xml| read_one(input, &root_canon, &ex, xml))
         .collect();
 
     let mut samples = Vec::new();
-    let mut skipped = Vec::new();
+    let mut skipped = walk.skipped;
     let mut referenced: HashSet<PathBuf> = HashSet::new();
     let mut annotated_by: HashMap<String, &Path> = HashMap::new();
     for (xml, outcome) in xmls.iter().zip(outcomes) {
@@ -152,8 +173,36 @@ pub fn parse_annotation(bytes: &[u8], xml: &Path) -> Result<Annotation> {
     let text = std::str::from_utf8(bytes)
         .map_err(|_| Error::input(xml, "not UTF-8 text; save the annotation as UTF-8"))?;
     let text = text.strip_prefix('\u{feff}').unwrap_or(text);
-    let doc = roxmltree::Document::parse(text)
-        .map_err(|e| Error::input(xml, format!("malformed XML: {e}")))?;
+    match shape_fault(text.as_bytes(), MAX_XML_DEPTH, MAX_XML_ATTRIBUTES) {
+        None => {}
+        Some((line, Shape::Deep)) => {
+            return Err(Error::input(
+                xml,
+                format!(
+                    "line {line}: elements nested more than {MAX_XML_DEPTH} deep (a labelImg annotation nests 4); refused before parsing"
+                ),
+            ));
+        }
+        Some((line, Shape::Attributes)) => {
+            return Err(Error::input(
+                xml,
+                format!(
+                    "line {line}: an element with more than {MAX_XML_ATTRIBUTES} attributes (labelImg writes at most one); refused before parsing"
+                ),
+            ));
+        }
+    }
+    let options = roxmltree::ParsingOptions {
+        nodes_limit: MAX_XML_NODES,
+        ..roxmltree::ParsingOptions::default()
+    };
+    let doc = roxmltree::Document::parse_with_options(text, options).map_err(|e| match e {
+        roxmltree::Error::NodesLimitReached => Error::input(
+            xml,
+            format!("more than {MAX_XML_NODES} XML nodes, too many for an annotation"),
+        ),
+        e => Error::input(xml, format!("malformed XML: {e}")),
+    })?;
     let ann = doc.root_element();
     if ann.tag_name().name() != "annotation" {
         return Err(Error::input(
@@ -192,15 +241,81 @@ pub fn parse_annotation(bytes: &[u8], xml: &Path) -> Result<Annotation> {
     Ok(Annotation { filename, objects })
 }
 
-fn read_one(root: &Path, root_canon: &Path, xml: &Path) -> Result<Outcome> {
-    let size = fs::metadata(xml).at(xml)?.len();
-    if size > MAX_XML_BYTES {
-        return Err(Error::input(
-            xml,
-            format!("{size} bytes, too large for an annotation (limit {MAX_XML_BYTES})"),
-        ));
+/// What [`shape_fault`] found wrong with an XML file's shape.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Shape {
+    /// A start tag nested deeper than the limit.
+    Deep,
+    /// A start tag with more `=` (outside quotes) than the attribute limit.
+    Attributes,
+}
+
+/// The 1-based line of the first start tag nested deeper than `max_depth`,
+/// or holding more than `max_attributes` attributes, if any, found by a scan
+/// that counts start and end tags, and `=` inside start tags, without
+/// parsing (comments, CDATA, processing instructions and declarations
+/// skipped, quotes inside tags honoured). On well-formed XML it counts
+/// exactly what a parser nests and at least the attributes it sees (every
+/// attribute has its `=`); on malformed XML a parser stops at the first
+/// fault, within the prefix counted the same way, so it never goes further
+/// than counted.
+fn shape_fault(text: &[u8], max_depth: usize, max_attributes: usize) -> Option<(usize, Shape)> {
+    let line_at = |i: usize| 1 + text[..i].iter().filter(|&&b| b == b'\n').count();
+    let find = |from: usize, pat: &[u8]| -> usize {
+        text.get(from..)
+            .and_then(|rest| rest.windows(pat.len()).position(|w| w == pat))
+            .map_or(text.len(), |p| from + p + pat.len())
+    };
+    let (mut i, mut depth) = (0, 0usize);
+    while let Some(p) = text[i..].iter().position(|&b| b == b'<') {
+        i += p;
+        let rest = &text[i..];
+        if rest.starts_with(b"<!--") {
+            i = find(i + 4, b"-->");
+        } else if rest.starts_with(b"<![CDATA[") {
+            i = find(i + 9, b"]]>");
+        } else if rest.starts_with(b"<?") {
+            i = find(i + 2, b"?>");
+        } else if rest.starts_with(b"<!") {
+            i = find(i + 2, b">");
+        } else if rest.starts_with(b"</") {
+            depth = depth.saturating_sub(1);
+            i = find(i + 2, b">");
+        } else {
+            // A start tag: to its `>`, skipping quoted attribute values.
+            let (mut j, mut quote, mut equals) = (i + 1, None, 0usize);
+            while j < text.len() {
+                let c = text[j];
+                match quote {
+                    Some(q) if c == q => quote = None,
+                    Some(_) => {}
+                    None if c == b'"' || c == b'\'' => quote = Some(c),
+                    None if c == b'>' => break,
+                    None if c == b'=' => {
+                        equals += 1;
+                        if equals > max_attributes {
+                            return Some((line_at(i), Shape::Attributes));
+                        }
+                    }
+                    None => {}
+                }
+                j += 1;
+            }
+            let self_closing = j < text.len() && text[j - 1] == b'/';
+            if !self_closing {
+                depth += 1;
+                if depth > max_depth {
+                    return Some((line_at(i), Shape::Deep));
+                }
+            }
+            i = j.saturating_add(1).min(text.len());
+        }
     }
-    let bytes = fs::read(xml).at(xml)?;
+    None
+}
+
+fn read_one(root: &Path, root_canon: &Path, ex: &walk::Exclude, xml: &Path) -> Result<Outcome> {
+    let bytes = fsutil::read_limited(xml, MAX_XML_BYTES, "an annotation")?;
     let ann = parse_annotation(&bytes, xml)?;
 
     let xml_dir = common::parent_or_dot(xml);
@@ -228,7 +343,7 @@ fn read_one(root: &Path, root_canon: &Path, xml: &Path) -> Result<Outcome> {
         }
     }
     let resolved =
-        common::resolve_inside(root, root_canon, &base_rel, filename, xml, "<filename>")?;
+        common::resolve_inside(root, root_canon, ex, &base_rel, filename, xml, "<filename>")?;
     if !common::is_image_file_name(&resolved.image_path) {
         return Err(Error::input(
             xml,
@@ -258,6 +373,7 @@ fn read_one(root: &Path, root_canon: &Path, xml: &Path) -> Result<Outcome> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::fs;
 
     use crate::dataset::common::write_test_image as img;
 
@@ -279,7 +395,7 @@ mod tests {
     }
 
     fn err(dir: &Path) -> String {
-        load(dir).unwrap_err().to_string()
+        load(dir, None).unwrap_err().to_string()
     }
 
     #[test]
@@ -308,7 +424,7 @@ mod tests {
         fs::write(r.join("notes.txt"), "hi").unwrap();
         img(&r.join("c.png"), 10, 10);
 
-        let ds = load(r).unwrap();
+        let ds = load(r, None).unwrap();
         assert_eq!(ds.layout, Layout::Voc);
         assert_eq!(ds.classes, ["gland", "tumour"]);
         let names: Vec<&str> = ds.samples.iter().map(|s| s.name.as_str()).collect();
@@ -413,7 +529,7 @@ mod tests {
             xml("000001.jpg", &[obj("b", ["1", "1", "9", "9"])]),
         )
         .unwrap();
-        let ds = load(r).unwrap();
+        let ds = load(r, None).unwrap();
         let got: Vec<(&str, &str)> = ds
             .samples
             .iter()
@@ -440,7 +556,7 @@ mod tests {
             xml("b.png", &[obj("x", ["1", "1", "5", "5"])]),
         )
         .unwrap();
-        let ds = load(r).unwrap();
+        let ds = load(r, None).unwrap();
         assert_eq!(ds.samples.len(), 1);
         assert_eq!(ds.skipped.len(), 1);
         assert_eq!(ds.skipped[0].file, r.join("a.xml"));
@@ -534,6 +650,101 @@ mod tests {
         )
         .unwrap();
         assert!(err(r).contains("a.xml: object 1: missing <name>"));
+    }
+
+    /// The line of the first start tag nested deeper than `limit`.
+    fn deeper_than(text: &[u8], limit: usize) -> Option<usize> {
+        shape_fault(text, limit, usize::MAX).map(|(line, shape)| {
+            assert_eq!(shape, Shape::Deep);
+            line
+        })
+    }
+
+    #[test]
+    fn attributes_are_counted_without_parsing() {
+        let tag = |n: usize| {
+            let attrs: Vec<String> = (0..n).map(|i| format!("a{i}='='")).collect();
+            format!("<annotation><x {}/></annotation>", attrs.join(" "))
+        };
+        // `=` inside quotes is not an attribute.
+        assert_eq!(shape_fault(tag(64).as_bytes(), 64, 64), None);
+        assert_eq!(
+            shape_fault(tag(65).as_bytes(), 64, 64),
+            Some((1, Shape::Attributes))
+        );
+        // 100,000 attributes on one element took the parser 18 s.
+        let e = parse_annotation(tag(100_000).as_bytes(), Path::new("m.xml"))
+            .unwrap_err()
+            .to_string();
+        assert_eq!(
+            e,
+            "m.xml: line 1: an element with more than 64 attributes (labelImg writes at most one); refused before parsing"
+        );
+    }
+
+    #[test]
+    fn nesting_depth_is_counted_without_parsing() {
+        let nest = |n: usize| format!("{}{}", "<a>".repeat(n), "</a>".repeat(n));
+        assert_eq!(deeper_than(nest(64).as_bytes(), 64), None);
+        assert_eq!(deeper_than(nest(65).as_bytes(), 64), Some(1));
+        // Siblings do not add up; closing tags and self-closing ones count right.
+        let siblings = "<a><b/><b></b><b x=\"/\"/></a>".repeat(100);
+        assert_eq!(deeper_than(siblings.as_bytes(), 2), None);
+        assert_eq!(deeper_than(siblings.as_bytes(), 1), Some(1));
+        assert_eq!(deeper_than(b"<a><b x='/'></b></a>", 1), Some(1));
+        // Comments, CDATA, processing instructions and quoted `>` hide nothing
+        // and add nothing; the line of the offending tag is reported.
+        let tricky = "<a>\n<!-- <b><b> --><![CDATA[<b><b>]]><?p <b>?><c q='>' r=\"<\">\n<d>";
+        assert_eq!(deeper_than(tricky.as_bytes(), 2), Some(3));
+        assert_eq!(deeper_than(tricky.as_bytes(), 3), None);
+        // Unterminated constructs end the scan (a start tag still counts).
+        for (cut, want) in [
+            ("<a", Some(1)),
+            ("<a q='>", Some(1)),
+            ("<!--<a>", None),
+            ("<![CDATA[<a>", None),
+            ("<?<a>", None),
+            ("<!", None),
+            ("</", None),
+        ] {
+            assert_eq!(deeper_than(cut.as_bytes(), 0), want, "{cut}");
+        }
+    }
+
+    #[test]
+    fn deep_and_huge_annotations_are_refused_before_parsing() {
+        let p = Path::new("d.xml");
+        // 4,000 deep overflowed a rayon worker's stack; a 256 KiB stack is plenty now.
+        let deep = format!(
+            "<annotation>\n{}{}</annotation>",
+            "<a>".repeat(4000),
+            "</a>".repeat(4000)
+        );
+        let e = std::thread::Builder::new()
+            .stack_size(256 << 10)
+            .spawn(move || {
+                parse_annotation(deep.as_bytes(), p)
+                    .unwrap_err()
+                    .to_string()
+            })
+            .unwrap()
+            .join()
+            .unwrap();
+        assert_eq!(
+            e,
+            "d.xml: line 2: elements nested more than 64 deep (a labelImg annotation nests 4); refused before parsing"
+        );
+        let many = format!(
+            "<annotation>{}</annotation>",
+            "<a/>".repeat(MAX_XML_NODES as usize)
+        );
+        let e = parse_annotation(many.as_bytes(), p)
+            .unwrap_err()
+            .to_string();
+        assert_eq!(
+            e,
+            "d.xml: more than 1000000 XML nodes, too many for an annotation"
+        );
     }
 
     #[test]

@@ -13,9 +13,10 @@
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 
-use super::common;
 use super::{Dataset, Layout, Sample, Skipped};
-use crate::error::{Error, IoContext, Result};
+use super::{common, walk};
+use crate::error::{Error, Result};
+use crate::fsutil;
 
 /// The classes of a Warwick-QU data set, in label order.
 pub const CLASSES: [&str; 2] = ["benign", "malignant"];
@@ -40,10 +41,16 @@ pub struct GradeRow {
     pub number: u64,
 }
 
-/// `Grade.csv` in `dir` (any case), if present.
+/// `Grade.csv` files larger than this are refused (the real one is 5 KB).
+pub const MAX_GRADE_CSV_BYTES: u64 = 16 << 20;
+
+/// `Grade.csv` in `dir` (any case), if present. Whatever has that name (a
+/// folder, a FIFO, a device) is returned, for [`read_grade_csv`] to refuse
+/// by what it is rather than call it missing.
 pub fn find_grade_csv(dir: &Path) -> Option<PathBuf> {
+    let present = |p: &Path| p.exists();
     let exact = dir.join("Grade.csv");
-    if exact.is_file() {
+    if present(&exact) {
         return Some(exact);
     }
     std::fs::read_dir(dir)
@@ -51,16 +58,16 @@ pub fn find_grade_csv(dir: &Path) -> Option<PathBuf> {
         .flatten()
         .map(|e| e.path())
         .find(|p| {
-            p.is_file()
-                && p.file_name()
-                    .and_then(|n| n.to_str())
-                    .is_some_and(|n| n.eq_ignore_ascii_case("grade.csv"))
+            p.file_name()
+                .and_then(|n| n.to_str())
+                .is_some_and(|n| n.eq_ignore_ascii_case("grade.csv"))
+                && present(p)
         })
 }
 
 /// Reads and validates `Grade.csv` without looking at any image.
 pub fn read_grade_csv(path: &Path) -> Result<Vec<GradeRow>> {
-    let bytes = std::fs::read(path).at(path)?;
+    let bytes = fsutil::read_limited(path, MAX_GRADE_CSV_BYTES, "a Grade.csv")?;
     parse_grade_csv(&bytes, path)
 }
 
@@ -176,8 +183,10 @@ fn subset_rank(subset: &str) -> usize {
         .unwrap_or(SUBSETS.len())
 }
 
-pub fn load(input: &Path) -> Result<Dataset> {
+/// Reads `input`; `output`, when it lies inside, is never read.
+pub fn load(input: &Path, output: Option<&Path>) -> Result<Dataset> {
     common::require_dir(input, "the Warwick-QU layout is a folder")?;
+    let ex = walk::Exclude::for_root(output, input)?;
     let grade = find_grade_csv(input).ok_or_else(|| {
         Error::input(
             input.join("Grade.csv"),
@@ -190,7 +199,7 @@ pub fn load(input: &Path) -> Result<Dataset> {
     let mut images: BTreeMap<String, PathBuf> = BTreeMap::new();
     let mut masks: BTreeMap<String, PathBuf> = BTreeMap::new();
     let mut skipped = Vec::new();
-    for path in common::list_dir(input)? {
+    for path in walk::list_dir(input, &ex)? {
         if path == grade {
             continue;
         }
@@ -222,6 +231,11 @@ pub fn load(input: &Path) -> Result<Dataset> {
     let mut order = Vec::with_capacity(rows.len());
     for row in &rows {
         let Some(image_path) = images.remove(&row.name) else {
+            // There, but a folder (or unreadable): say what it is.
+            let there = input.join(format!("{}.bmp", row.name));
+            if there.exists() {
+                fsutil::regular_metadata(&there)?;
+            }
             return Err(Error::input(
                 &grade,
                 format!(
@@ -233,6 +247,10 @@ pub fn load(input: &Path) -> Result<Dataset> {
             ));
         };
         let Some(mask_path) = masks.remove(&row.name) else {
+            let there = input.join(format!("{}_anno.bmp", row.name));
+            if there.exists() {
+                fsutil::regular_metadata(&there)?;
+            }
             return Err(Error::input(
                 input.join(format!("{}_anno.bmp", row.name)),
                 format!(
@@ -345,7 +363,7 @@ mod tests {
     const HEADER: &str = "name,patient ID, grade (GlaS), grade (Sirinukunwattana et al. 2015)";
 
     fn err(d: &tempfile::TempDir) -> String {
-        load(d.path()).unwrap_err().to_string()
+        load(d.path(), None).unwrap_err().to_string()
     }
 
     #[test]
@@ -365,7 +383,7 @@ mod tests {
             ("BOM", format!("\u{feff}{}", body("\n"))),
         ] {
             let d = glas(&names, &text);
-            let ds = load(d.path()).unwrap_or_else(|e| panic!("{label}: {e}"));
+            let ds = load(d.path(), None).unwrap_or_else(|e| panic!("{label}: {e}"));
             assert_eq!(ds.layout, Layout::Warwick);
             assert_eq!(ds.classes, vec!["benign", "malignant"]);
             let got: Vec<&str> = ds.samples.iter().map(|s| s.name.as_str()).collect();
@@ -420,7 +438,7 @@ mod tests {
         GrayImage::new(8, 6)
             .save(d.path().join("train_9_anno.bmp"))
             .unwrap();
-        let ds = load(d.path()).unwrap();
+        let ds = load(d.path(), None).unwrap();
         assert_eq!(ds.samples.len(), 1);
         let files: Vec<_> = ds
             .skipped
@@ -547,7 +565,7 @@ mod tests {
     #[test]
     fn not_a_folder() {
         let d = tempfile::tempdir().unwrap();
-        let e = load(&d.path().join("nope")).unwrap_err().to_string();
+        let e = load(&d.path().join("nope"), None).unwrap_err().to_string();
         assert!(e.contains("nope: not found"), "{e}");
     }
 
@@ -556,7 +574,7 @@ mod tests {
         if !Path::new(SAMPLE).exists() {
             return;
         }
-        let ds = load(Path::new(SAMPLE)).unwrap();
+        let ds = load(Path::new(SAMPLE), None).unwrap();
         let names: Vec<&str> = ds.samples.iter().map(|s| s.name.as_str()).collect();
         assert_eq!(
             names,

@@ -67,7 +67,7 @@ pub fn inspect(dir: &Path, opts: &InspectOptions) -> Result<Inspection> {
         )));
     }
     let manifest = dir.join(MANIFEST_PARQUET);
-    if !manifest.is_file() {
+    if !manifest.exists() {
         return Err(Error::input(
             manifest,
             "not found: DIR is not a complete histoshard data set (run prepare, or rerun an interrupted one)",

@@ -20,7 +20,10 @@ use rayon::prelude::*;
 use sha2::{Digest, Sha256};
 use tracing::{info, warn};
 
-pub use self::{options::PrepareOptions, report::PrepareReport};
+pub use self::{
+    options::PrepareOptions,
+    report::{MAX_REPORT_BYTES, PrepareReport},
+};
 use self::{
     output::{Existing, OutputDir},
     plan::{ImagePlan, Layout},
@@ -49,11 +52,21 @@ pub fn run(opts: &PrepareOptions, progress: &Progress) -> Result<PrepareReport> 
         .map_err(|e| Error::Config(format!("cannot start worker threads: {e}")))?;
     let started = Instant::now();
 
-    // 1. Ingest and validate everything before writing anything.
-    let ds = dataset::load(&opts.input, opts.layout)?;
+    // 1. Ingest and validate everything before writing anything. The output
+    // folder, when it lies inside the input, is never read.
+    let ds = dataset::load(&opts.input, opts.layout, Some(&opts.output))?;
     info!(layout = ?ds.layout, images = ds.samples.len(), classes = ?ds.classes, "read {}", opts.input.display());
     for s in &ds.skipped {
         warn!("skipped {}: {}", s.file.display(), s.reason);
+    }
+    let mut warnings = Vec::new();
+    if let [only] = ds.classes.as_slice() {
+        let w = format!(
+            "only one class (\"{only}\") in {}: a classifier needs at least two; check the input's layout (--layout) and folders",
+            opts.input.display()
+        );
+        warn!("{w}");
+        warnings.push(w);
     }
     let (assignments, split_report) = split::assign(&ds, &opts.split_options())?;
     if !split_report.shared_patients.is_empty() {
@@ -95,6 +108,9 @@ pub fn run(opts: &PrepareOptions, progress: &Progress) -> Result<PrepareReport> 
     };
     crate::failpoint::reached("after-ingest", 1);
     let layout = Layout::new(&plans, &assignments, opts);
+    if layout.total_records() == 0 {
+        return Err(no_patches(opts, &plans));
+    }
     let ingest_s = started.elapsed().as_secs_f64();
     info!(
         records = layout.total_records(),
@@ -174,6 +190,7 @@ pub fn run(opts: &PrepareOptions, progress: &Progress) -> Result<PrepareReport> 
         rows: &rows,
         shards: &summaries.shards,
         resumed_shards: resumed,
+        warnings,
         ingest_s,
         write_s,
         started,
@@ -195,6 +212,35 @@ pub fn run(opts: &PrepareOptions, progress: &Progress) -> Result<PrepareReport> 
     manifest::write_table(&mut df, &dir.join(manifest::MANIFEST_PARQUET))?;
     out.finish()?;
     Ok(report)
+}
+
+/// The error for a run whose filters kept no patch at all: nothing is
+/// written, and the message says which filter to loosen.
+fn no_patches(opts: &PrepareOptions, plans: &[ImagePlan]) -> Error {
+    let candidates: u64 = plans.iter().map(|p| u64::from(p.candidates)).sum();
+    let filters = match opts.min_gland_fraction {
+        Some(g) => format!(
+            "--min-tissue {} and --min-gland-fraction {g}",
+            opts.min_tissue
+        ),
+        None => format!("--min-tissue {}", opts.min_tissue),
+    };
+    let why = if candidates == 0 {
+        format!(
+            "no {}-px patch fits in any of the {} image(s) (lower --patch-size or --scale, or use --edge pad)",
+            opts.patch_size,
+            plans.len()
+        )
+    } else {
+        format!(
+            "none of the {candidates} candidate patches in {} image(s) passed {filters}; lower it, or check that the images hold tissue",
+            plans.len()
+        )
+    };
+    Error::input(
+        &opts.input,
+        format!("no patches kept: {why}; nothing written"),
+    )
 }
 
 fn table_err(dir: &std::path::Path, e: polars::error::PolarsError) -> Error {

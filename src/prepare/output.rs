@@ -10,9 +10,11 @@ use std::{
     path::{Path, PathBuf},
 };
 
+use super::report::MAX_REPORT_BYTES;
 use crate::{
     atomic,
     error::{Error, IoContext, Result},
+    fsutil,
     shard::{
         manifest::{IMAGES_PARQUET, MANIFEST_CSV, MANIFEST_PARQUET, ManifestRow},
         writer::ShardSummary,
@@ -64,12 +66,14 @@ fn is_ours(name: &str) -> bool {
 }
 
 fn read_fingerprint(path: &Path) -> Option<String> {
-    fs::read_to_string(path).ok().map(|s| s.trim().to_string())
+    fsutil::read_text_limited(path, 4096, "a fingerprint")
+        .ok()
+        .map(|s| s.trim().to_string())
 }
 
 /// Size and CRC-32C (hex, as [`ShardSummary::crc32c`]) of a file.
 fn file_crc32c(path: &Path) -> Result<(u64, String)> {
-    let mut f = File::open(path).at(path)?;
+    let mut f = fsutil::open_regular(path)?;
     let (mut crc, mut bytes) = (0u32, 0u64);
     let mut buf = vec![0u8; 1 << 20];
     loop {
@@ -150,7 +154,8 @@ impl OutputDir {
     }
 
     fn complete_fingerprint(&self) -> Option<String> {
-        let text = fs::read_to_string(self.path.join(REPORT_FILE)).ok()?;
+        let path = self.path.join(REPORT_FILE);
+        let text = fsutil::read_text_limited(&path, MAX_REPORT_BYTES, "a prepare.json").ok()?;
         let v: serde_json::Value = serde_json::from_str(&text).ok()?;
         v.get("fingerprint")?.as_str().map(str::to_string)
     }
@@ -195,8 +200,15 @@ impl OutputDir {
         if self.existing != Existing::Resumable {
             return None;
         }
-        let state: ShardState =
-            serde_json::from_slice(&fs::read(self.states().path_of(shard_file)).ok()?).ok()?;
+        let state: ShardState = serde_json::from_slice(
+            &fsutil::read_limited(
+                &self.states().path_of(shard_file),
+                MAX_REPORT_BYTES,
+                "a shard state",
+            )
+            .ok()?,
+        )
+        .ok()?;
         let intact = state.summary.records == expected_records
             && state.rows.len() as u64 == expected_records
             && file_crc32c(&self.path.join(shard_file)).ok()?

@@ -4,6 +4,7 @@
 //! exact.
 
 use std::collections::BTreeSet;
+use std::path::Path;
 
 use image::{GrayImage, RgbImage};
 use rand::{SeedableRng, seq::SliceRandom};
@@ -44,9 +45,11 @@ pub struct Loaded {
 /// already checked from the headers when the data set was read
 /// (`dataset::warwick`).
 pub fn load(sample: &Sample, opts: &PrepareOptions) -> Result<Loaded> {
-    let image = image_io::decode_rgb(&sample.image_path, opts.limits())?;
+    let image = decode_scaled(&sample.image_path, opts)?;
     let mask = match (&sample.mask_path, opts.min_gland_fraction) {
-        (Some(p), Some(_)) => Some(image_io::decode_mask(p, opts.limits())?),
+        (Some(p), Some(_)) => Some(image_io::decode_mask_checked(p, opts.limits(), &|w, h| {
+            scaled_fits(p, w, h, opts)
+        })?),
         _ => None,
     };
     Ok(Loaded {
@@ -64,10 +67,18 @@ pub fn load(sample: &Sample, opts: &PrepareOptions) -> Result<Loaded> {
 /// The image alone at the working scale: rendering needs no mask, and the
 /// planning stage has already validated it.
 pub fn load_image(sample: &Sample, opts: &PrepareOptions) -> Result<RgbImage> {
-    Ok(scaled(
-        image_io::decode_rgb(&sample.image_path, opts.limits())?,
-        opts.scale,
-    ))
+    Ok(scaled(decode_scaled(&sample.image_path, opts)?, opts.scale))
+}
+
+/// Decodes the image at `path`, first checking from its header that it fits
+/// `--max-pixels` at `--scale` too (an 8× scale takes 64× the pixels).
+fn decode_scaled(path: &Path, opts: &PrepareOptions) -> Result<RgbImage> {
+    image_io::decode_rgb_checked(path, opts.limits(), &|w, h| scaled_fits(path, w, h, opts))
+}
+
+fn scaled_fits(path: &Path, w: u32, h: u32, opts: &PrepareOptions) -> Result<()> {
+    let size = tiling::scaled_size(w, h, opts.scale);
+    image_io::check_scaled(path, (w, h), size, opts.scale, opts.max_pixels)
 }
 
 fn is_unit(scale: f32) -> bool {

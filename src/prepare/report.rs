@@ -9,7 +9,7 @@ use super::{options::PrepareOptions, output, plan::ImagePlan};
 use crate::{
     atomic,
     dataset::Dataset,
-    error::{Error, IoContext, Result},
+    error::{Error, Result},
     shard::{manifest::ManifestRow, schema, writer::ShardSummary},
     split::SplitReport,
 };
@@ -48,6 +48,9 @@ pub struct PrepareReport {
     pub shards: BTreeMap<String, Vec<ShardSummary>>,
     /// Shards kept from an interrupted earlier run.
     pub resumed_shards: usize,
+    /// What `prepare` warned about that a user should see (one class only, ...).
+    #[serde(default)]
+    pub warnings: Vec<String>,
     pub timings_s: Timings,
     pub records_per_s: f64,
 }
@@ -62,6 +65,7 @@ pub struct Parts<'a> {
     pub rows: &'a [ManifestRow],
     pub shards: &'a [ShardSummary],
     pub resumed_shards: usize,
+    pub warnings: Vec<String>,
     pub ingest_s: f64,
     pub write_s: f64,
     pub started: Instant,
@@ -114,6 +118,7 @@ impl PrepareReport {
             },
             shards,
             resumed_shards: p.resumed_shards,
+            warnings: p.warnings,
             timings_s: Timings {
                 ingest: p.ingest_s,
                 write: p.write_s,
@@ -141,10 +146,14 @@ impl PrepareReport {
     }
 }
 
+/// `prepare.json` files larger than this are refused when read back (one is
+/// ~10 KB plus a line per skipped file and shard).
+pub const MAX_REPORT_BYTES: u64 = 64 << 20;
+
 /// Reads `prepare.json` of a prepared folder.
 pub fn read(dir: &Path) -> Result<PrepareReport> {
     let path = dir.join(output::REPORT_FILE);
-    let text = std::fs::read_to_string(&path).at(&path)?;
+    let text = crate::fsutil::read_text_limited(&path, MAX_REPORT_BYTES, "a prepare.json")?;
     serde_json::from_str(&text)
         .map_err(|e| Error::input(&path, format!("not a histoshard prepare.json: {e}")))
 }

@@ -187,9 +187,10 @@ pub fn write_table(df: &mut DataFrame, path: &Path) -> Result<()> {
     crate::atomic::commit(&tmp, path)
 }
 
-/// Reads a Parquet table.
+/// Reads a Parquet table from a regular file (a FIFO or device is refused by
+/// name: `verify`, `inspect` and `train` would wait on it for ever).
 pub fn read_parquet(path: &Path) -> Result<DataFrame> {
-    let file = File::open(path).at(path)?;
+    let file = crate::fsutil::open_regular(path)?;
     ParquetReader::new(file)
         .finish()
         .map_err(|e| polars_err(path, e))

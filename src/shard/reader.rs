@@ -2,7 +2,6 @@
 //! recognised by their magic bytes, so callers never say which kind they have.
 
 use std::{
-    fs::File,
     io::{BufRead, BufReader, Read},
     path::{Path, PathBuf},
 };
@@ -39,8 +38,10 @@ pub struct ShardReader {
 }
 
 impl ShardReader {
+    /// Opens the shard at `path`, a regular file (a FIFO or device is
+    /// refused by name rather than read without end).
     pub fn open(path: &Path) -> Result<Self> {
-        let file = File::open(path).at(path)?;
+        let file = crate::fsutil::open_regular(path)?;
         Self::from_buf_read(path, BufReader::with_capacity(1 << 20, file))
     }
 
@@ -141,6 +142,7 @@ mod tests {
         Compression,
         writer::{ShardWriter, partial_path},
     };
+    use std::fs::File;
 
     fn write_shard(dir: &Path, compression: Compression, n: usize) -> PathBuf {
         let path = dir.join(crate::shard::shard_file_name("train", 0, 1, compression));

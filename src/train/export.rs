@@ -72,7 +72,9 @@ pub fn export(
         }
         ExportFormat::Burn => {
             let path = out_dir.join("model.bpk");
-            let bytes = std::fs::read(&source).at(&source)?;
+            let mut file = crate::fsutil::open_regular(&source)?;
+            let mut bytes = Vec::new();
+            std::io::Read::read_to_end(&mut file, &mut bytes).at(&source)?;
             crate::atomic::write(&path, &bytes)?;
             path
         }

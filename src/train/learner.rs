@@ -426,10 +426,14 @@ pub struct RunInfo {
 impl RunInfo {
     pub fn load(run: &Path) -> Result<Self, Error> {
         let path = run.join(RUN_JSON);
-        let text = std::fs::read_to_string(&path).at(&path)?;
+        let text = crate::fsutil::read_text_limited(&path, MAX_RUN_JSON_BYTES, "a run.json")?;
         serde_json::from_str(&text).map_err(|e| Error::input(&path, e.to_string()))
     }
 }
+
+/// A run's JSON files (`run.json`, `state.json`, `preprocessing.json`) larger
+/// than this are refused when read back; each is a few KB.
+pub const MAX_RUN_JSON_BYTES: u64 = 16 << 20;
 
 /// `state.json`: progress, for resumption and for reading a run's outcome.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
@@ -491,6 +495,8 @@ pub fn save_model(model: &Model, path: &Path) -> TrainResult<()> {
 
 /// Loads parameters saved by [`save_model`] into `model` (built from the same spec).
 pub fn load_model(model: Model, path: &Path) -> TrainResult<Model> {
+    // burn reads the file itself: refuse a FIFO or device before it waits on one.
+    crate::fsutil::regular_metadata(path)?;
     let record = burn::store::ModuleRecord::load(path)
         .map_err(|e| checkpoint_err(path, format!("{e:?}")))?;
     model
@@ -918,7 +924,8 @@ pub fn resume(run_dir: &Path, opts: &RunOptions, progress: &Progress) -> TrainRe
     let base = cfg.device.device()?;
     let state_path = run_dir.join(STATE_JSON);
     let state: Option<TrainState> = if state_path.exists() {
-        let text = std::fs::read_to_string(&state_path).at(&state_path)?;
+        let text =
+            crate::fsutil::read_text_limited(&state_path, MAX_RUN_JSON_BYTES, "a state.json")?;
         Some(serde_json::from_str(&text).map_err(|e| Error::input(&state_path, e.to_string()))?)
     } else {
         None

@@ -24,7 +24,7 @@ use super::{
 };
 use crate::{
     dataset::image_io,
-    error::{Error, IoContext},
+    error::Error,
     patch::{
         stain::{StainMethod, StainNormalizer},
         tiling::{self, EdgePolicy},
@@ -61,7 +61,11 @@ impl Preprocessing {
     /// Built from the data folder's `prepare.json` and the run's model.
     pub fn from_run(info: &RunInfo) -> Result<Self, Error> {
         let path = info.data.join("prepare.json");
-        let text = std::fs::read_to_string(&path).at(&path)?;
+        let text = crate::fsutil::read_text_limited(
+            &path,
+            crate::prepare::MAX_REPORT_BYTES,
+            "a prepare.json",
+        )?;
         let report: serde_json::Value =
             serde_json::from_str(&text).map_err(|e| Error::input(&path, e.to_string()))?;
         let c = &report["config"];
@@ -92,7 +96,11 @@ impl Preprocessing {
 
     pub fn load(run: &Path) -> Result<Self, Error> {
         let path = run.join(PREPROCESSING_JSON);
-        let text = std::fs::read_to_string(&path).at(&path)?;
+        let text = crate::fsutil::read_text_limited(
+            &path,
+            super::learner::MAX_RUN_JSON_BYTES,
+            "a preprocessing.json",
+        )?;
         serde_json::from_str(&text).map_err(|e| Error::input(&path, e.to_string()))
     }
 
@@ -173,7 +181,12 @@ impl Predictor {
 
     /// The working-scale image (stain-normalised) that patches are cut from.
     pub fn working_image(&self, path: &Path) -> Result<RgbImage, Error> {
-        let mut img = image_io::decode_rgb(path, Default::default())?;
+        let limits = image_io::DecodeLimits::default();
+        let scale = self.pre.scale;
+        let mut img = image_io::decode_rgb_checked(path, limits, &|w, h| {
+            let size = tiling::scaled_size(w, h, scale);
+            image_io::check_scaled(path, (w, h), size, scale, limits.max_pixels)
+        })?;
         if (self.pre.scale - 1.0).abs() > f32::EPSILON {
             img = tiling::resize(&img, self.pre.scale);
         }

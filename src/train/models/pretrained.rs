@@ -38,7 +38,9 @@ pub fn resolve_weights_for(kind: ModelKind, given: Option<&Path>) -> Result<Path
     }
     let path = download::local_weights(given, &weights_dir())?
         .unwrap_or_else(|| weights_dir().join(format!("{kind}.pth")));
-    if path.is_file() {
+    if path.exists() {
+        // A FIFO or device is refused by name; burn would wait on it.
+        crate::fsutil::regular_metadata(&path)?;
         return Ok(path);
     }
     let file = kind.torchvision_file().unwrap_or("the .pth");
@@ -55,7 +57,8 @@ pub fn resolve_weights_for(kind: ModelKind, given: Option<&Path>) -> Result<Path
 pub fn resolve_weights(variant: LiteVariant, given: Option<&Path>) -> Result<PathBuf, Error> {
     let given = download::local_weights(given, &weights_dir())?;
     let path = given.unwrap_or_else(|| default_weights(variant));
-    if path.is_file() {
+    if path.exists() {
+        crate::fsutil::regular_metadata(&path)?;
         return Ok(path);
     }
     let short = variant.name().trim_start_matches("efficientnet-");
