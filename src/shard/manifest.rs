@@ -170,8 +170,7 @@ fn polars_err(path: &Path, e: PolarsError) -> Error {
 
 /// Writes `df` to `path` through a temporary name, as Parquet or CSV by extension.
 pub fn write_table(df: &mut DataFrame, path: &Path) -> Result<()> {
-    let tmp = crate::atomic::tmp_path(path);
-    let file = File::create(&tmp).at(&tmp)?;
+    let (file, tmp) = crate::atomic::create_tmp(path)?;
     let result = if path.extension().is_some_and(|e| e == "csv") {
         CsvWriter::new(file).include_header(true).finish(df)
     } else {

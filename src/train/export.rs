@@ -56,6 +56,7 @@ pub fn export(
     checkpoint: Option<&Path>,
     device: &Device,
 ) -> TrainResult<ExportInfo> {
+    crate::atomic::check_folder(out_dir)?;
     let info = RunInfo::load(run)?;
     let source = checkpoint.map_or_else(|| run.join(BEST_MODEL), Path::to_path_buf);
     let model = load_model(info.config.model.init(device), &source)?;
@@ -131,7 +132,9 @@ fn pytorch_recipe(spec: &ModelSpec) -> String {
 
 /// Safetensors under PyTorch names, written to a temporary name first.
 fn write_safetensors(model: &Model, spec: &ModelSpec, path: &Path) -> TrainResult<()> {
-    let tmp: PathBuf = crate::atomic::tmp_path(path);
+    // An empty regular temporary file (the checks of the final and temporary
+    // names are `create_tmp`'s), which the store then writes.
+    let tmp: PathBuf = crate::atomic::create_tmp(path)?.1;
     let mut store = SafetensorsStore::from_file(&tmp)
         .with_to_adapter(BurnToPyTorchAdapter)
         .metadata("histoshard_model", spec.kind().to_string());
