@@ -11,6 +11,7 @@
 //! - [`evaluate`]: patch- and image-level evaluation of a run.
 //! - [`export`]: safetensors (PyTorch names) or burnpack, plus `model.json`.
 //! - [`predict`]: whole new images → patch probabilities, image label, heatmap.
+//! - [`provenance`]: which data a run was trained on; what `evaluate` and `--resume` accept.
 //! - [`report`]: SVG plots (loss, accuracy, ROC, confusion) and `report.md`.
 //! - [`transfer`]: frozen-feature head training, then fine-tuning, for pretrained backbones.
 //! - [`toy`]: a tiny two-class shard set for tests and timings.
@@ -26,6 +27,7 @@ pub mod learner;
 pub mod metrics;
 pub mod models;
 pub mod predict;
+pub mod provenance;
 pub mod report;
 pub mod toy;
 pub mod transfer;
