@@ -67,7 +67,7 @@ pub struct Args {
     /// Epochs between steps of the step schedule [default: 10].
     #[arg(long)]
     step_size: Option<usize>,
-    /// Factor of each step of the step schedule [default: 0.1].
+    /// Factor of each step of the step schedule, in (0, 1] [default: 0.1].
     #[arg(long, value_parser = super::finite::<f64>)]
     step_gamma: Option<f64>,
     /// Stop after this many epochs without a lower validation loss.
