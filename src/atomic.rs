@@ -158,6 +158,25 @@ pub fn create_hidden(path: &Path, suffix: &str) -> Result<(File, PathBuf)> {
     Ok((file, tmp))
 }
 
+/// The temporary name of `path`, free for a writer that creates it itself
+/// (and refuses to replace anything): checked as [`create_tmp`] checks it, a
+/// leftover regular file there removed.
+pub fn free_tmp(path: &Path) -> Result<PathBuf> {
+    check_target(path)?;
+    let tmp = tmp_path(path);
+    match fs::symlink_metadata(&tmp) {
+        Ok(meta) if meta.file_type().is_file() => fs::remove_file(&tmp).at(&tmp)?,
+        Ok(meta) => {
+            return Err(Error::output(
+                &tmp,
+                format!("is {}; refusing to write to it", kind_of(&meta)),
+            ));
+        }
+        Err(_) => {}
+    }
+    Ok(tmp)
+}
+
 /// [`create_hidden`] with the `.tmp` suffix.
 pub fn create_tmp(path: &Path) -> Result<(File, PathBuf)> {
     create_hidden(path, TMP_SUFFIX)
@@ -286,6 +305,19 @@ mod tests {
         write(&out3, b"new").unwrap();
         assert_eq!(fs::read(&out3).unwrap(), b"new");
         assert!(!tmp_path(&out3).exists());
+
+        // For a writer that creates the temporary file itself: a leftover is
+        // removed, a link or FIFO refused.
+        fs::write(tmp_path(&out3), b"stale").unwrap();
+        assert_eq!(free_tmp(&out3).unwrap(), tmp_path(&out3));
+        assert!(!tmp_path(&out3).exists());
+        assert!(
+            free_tmp(&out)
+                .unwrap_err()
+                .to_string()
+                .contains("symbolic link")
+        );
+        assert!(free_tmp(&out2).unwrap_err().to_string().contains("FIFO"));
     }
 
     #[test]

@@ -132,9 +132,8 @@ fn pytorch_recipe(spec: &ModelSpec) -> String {
 
 /// Safetensors under PyTorch names, written to a temporary name first.
 fn write_safetensors(model: &Model, spec: &ModelSpec, path: &Path) -> TrainResult<()> {
-    // An empty regular temporary file (the checks of the final and temporary
-    // names are `create_tmp`'s), which the store then writes.
-    let tmp: PathBuf = crate::atomic::create_tmp(path)?.1;
+    // The store creates the temporary file itself, refusing to replace one.
+    let tmp: PathBuf = crate::atomic::free_tmp(path)?;
     let mut store = SafetensorsStore::from_file(&tmp)
         .with_to_adapter(BurnToPyTorchAdapter)
         .metadata("histoshard_model", spec.kind().to_string());
