@@ -152,6 +152,41 @@ fn verify_shard(path: &Path, rows: &[&ManifestRow], want_digests: bool) -> Shard
     out
 }
 
+/// `features.json` and `prepare.json`, which every complete data set has:
+/// missing, the folder is refused (an error naming the file); present, they
+/// must be this histoshard's schema and a report that agrees with the manifest.
+fn companion_faults(dir: &Path, manifest_rows: u64) -> Result<Vec<String>> {
+    use crate::prepare::output::{REPORT_FILE, SCHEMA_FILE};
+    for name in [SCHEMA_FILE, REPORT_FILE] {
+        let path = dir.join(name);
+        if !path.is_file() {
+            return Err(Error::input(
+                &path,
+                "not found: not a complete histoshard data set (run prepare, or rerun an interrupted one to resume)",
+            ));
+        }
+    }
+    let mut faults = Vec::new();
+    let schema_path = dir.join(SCHEMA_FILE);
+    let schema = std::fs::read(&schema_path).map_err(|e| Error::io(&schema_path, e))?;
+    if schema != crate::shard::schema::FEATURES_JSON.as_bytes() {
+        faults.push(format!(
+            "{}: differs from the schema this histoshard writes",
+            schema_path.display()
+        ));
+    }
+    match crate::prepare::read_report(dir) {
+        Ok(r) if r.records_total != manifest_rows => faults.push(format!(
+            "{}: says {} records, the manifest lists {manifest_rows}",
+            dir.join(REPORT_FILE).display(),
+            r.records_total
+        )),
+        Ok(_) => {}
+        Err(e) => faults.push(e.to_string()),
+    }
+    Ok(faults)
+}
+
 /// Verifies the prepared folder `dir`.
 pub fn verify(dir: &Path, opts: &VerifyOptions, progress: &Progress) -> Result<VerifyReport> {
     let manifest_path = dir.join(manifest::MANIFEST_PARQUET);
@@ -161,12 +196,15 @@ pub fn verify(dir: &Path, opts: &VerifyOptions, progress: &Progress) -> Result<V
             "not found: not a complete histoshard data set (run prepare, or rerun an interrupted one to resume)",
         ));
     }
+    if let Some(path) = &opts.pixel_digests {
+        atomic::check_target(path)?;
+    }
     let rows = manifest::read_manifest(dir)?;
+    let mut faults = companion_faults(dir, rows.len() as u64)?;
     let mut by_shard: BTreeMap<&str, Vec<&ManifestRow>> = BTreeMap::new();
     for r in &rows {
         by_shard.entry(&r.shard).or_default().push(r);
     }
-    let mut faults = Vec::new();
     for (shard, rs) in by_shard.iter_mut() {
         rs.sort_by_key(|r| r.index_in_shard);
         if rs

@@ -43,7 +43,7 @@ pub struct Args {
     )]
     models: Vec<ModelKind>,
     /// Resize factor before tiling (0.5: half the scanner's magnification).
-    #[arg(long, default_value_t = 0.5)]
+    #[arg(long, value_parser = super::finite::<f32>, default_value_t = 0.5)]
     scale: f32,
     #[arg(long, default_value_t = 112)]
     patch_size: u32,
@@ -73,6 +73,7 @@ pub fn run(a: Args, g: &Global) -> anyhow::Result<ExitCode> {
     let started = Instant::now();
     let progress = super::progress(g.quiet);
     let out = &a.output;
+    histoshard::atomic::check_folder(out)?;
     std::fs::create_dir_all(out).with_context(|| format!("{}: cannot create", out.display()))?;
 
     let input = match &a.input {

@@ -33,6 +33,13 @@ pub struct Args {
 }
 
 pub fn run(a: Args, g: &Global) -> anyhow::Result<ExitCode> {
+    // Before any work: what the outputs would replace.
+    if let Some(csv) = &a.csv {
+        histoshard::atomic::check_target(csv)?;
+    }
+    if let Some(dir) = &a.heatmap {
+        histoshard::atomic::check_folder(dir)?;
+    }
     let device = a.device.device()?;
     let predictor =
         predict::Predictor::open(&a.run, a.checkpoint.as_deref(), &device, a.batch_size)?;

@@ -39,16 +39,16 @@ pub struct Args {
     #[arg(long)]
     stride: Option<u32>,
     /// Resize factor applied before tiling [default: 1.0].
-    #[arg(long)]
+    #[arg(long, value_parser = super::finite::<f32>)]
     scale: Option<f32>,
     /// What to do with the strip a whole stride does not cover [default: drop].
     #[arg(long, value_enum)]
     edge: Option<EdgePolicy>,
     /// Minimum tissue fraction (Otsu on optical density) of a kept patch [default: 0.25].
-    #[arg(long)]
+    #[arg(long, value_parser = super::finite::<f32>)]
     min_tissue: Option<f32>,
     /// Keep only patches whose gland-mask fraction reaches this (Warwick masks).
-    #[arg(long)]
+    #[arg(long, value_parser = super::finite::<f32>)]
     min_gland_fraction: Option<f32>,
     /// Augmented copies per train patch [default: 0].
     #[arg(long)]
@@ -75,16 +75,16 @@ pub struct Args {
     #[arg(long)]
     shards: Option<u32>,
     /// Target shard size when --shards is not given [default: 64].
-    #[arg(long)]
+    #[arg(long, value_parser = super::finite::<f64>)]
     shard_size_mb: Option<f64>,
     /// Whole-file shard compression (TF: compression_type="GZIP") [default: none].
     #[arg(long, value_enum)]
     compression: Option<Compression>,
     /// Fraction of train carved out as val, grouped by patient [default: 0.15].
-    #[arg(long)]
+    #[arg(long, value_parser = super::finite::<f64>)]
     val_fraction: Option<f64>,
     /// Test fraction when the input has no split of its own [default: 0.2].
-    #[arg(long)]
+    #[arg(long, value_parser = super::finite::<f64>)]
     test_fraction: Option<f64>,
     /// Assign every image a patient-grouped cross-validation fold 0..K.
     #[arg(long)]

@@ -53,13 +53,13 @@ pub struct Args {
     #[arg(long)]
     batch_size: Option<usize>,
     /// Peak learning rate [default: 0.001].
-    #[arg(long)]
+    #[arg(long, value_parser = super::finite::<f64>)]
     lr: Option<f64>,
     /// [default: adamw]
     #[arg(long, value_enum)]
     optimizer: Option<OptimizerKind>,
     /// [default: 0.0001]
-    #[arg(long)]
+    #[arg(long, value_parser = super::finite::<f64>)]
     weight_decay: Option<f64>,
     /// Learning-rate schedule [default: cosine].
     #[arg(long, value_enum)]
@@ -67,8 +67,8 @@ pub struct Args {
     /// Epochs between steps of the step schedule [default: 10].
     #[arg(long)]
     step_size: Option<usize>,
-    /// Factor of each step of the step schedule [default: 0.1].
-    #[arg(long)]
+    /// Factor of each step of the step schedule, in (0, 1] [default: 0.1].
+    #[arg(long, value_parser = super::finite::<f64>)]
     step_gamma: Option<f64>,
     /// Stop after this many epochs without a lower validation loss (needs --keep best).
     #[arg(long)]
@@ -123,7 +123,7 @@ pub struct Args {
     hidden: Option<Vec<usize>>,
     /// Dropout before the head [default: 0.2; 0.3 for efficientnet-lite2, 0
     /// for resnet18/50, 0.5 for inception_v3 (torchvision's)].
-    #[arg(long)]
+    #[arg(long, value_parser = super::finite::<f64>)]
     dropout: Option<f64>,
     /// Pretrained models: the ImageNet `.pth`, or its URL (downloaded once
     /// into the cache) [default: the cache that scripts/fetch_weights.sh
@@ -135,7 +135,7 @@ pub struct Args {
     #[arg(long)]
     freeze_epochs: Option<usize>,
     /// Pretrained models: learning rate of the frozen-feature stage [default: 0.001].
-    #[arg(long)]
+    #[arg(long, value_parser = super::finite::<f64>)]
     head_lr: Option<f64>,
     /// Pretrained models: what fine-tuning trains: all, none or last:N blocks
     /// (MBConv / residual / inverted residual blocks, Inception's Mixed_* blocks) [default: all].
@@ -180,6 +180,7 @@ pub fn run(a: Args, g: &Global) -> anyhow::Result<ExitCode> {
     ) else {
         bail!("train needs --data and --output (as flags or in the config file)");
     };
+    histoshard::atomic::check_folder(&output)?;
     let Some(kind) = a.model.or(file.model) else {
         bail!("train needs --model (mlp, cnn, efficientnet-lite0, resnet18, mobilenet_v2, …)");
     };
@@ -193,6 +194,7 @@ pub fn run(a: Args, g: &Global) -> anyhow::Result<ExitCode> {
     if let Some(t) = g.threads {
         cfg.workers = t.max(1);
     }
+    cfg.validate()?;
     if let Some(k) = a.cv.or(file.cv) {
         let cv = histoshard::train::cv::cross_validate(
             &data,

@@ -70,7 +70,7 @@ pub fn inspect(dir: &Path, opts: &InspectOptions) -> Result<Inspection> {
     if !manifest.exists() {
         return Err(Error::input(
             manifest,
-            "not found: DIR is not a complete histoshard data set (run prepare, or rerun an interrupted one)",
+            "not found: not a complete histoshard data set (run prepare, or rerun an interrupted one to resume)",
         ));
     }
     let rows = read_manifest(dir)?;
@@ -78,10 +78,11 @@ pub fn inspect(dir: &Path, opts: &InspectOptions) -> Result<Inspection> {
         tables(&rows).map_err(|e| Error::output(&manifest, format!("table error: {e}")))?;
 
     let sheet_path = opts.sheet.clone().unwrap_or_else(|| dir.join(SHEET_FILE));
+    crate::atomic::check_target(&sheet_path)?;
     let picks = sheet::pick(&rows, opts.per_class);
     let thumbs = sheet::read_thumbnails(dir, &picks, opts.thumb)?;
     let img = sheet::render(&picks, &thumbs, opts.per_class, opts.thumb);
-    let png = sheet::encode_png(&img, &sheet_path)?;
+    let png = sheet::encode_png(&img, &sheet_path, "inspect")?;
     crate::atomic::write(&sheet_path, &png)?;
     Ok(Inspection { tables, sheet_path })
 }

@@ -17,11 +17,10 @@
 
 use std::{
     collections::{BTreeMap, HashMap, HashSet},
-    io::Cursor,
     path::{Path, PathBuf},
 };
 
-use image::{ImageFormat, Rgb, RgbImage, imageops};
+use image::{Rgb, RgbImage, imageops};
 use rayon::prelude::*;
 
 use super::font::{self, text_height, text_width};
@@ -492,10 +491,40 @@ fn cell(
     font::draw_text(img, tx.into(), (y + side + 3).into(), &caption, 1, MUTED);
 }
 
-/// The sheet as PNG bytes.
-pub(crate) fn encode_png(img: &RgbImage, path: &Path) -> Result<Vec<u8>> {
-    let mut buf = Cursor::new(Vec::new());
-    img.write_to(&mut buf, ImageFormat::Png)
-        .map_err(|e| Error::output(path, format!("cannot encode PNG: {e}")))?;
-    Ok(buf.into_inner())
+/// The `Software` text chunk of the PNGs histoshard draws: `histoshard <what>`.
+pub const SOFTWARE_KEY: &str = "Software";
+
+/// A picture as PNG bytes, with a `Software` text chunk saying which
+/// histoshard command drew it (`what`, e.g. `inspect`): the record that lets
+/// `prepare --overwrite` remove a contact sheet it did not write itself but
+/// `inspect` did, and leave a user's file of the same name alone.
+pub(crate) fn encode_png(img: &RgbImage, path: &Path, what: &str) -> Result<Vec<u8>> {
+    let fail = |e: png::EncodingError| Error::output(path, format!("cannot encode PNG: {e}"));
+    let mut buf = Vec::new();
+    let mut enc = png::Encoder::new(&mut buf, img.width(), img.height());
+    enc.set_color(png::ColorType::Rgb);
+    enc.set_depth(png::BitDepth::Eight);
+    enc.add_text_chunk(SOFTWARE_KEY.into(), format!("histoshard {what}"))
+        .map_err(fail)?;
+    let mut w = enc.write_header().map_err(fail)?;
+    w.write_image_data(img.as_raw()).map_err(fail)?;
+    w.finish().map_err(fail)?;
+    Ok(buf)
+}
+
+/// Whether the PNG at `path` was drawn by histoshard's `what` (its text chunk
+/// says so). Reads the header chunks only.
+pub fn drawn_by(path: &Path, what: &str) -> bool {
+    let Ok(file) = std::fs::File::open(path) else {
+        return false;
+    };
+    let Ok(reader) = png::Decoder::new(std::io::BufReader::new(file)).read_info() else {
+        return false;
+    };
+    let want = format!("histoshard {what}");
+    reader
+        .info()
+        .uncompressed_latin1_text
+        .iter()
+        .any(|t| t.keyword == SOFTWARE_KEY && t.text == want)
 }

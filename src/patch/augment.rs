@@ -101,7 +101,7 @@ impl AugmentConfig {
             } else {
                 let close = if hi_inclusive { ']' } else { ')' };
                 Err(Error::Config(format!(
-                    "augment.{name} = {v} is outside [{lo}, {hi}{close}"
+                    "[augmentation] {name} = {v} is outside [{lo}, {hi}{close}"
                 )))
             }
         };
@@ -121,7 +121,7 @@ impl AugmentConfig {
         check("jpeg_probability", self.jpeg_probability, 0.0, 1.0, true)?;
         if self.jpeg_min_quality > 100 {
             return Err(Error::Config(format!(
-                "augment.jpeg_min_quality = {} is above 100",
+                "[augmentation] jpeg_min_quality = {} is above 100",
                 self.jpeg_min_quality
             )));
         }

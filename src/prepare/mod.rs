@@ -22,7 +22,7 @@ use tracing::{info, warn};
 
 pub use self::{
     options::PrepareOptions,
-    report::{MAX_REPORT_BYTES, PrepareReport},
+    report::{MAX_REPORT_BYTES, PrepareReport, read as read_report},
 };
 use self::{
     output::{Existing, OutputDir},
@@ -120,7 +120,8 @@ pub fn run(opts: &PrepareOptions, progress: &Progress) -> Result<PrepareReport> 
 
     // 2. The output folder: lock, refuse foreign data, find finished shards.
     let fingerprint = fingerprint(opts, &ds)?;
-    let out = OutputDir::open(&opts.output, &fingerprint, opts.overwrite)?;
+    let shard_files: Vec<String> = layout.shards.iter().map(|s| s.file.clone()).collect();
+    let out = OutputDir::open(&opts.output, &fingerprint, &shard_files, opts.overwrite)?;
     if out.existing == Existing::Complete {
         info!(
             "{} already holds this data set; nothing to do (run `histoshard verify` to check it)",

@@ -117,12 +117,21 @@ impl PrepareOptions {
         if self.shards == Some(0) {
             return bad("--shards must be at least 1".into());
         }
-        if self.shard_size_mb <= 0.0 || self.shard_size_mb.is_nan() {
+        if !(self.shard_size_mb.is_finite() && self.shard_size_mb > 0.0) {
             return bad(format!(
-                "--shard-size-mb must be positive, got {}",
+                "--shard-size-mb must be a positive number, got {}",
                 self.shard_size_mb
             ));
         }
+        for (name, f) in [
+            ("--val-fraction", self.val_fraction),
+            ("--test-fraction", self.test_fraction),
+        ] {
+            if !(0.0..1.0).contains(&f) {
+                return bad(format!("{name} must be in [0, 1), got {f}"));
+            }
+        }
+        self.augmentation.validate()?;
         if self.stain_reference.is_some() && self.stain_normalize.is_none() {
             return bad("--stain-reference needs --stain-normalize reinhard|macenko".into());
         }
@@ -132,7 +141,7 @@ impl PrepareOptions {
                 self.augment
             ));
         }
-        Ok(())
+        crate::atomic::check_folder(&self.output)
     }
 
     pub fn encoding(&self) -> Encoding {

@@ -3,11 +3,11 @@
 //! are declared once, in the [`table!`] invocations below; writing and reading
 //! are generated from that one list.
 
-use std::{fs::File, path::Path};
+use std::path::Path;
 
 use polars::prelude::*;
 
-use crate::error::{Error, IoContext, Result};
+use crate::error::{Error, Result};
 
 /// File names inside an output folder.
 pub const MANIFEST_PARQUET: &str = "manifest.parquet";
@@ -170,8 +170,7 @@ fn polars_err(path: &Path, e: PolarsError) -> Error {
 
 /// Writes `df` to `path` through a temporary name, as Parquet or CSV by extension.
 pub fn write_table(df: &mut DataFrame, path: &Path) -> Result<()> {
-    let tmp = crate::atomic::tmp_path(path);
-    let file = File::create(&tmp).at(&tmp)?;
+    let (file, tmp) = crate::atomic::create_tmp(path)?;
     let result = if path.extension().is_some_and(|e| e == "csv") {
         CsvWriter::new(file).include_header(true).finish(df)
     } else {

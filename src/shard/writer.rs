@@ -103,8 +103,7 @@ pub fn partial_path(final_path: &Path) -> PathBuf {
 
 impl ShardWriter {
     pub fn create(final_path: &Path, compression: Compression) -> Result<Self> {
-        let partial_path = partial_path(final_path);
-        let file = File::create(&partial_path).at(&partial_path)?;
+        let (file, partial_path) = crate::atomic::create_hidden(final_path, PARTIAL_SUFFIX)?;
         let hashing = HashingWriter {
             inner: BufWriter::with_capacity(1 << 20, file),
             crc: 0,
@@ -165,6 +164,7 @@ impl ShardWriter {
             .map_err(|e| Error::io(&path, e.into_error()))?;
         file.sync_all().at(&path)?;
         drop(file);
+        crate::atomic::check_target(&self.final_path)?;
         std::fs::rename(&path, &self.final_path).at(&self.final_path)?;
         self.renamed = true;
         Ok(ShardSummary {

@@ -84,6 +84,7 @@ pub fn generate(output: &Path, opts: &SynthOptions) -> Result<SynthSummary> {
             "synth: the number of images must be at least 1".into(),
         ));
     }
+    crate::atomic::check_folder(output)?;
     let grade_path = output.join("Grade.csv");
     if grade_path.try_exists().at(&grade_path)? {
         return Err(Error::output(
@@ -91,14 +92,32 @@ pub fn generate(output: &Path, opts: &SynthOptions) -> Result<SynthSummary> {
             "already holds a data set; choose an empty folder",
         ));
     }
-    fs::create_dir_all(output).at(output)?;
     let items = plan(opts);
+    // Nothing already there is replaced: a file of a name synth writes is refused.
+    let taken: Vec<String> = items
+        .iter()
+        .flat_map(|item| {
+            [
+                format!("{}.bmp", item.name),
+                format!("{}_anno.bmp", item.name),
+            ]
+        })
+        .filter(|name| fs::symlink_metadata(output.join(name)).is_ok())
+        .collect();
+    if let Some(first) = taken.first() {
+        return Err(Error::output(
+            output,
+            format!(
+                "already holds {first} (and {} more files synth would write); choose an empty folder",
+                taken.len() - 1
+            ),
+        ));
+    }
+    fs::create_dir_all(output).at(output)?;
     items
         .par_iter()
         .try_for_each(|item| write_item(output, item))?;
-    let tmp = output.join(".Grade.csv.tmp");
-    fs::write(&tmp, grade_csv(&items)).at(&tmp)?;
-    fs::rename(&tmp, &grade_path).at(&grade_path)?;
+    crate::atomic::write(&grade_path, grade_csv(&items).as_bytes())?;
     Ok(summarise(&items))
 }
 
@@ -347,8 +366,16 @@ fn write_item(dir: &Path, item: &Item) -> Result<()> {
         .map_err(|e| Error::image(&image_path, e))?;
     let mask = encode_bmp(&r.mask, w, h, ExtendedColorType::L8)
         .map_err(|e| Error::image(&mask_path, e))?;
-    fs::write(&image_path, image).at(&image_path)?;
-    fs::write(&mask_path, mask).at(&mask_path)?;
+    for (path, bytes) in [(&image_path, image), (&mask_path, mask)] {
+        // A new file only (checked above, and again here by O_EXCL): never
+        // written through a link or into something already there.
+        fs::File::options()
+            .write(true)
+            .create_new(true)
+            .open(path)
+            .and_then(|mut f| std::io::Write::write_all(&mut f, &bytes))
+            .at(path)?;
+    }
     Ok(())
 }
 

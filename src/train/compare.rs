@@ -58,6 +58,10 @@ pub fn compare(
     eval: &EvalOptions,
     progress: &Progress,
 ) -> TrainResult<Vec<ModelResult>> {
+    crate::atomic::check_folder(out)?;
+    for (_, cfg) in models {
+        cfg.validate()?;
+    }
     std::fs::create_dir_all(out).map_err(|e| Error::output(out, e.to_string()))?;
     let mut results = Vec::new();
     for (kind, cfg) in models {

@@ -83,6 +83,7 @@ pub fn cross_validate(
     if k < 2 {
         return Err(Error::Config("cross-validation needs at least 2 folds".into()).into());
     }
+    cfg.validate()?;
     let mut folds = Vec::new();
     let mut held_out: Vec<(Dataset, Predictions)> = Vec::new();
     for fold in 0..k as i32 {

@@ -15,6 +15,7 @@ use super::{
     error::TrainResult,
     learner::{self, Predictions, RunInfo},
     metrics::{self, Report, ReportOptions, argmax},
+    provenance::{self, DataIdentity},
 };
 use crate::{error::Error, progress::Progress};
 
@@ -96,6 +97,20 @@ pub fn evaluate(
         .device()?;
     let model = learner::load_model(spec.init(&device), &checkpoint)?;
 
+    if let Some(then) = &info.data_identity {
+        let differences = then.eval_differences(&DataIdentity::read(data_dir)?);
+        if !differences.is_empty() {
+            return Err(provenance::mismatch(
+                data_dir,
+                &format!(
+                    "cannot be evaluated with {} (the model needs its classes in their order, its patch size and scale)",
+                    run.display()
+                ),
+                &differences,
+            )
+            .into());
+        }
+    }
     let selection = Selection::split(&opts.split).with_subset(opts.subset.clone());
     let data = Dataset::open(data_dir, &selection)?;
     if data.num_classes() != spec.num_classes() {

@@ -56,6 +56,7 @@ pub fn export(
     checkpoint: Option<&Path>,
     device: &Device,
 ) -> TrainResult<ExportInfo> {
+    crate::atomic::check_folder(out_dir)?;
     let info = RunInfo::load(run)?;
     let source = checkpoint.map_or_else(|| run.join(BEST_MODEL), Path::to_path_buf);
     let model = load_model(info.config.model.init(device), &source)?;
@@ -133,7 +134,8 @@ fn pytorch_recipe(spec: &ModelSpec) -> String {
 
 /// Safetensors under PyTorch names, written to a temporary name first.
 fn write_safetensors(model: &Model, spec: &ModelSpec, path: &Path) -> TrainResult<()> {
-    let tmp: PathBuf = crate::atomic::tmp_path(path);
+    // The store creates the temporary file itself, refusing to replace one.
+    let tmp: PathBuf = crate::atomic::free_tmp(path)?;
     let mut store = SafetensorsStore::from_file(&tmp)
         .with_to_adapter(BurnToPyTorchAdapter)
         .metadata("histoshard_model", spec.kind().to_string());

@@ -38,6 +38,7 @@ use super::{
     metrics::{self, argmax},
     models::{Model, ModelKind, ModelSpec, pretrained},
     prefix_cache::{self, PrefixCache},
+    provenance::{self, DataIdentity},
     transfer::{self, FeatureCache, TransferConfig},
 };
 use crate::{
@@ -328,10 +329,12 @@ impl TrainConfig {
         self.freeze_epochs() + self.epochs
     }
 
-    fn validate(&self) -> Result<(), Error> {
-        let bad = |m: &str| Err(Error::Config(m.to_string()));
+    /// Checks every option, before any work: ranges, and every float finite
+    /// (from a flag, a config file or a `run.json`), naming the flag.
+    pub fn validate(&self) -> Result<(), Error> {
+        let bad = |m: String| Err(Error::Config(m));
         if self.total_epochs() == 0 {
-            return bad("epochs must be at least 1");
+            return bad("--epochs must be at least 1".into());
         }
         match (&self.model, &self.transfer) {
             (
@@ -341,30 +344,51 @@ impl TrainConfig {
                 | ModelSpec::InceptionV3(_),
                 None,
             ) => {
-                return bad("a pretrained backbone needs its weights (--weights)");
+                return bad("a pretrained backbone needs its weights (--weights)".into());
             }
             (ModelSpec::Mlp(_) | ModelSpec::Cnn(_), Some(_)) => {
-                return bad("--freeze-epochs, --unfreeze and --weights are for pretrained models");
+                return bad(
+                    "--freeze-epochs, --unfreeze and --weights are for pretrained models".into(),
+                );
             }
             (_, Some(t)) if !(t.head_lr.is_finite() && t.head_lr > 0.0) => {
-                return bad("head learning rate must be positive");
+                return bad(format!(
+                    "--head-lr must be a positive number, got {}",
+                    t.head_lr
+                ));
             }
             _ => {}
         }
         if !(self.lr.is_finite() && self.lr > 0.0) {
-            return bad("learning rate must be positive");
+            return bad(format!("--lr must be a positive number, got {}", self.lr));
         }
         if !(self.weight_decay.is_finite() && self.weight_decay >= 0.0) {
-            return bad("weight decay must be zero or positive");
+            return bad(format!(
+                "--weight-decay must be zero or a positive number, got {}",
+                self.weight_decay
+            ));
         }
-        if self.schedule == Schedule::Step && (self.step_size == 0 || self.step_gamma <= 0.0) {
-            return bad("step schedule needs step size ≥ 1 and gamma > 0");
+        // Checked whatever the schedule: run.json keeps it, and a NaN there is `null`.
+        if !(self.step_gamma > 0.0 && self.step_gamma <= 1.0) {
+            return bad(format!(
+                "--step-gamma must be in (0, 1] (the step schedule decays), got {}",
+                self.step_gamma
+            ));
+        }
+        if self.schedule == Schedule::Step && self.step_size == 0 {
+            return bad("--step-size must be at least 1".into());
         }
         if self.early_stopping == Some(0) {
-            return bad("early stopping patience must be at least 1");
+            return bad("--early-stopping patience must be at least 1".into());
+        }
+        if self.batch_size == 0 {
+            return bad("--batch-size must be at least 1".into());
+        }
+        if let Some(a) = &self.augment {
+            a.validate()?;
         }
         if self.early_stopping.is_some() && self.keep == Keep::Last {
-            return bad("early stopping chooses on validation loss: it needs --keep best");
+            return bad("--early-stopping chooses on validation loss: it needs --keep best".into());
         }
         if self
             .train
@@ -372,7 +396,7 @@ impl TrainConfig {
             .chain(self.val.splits())
             .any(|s| s == "test")
         {
-            return bad("training never reads the test split");
+            return bad("training never reads the test split".into());
         }
         self.model.validate(None)
     }
@@ -421,6 +445,11 @@ pub struct RunInfo {
     pub val_records: usize,
     pub train_class_counts: Vec<u64>,
     pub class_weights: Option<Vec<f32>>,
+    /// The data the run was trained on: `--resume` requires the same,
+    /// `evaluate` the same classes, patch size and scale (absent in runs of
+    /// older versions, which are checked by counts only).
+    #[serde(default)]
+    pub data_identity: Option<DataIdentity>,
 }
 
 impl RunInfo {
@@ -651,6 +680,7 @@ pub fn train(
     progress: &Progress,
 ) -> TrainResult<TrainOutcome> {
     cfg.validate()?;
+    crate::atomic::check_folder(run_dir)?;
     let base = cfg.device.device()?;
     if run_dir.join(RUN_JSON).exists() {
         return Err(Error::output(
@@ -701,6 +731,7 @@ pub fn train(
         .into());
     }
     let class_weights = (cfg.balance == Balance::Weights).then(|| train_data.class_weights());
+    let identity = DataIdentity::read(data_dir)?;
     let info = RunInfo {
         histoshard: env!("CARGO_PKG_VERSION").to_string(),
         // Absolute, so that `evaluate` and `--resume` work from anywhere.
@@ -711,6 +742,7 @@ pub fn train(
         val_records: val_data.as_ref().map_or(0, Dataset::len),
         train_class_counts: train_data.class_counts().to_vec(),
         class_weights,
+        data_identity: Some(identity),
     };
     write_json(&run_dir.join(RUN_JSON), &info)?;
     // What `predict` and `export` need to tile new images like the training data.
@@ -921,6 +953,9 @@ pub fn resume(run_dir: &Path, opts: &RunOptions, progress: &Progress) -> TrainRe
     let mut opts = opts.clone();
     let info = RunInfo::load(run_dir)?;
     let cfg = &info.config;
+    // A run.json edited by hand, or written before its options were all checked.
+    cfg.validate()
+        .map_err(|e| Error::input(run_dir.join(RUN_JSON), e.to_string()))?;
     let base = cfg.device.device()?;
     let state_path = run_dir.join(STATE_JSON);
     let state: Option<TrainState> = if state_path.exists() {
@@ -939,6 +974,20 @@ pub fn resume(run_dir: &Path, opts: &RunOptions, progress: &Progress) -> TrainRe
         .as_ref()
         .is_none_or(|s| cfg.transfer.is_some() && s.epochs_done < freeze && !s.stopped_early);
     let data_dir = opts.data.clone().unwrap_or_else(|| info.data.clone());
+    if let Some(then) = &info.data_identity {
+        let differences = then.differences(&DataIdentity::read(&data_dir)?);
+        if !differences.is_empty() {
+            return Err(provenance::mismatch(
+                &data_dir,
+                &format!(
+                    "is not the data set {} was trained on (resume with that data, or start a new run)",
+                    run_dir.display()
+                ),
+                &differences,
+            )
+            .into());
+        }
+    }
     let train_data = Dataset::open(&data_dir, &cfg.train)?;
     let val_data = Dataset::open_if_any(&data_dir, &cfg.val)?;
     let val_len = val_data.as_ref().map_or(0, Dataset::len);

@@ -13,6 +13,7 @@
 //! - [`export`]: safetensors (PyTorch names) or burnpack, plus `model.json`.
 //! - [`prefix_cache`]: fine-tuning a frozen-statistics tail from cached activations.
 //! - [`predict`]: whole new images → patch probabilities, image label, heatmap.
+//! - [`provenance`]: which data a run was trained on; what `evaluate` and `--resume` accept.
 //! - [`report`]: SVG plots (loss, accuracy, ROC, confusion) and `report.md`.
 //! - [`transfer`]: frozen-feature head training, then fine-tuning, for pretrained backbones.
 //! - [`toy`]: a tiny two-class shard set for tests and timings.
@@ -30,6 +31,7 @@ pub mod metrics;
 pub mod models;
 pub mod predict;
 pub mod prefix_cache;
+pub mod provenance;
 pub mod report;
 pub mod toy;
 pub mod transfer;

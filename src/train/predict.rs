@@ -378,6 +378,7 @@ pub fn write_heatmap(
     let png = crate::inspect::sheet::encode_png(
         &heatmap(img, prediction, class, patch, class_name),
         &out,
+        "predict",
     )?;
     crate::atomic::write(&out, &png)?;
     Ok(out)

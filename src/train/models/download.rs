@@ -63,8 +63,8 @@ pub fn fetch(url: &str, cache: &Path) -> Result<PathBuf, Error> {
         return Ok(target);
     }
     std::fs::create_dir_all(cache).at(cache)?;
-    let tmp = crate::atomic::tmp_path(&target);
-    let result = download(url, &tmp).and_then(|sha256| {
+    let (file, tmp) = crate::atomic::create_tmp(&target)?;
+    let result = download(url, file, &tmp).and_then(|sha256| {
         match hash_prefix(name) {
             Some(prefix) if !sha256.starts_with(&prefix.to_ascii_lowercase()) => {
                 Err(bad_url(&format!(
@@ -84,13 +84,12 @@ pub fn fetch(url: &str, cache: &Path) -> Result<PathBuf, Error> {
 }
 
 /// Streams `url` into `path`; returns the sha256 (hex) of what was written.
-fn download(url: &str, path: &Path) -> Result<String, Error> {
+fn download(url: &str, mut file: std::fs::File, path: &Path) -> Result<String, Error> {
     let fail = |why: String| Error::input(url, format!("download failed: {why}"));
     let mut response = ureq::get(url).call().map_err(|e| fail(e.to_string()))?;
     let total = response.body().content_length();
     let bar = crate::progress::Progress::new(true).bar("download", total.unwrap_or(0), "bytes");
     let mut reader = response.body_mut().with_config().limit(u64::MAX).reader();
-    let mut file = std::fs::File::create(path).at(path)?;
     let mut hasher = Sha256::new();
     let mut buf = vec![0u8; 1 << 16];
     loop {

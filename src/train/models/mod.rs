@@ -236,9 +236,7 @@ impl ModelSpec {
                         "mlp input size and hidden widths must be positive".into(),
                     ));
                 }
-                if !(0.0..1.0).contains(&c.dropout) {
-                    return Err(Error::Config("dropout must be in [0, 1)".into()));
-                }
+                check_dropout(c.dropout)?;
             }
             ModelSpec::Cnn(c) => {
                 if c.width == 0 || c.depth == 0 || c.stem_stride == 0 {
@@ -246,9 +244,7 @@ impl ModelSpec {
                         "cnn width, depth and stem stride must be positive".into(),
                     ));
                 }
-                if !(0.0..1.0).contains(&c.dropout) {
-                    return Err(Error::Config("dropout must be in [0, 1)".into()));
-                }
+                check_dropout(c.dropout)?;
                 if let Some(side) = side {
                     let mut s = side.div_ceil(c.stem_stride);
                     for _ in 0..c.depth {
@@ -266,9 +262,7 @@ impl ModelSpec {
             | ModelSpec::ResNet(ResNetConfig { dropout, .. })
             | ModelSpec::MobileNetV2(MobileNetV2Config { dropout, .. })
             | ModelSpec::InceptionV3(InceptionV3Config { dropout, .. }) => {
-                if !(0.0..1.0).contains(dropout) {
-                    return Err(Error::Config("dropout must be in [0, 1)".into()));
-                }
+                check_dropout(*dropout)?;
                 if let ModelSpec::InceptionV3(_) = self
                     && let Some(s) = side.filter(|&s| s < inception::MIN_SIDE)
                 {
@@ -330,6 +324,17 @@ impl Model {
             Model::MobileNetV2(m) => m.forward(images),
             Model::InceptionV3(m) => m.forward(images),
         }
+    }
+}
+
+/// Dropout is a probability below 1 (NaN is not in the range).
+fn check_dropout(p: f64) -> Result<()> {
+    if (0.0..1.0).contains(&p) {
+        Ok(())
+    } else {
+        Err(Error::Config(format!(
+            "--dropout must be in [0, 1), got {p}"
+        )))
     }
 }
 
