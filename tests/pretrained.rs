@@ -599,28 +599,59 @@ fn exported_safetensors_give_pytorch_the_same_logits() {
     }
 }
 
-#[test]
-#[ignore = "needs scripts/fetch_weights.sh; scripts/test.sh runs it"]
-fn the_head_stage_leaves_the_backbone_untouched_and_fine_tuning_moves_it() {
-    use histoshard::train::learner::{LAST_MODEL, RunInfo, load_model};
-    let dir = tempfile::tempdir().unwrap();
-    let (_, data) = common::prepared_toy(dir.path(), 10, 5);
-    let device = DeviceChoice::Flex.device().unwrap();
-    let weights = pretrained::resolve_weights(LiteVariant::Lite0, None).unwrap();
-    let imagenet = pretrained::load_efficientnet(
-        EfficientNetConfig::new(LiteVariant::Lite0).init(&device),
-        &weights,
-        false,
-    )
-    .unwrap();
-    let x = Tensor::<4>::from_data(TensorData::new(input(2, 64), [2, 3, 64, 64]), &device);
-    let features = |m: &histoshard::train::models::EfficientNet| -> Vec<f32> {
-        m.features(x.clone())
+/// EfficientNet-Lite0's pooled features of one fixed input: with ImageNet's
+/// weights, and with a run's last checkpoint.
+struct Lite0Probe {
+    device: Device,
+    x: Tensor<4>,
+    imagenet: Vec<f32>,
+}
+
+impl Lite0Probe {
+    fn new() -> Self {
+        let device = DeviceChoice::Flex.device().unwrap();
+        let weights = pretrained::resolve_weights(LiteVariant::Lite0, None).unwrap();
+        let imagenet = pretrained::load_efficientnet(
+            EfficientNetConfig::new(LiteVariant::Lite0).init(&device),
+            &weights,
+            false,
+        )
+        .unwrap();
+        let x = Tensor::<4>::from_data(TensorData::new(input(2, 64), [2, 3, 64, 64]), &device);
+        let mut probe = Self {
+            device,
+            x,
+            imagenet: Vec::new(),
+        };
+        probe.imagenet = probe.features(&imagenet);
+        probe
+    }
+
+    fn features(&self, m: &histoshard::train::models::EfficientNet) -> Vec<f32> {
+        m.features(self.x.clone())
             .into_data()
             .try_to_vec::<f32>()
             .unwrap()
-    };
-    let reference = features(&imagenet);
+    }
+
+    fn of_run(&self, run: &std::path::Path) -> Vec<f32> {
+        use histoshard::train::learner::{LAST_MODEL, RunInfo, load_model};
+        let info = RunInfo::load(run).unwrap();
+        let Model::EfficientNet(net) =
+            load_model(info.config.model.init(&self.device), &run.join(LAST_MODEL)).unwrap()
+        else {
+            panic!("not an EfficientNet");
+        };
+        self.features(&net)
+    }
+}
+
+#[test]
+#[ignore = "needs scripts/fetch_weights.sh; scripts/test.sh runs it"]
+fn the_head_stage_leaves_the_backbone_untouched_and_fine_tuning_moves_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_, data) = common::prepared_toy(dir.path(), 10, 5);
+    let probe = Lite0Probe::new();
     let mut moved = Vec::new();
     for (name, epochs) in [("head", "0"), ("tuned", "2")] {
         let run = dir.path().join(name);
@@ -645,13 +676,7 @@ fn the_head_stage_leaves_the_backbone_untouched_and_fine_tuning_moves_it() {
             "--device",
             "flex",
         ]);
-        let info = RunInfo::load(&run).unwrap();
-        let Model::EfficientNet(net) =
-            load_model(info.config.model.init(&device), &run.join(LAST_MODEL)).unwrap()
-        else {
-            panic!("not an EfficientNet");
-        };
-        moved.push(max_abs_diff(&features(&net), &reference));
+        moved.push(max_abs_diff(&probe.of_run(&run), &probe.imagenet));
     }
     println!(
         "backbone feature change: head stage {:.2e}, fine-tuned {:.2e}",
@@ -767,25 +792,9 @@ fn the_prefix_cache_gives_the_weights_of_the_uncached_loop() {
 #[test]
 #[ignore = "needs scripts/fetch_weights.sh; scripts/test.sh runs it"]
 fn batch_norm_adaptation_is_deterministic_and_moves_only_statistics() {
-    use histoshard::train::learner::{LAST_MODEL, RunInfo, load_model};
     let dir = tempfile::tempdir().unwrap();
     let (_, data) = common::prepared_toy(dir.path(), 10, 5);
-    let device = DeviceChoice::Flex.device().unwrap();
-    let weights = pretrained::resolve_weights(LiteVariant::Lite0, None).unwrap();
-    let imagenet = pretrained::load_efficientnet(
-        EfficientNetConfig::new(LiteVariant::Lite0).init(&device),
-        &weights,
-        false,
-    )
-    .unwrap();
-    let x = Tensor::<4>::from_data(TensorData::new(input(2, 64), [2, 3, 64, 64]), &device);
-    let features = |m: &histoshard::train::models::EfficientNet| -> Vec<f32> {
-        m.features(x.clone())
-            .into_data()
-            .try_to_vec::<f32>()
-            .unwrap()
-    };
-    let reference = features(&imagenet);
+    let probe = Lite0Probe::new();
     let mut runs = Vec::new();
     for name in ["a", "b"] {
         let run = dir.path().join(name);
@@ -808,18 +817,9 @@ fn batch_norm_adaptation_is_deterministic_and_moves_only_statistics() {
             "--device",
             "flex",
         ]);
-        let info = RunInfo::load(&run).unwrap();
-        let Model::EfficientNet(net) =
-            load_model(info.config.model.init(&device), &run.join(LAST_MODEL)).unwrap()
-        else {
-            panic!("not an EfficientNet");
-        };
-        // Convolution weights are ImageNet's: with every batch norm set
-        // back to ImageNet's statistics the features would be identical;
-        // here only the statistics moved.
-        runs.push(features(&net));
+        runs.push(probe.of_run(&run));
     }
-    let moved = max_abs_diff(&runs[0], &reference);
+    let moved = max_abs_diff(&runs[0], &probe.imagenet);
     println!("features after batch-norm adaptation moved by {moved:.3e}");
     assert!(moved > 1e-3, "adaptation left the features as ImageNet's");
     assert_eq!(runs[0], runs[1], "adaptation is not deterministic");

@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use super::{
-    data::{Dataset, LoaderConfig, Selection},
+    data::{Dataset, Selection},
     error::TrainResult,
     evaluate::{GroupReport, ScoredPatch, scored_report},
     learner::{self, EpochMetrics, Predictions, RunOptions, TrainConfig},
@@ -137,14 +137,7 @@ fn held_out_predictions(
     let device = cfg.device.device()?;
     let model = learner::load_model(cfg.model.init(&device), &run.join(learner::BEST_MODEL))?;
     let data = Dataset::open(data_dir, &cfg.val)?;
-    let loader = LoaderConfig {
-        workers: cfg.workers,
-        ..LoaderConfig::eval(
-            cfg.batch_size,
-            cfg.model.input_size(),
-            cfg.model.normalization(),
-        )
-    };
+    let loader = cfg.eval_loader();
     let preds = learner::predict(&model, &data, &loader, &device, progress, "held-out")?;
     Ok((data, preds))
 }

@@ -401,6 +401,19 @@ impl TrainConfig {
         self.model.validate(None)
     }
 
+    /// The loader that runs this model over a split in order, once, as
+    /// validation and evaluation do.
+    pub fn eval_loader(&self) -> LoaderConfig {
+        LoaderConfig {
+            workers: self.workers,
+            ..LoaderConfig::eval(
+                self.batch_size,
+                self.model.input_size(),
+                self.model.normalization(),
+            )
+        }
+    }
+
     /// Learning rate of 1-based `epoch`.
     pub fn lr_at(&self, epoch: usize) -> f64 {
         match self.schedule {
@@ -807,11 +820,7 @@ fn begin(session: &Session, opts: &RunOptions) -> TrainResult<Start> {
                 workers: cfg.workers,
                 // A batch of one has no batch statistics.
                 drop_last: train_data.len() > cfg.batch_size,
-                ..LoaderConfig::eval(
-                    cfg.batch_size,
-                    cfg.model.input_size(),
-                    cfg.model.normalization(),
-                )
+                ..cfg.eval_loader()
             };
             net = transfer::adapt_batch_norm(net, train_data, &loader, &device, progress)?;
             tracing::info!(
@@ -863,14 +872,7 @@ fn head_stage(session: &Session, start: Start, epochs: usize) -> TrainResult<Sta
         mut history,
     } = start;
     let mut net = transfer::backbone(model)?.freeze_backbone(0, true);
-    let loader = LoaderConfig {
-        workers: cfg.workers,
-        ..LoaderConfig::eval(
-            cfg.batch_size,
-            cfg.model.input_size(),
-            cfg.model.normalization(),
-        )
-    };
+    let loader = cfg.eval_loader();
     let started = Instant::now();
     let train_cache = FeatureCache::build(&net, train_data, &loader, base, progress, "features")?;
     let val_cache = val_data
@@ -1117,14 +1119,7 @@ fn fit(session: &Session, start: Start, opts: &RunOptions) -> TrainResult<TrainO
         drop_last: train_data.epoch_len(cfg.balance == Balance::Oversample) > cfg.batch_size,
         pixels: true,
     };
-    let val_loader = LoaderConfig {
-        workers: cfg.workers,
-        ..LoaderConfig::eval(
-            cfg.batch_size,
-            cfg.model.input_size(),
-            cfg.model.normalization(),
-        )
-    };
+    let val_loader = cfg.eval_loader();
 
     // Fine-tuning only a frozen-statistics tail: the prefix below it runs once.
     let cached = match prefix_cache::tail_blocks(cfg, &model) {
