@@ -391,6 +391,24 @@ fn classify_names_real_photos() {
     }
 }
 
+/// `predict --csv` of `run` on the first benign and malignant image of the
+/// toy input in `dir` (flex); the CSV's path.
+fn predict_toy_images(dir: &std::path::Path, run: &std::path::Path) -> PathBuf {
+    let out = run.join("pred.csv");
+    common::ok(&[
+        "predict",
+        "--run",
+        run.to_str().unwrap(),
+        "--csv",
+        out.to_str().unwrap(),
+        "--device",
+        "flex",
+        dir.join("in/benign/benign_0.png").to_str().unwrap(),
+        dir.join("in/malignant/malignant_0.png").to_str().unwrap(),
+    ]);
+    out
+}
+
 #[test]
 #[ignore = "needs scripts/fetch_weights.sh; scripts/test.sh runs it"]
 fn transfer_learning_heads_then_fine_tunes_and_resumes_exactly() {
@@ -451,22 +469,7 @@ fn transfer_learning_heads_then_fine_tunes_and_resumes_exactly() {
     // resuming gives the uninterrupted run's epochs and weights (compared
     // through their predictions: .bpk files also hold random parameter ids).
     let predictions = |run: &std::path::Path| {
-        let out = run.join("pred.csv");
-        common::ok(&[
-            "predict",
-            "--run",
-            run.to_str().unwrap(),
-            "--csv",
-            out.to_str().unwrap(),
-            "--device",
-            "flex",
-            dir.path().join("in/benign/benign_0.png").to_str().unwrap(),
-            dir.path()
-                .join("in/malignant/malignant_0.png")
-                .to_str()
-                .unwrap(),
-        ]);
-        std::fs::read_to_string(out)
+        std::fs::read_to_string(predict_toy_images(dir.path(), run))
             .unwrap()
             .replace(run.to_str().unwrap(), "")
     };
@@ -733,21 +736,7 @@ fn the_prefix_cache_gives_the_weights_of_the_uncached_loop() {
             cache == "true",
             "{log}"
         );
-        let pred = run.join("pred.csv");
-        common::ok(&[
-            "predict",
-            "--run",
-            run.to_str().unwrap(),
-            "--csv",
-            pred.to_str().unwrap(),
-            "--device",
-            "flex",
-            dir.path().join("in/benign/benign_0.png").to_str().unwrap(),
-            dir.path()
-                .join("in/malignant/malignant_0.png")
-                .to_str()
-                .unwrap(),
-        ]);
+        let pred = predict_toy_images(dir.path(), &run);
         // The last column: the probability of the last class.
         let probs: Vec<f64> = csv::Reader::from_path(&pred)
             .unwrap()
