@@ -5,6 +5,7 @@
 //! - [`classify`]: ImageNet top-k of photos with a pretrained backbone.
 //! - [`compare`]: several models on the same data, one table and one plot.
 //! - [`cv`]: patient-grouped K-fold cross-validation, patch and image level.
+//! - [`config`]: a run's options, checks, schedule and optimizer.
 //! - [`data`]: manifest-driven streaming batches (shuffle buffer, prefetch, CRC faults named).
 //! - [`models`]: the model registry (`mlp`, `cnn`).
 //! - [`learner`]: the training loop, checkpoints and `metrics.csv`.
@@ -21,8 +22,10 @@
 pub mod checkpoint;
 pub mod classify;
 pub mod compare;
+pub mod config;
 pub mod cv;
 pub mod data;
+pub mod device;
 pub mod error;
 pub mod evaluate;
 pub mod export;

@@ -22,7 +22,7 @@ use super::{
     error::TrainResult,
     learner::{Predictions, TrainConfig, images_tensor, softmax_rows},
     models::Model,
-    transfer::Unfreeze,
+    transfer::{Unfreeze, to_vec},
 };
 use crate::{error::Error, progress::Progress};
 
@@ -96,10 +96,7 @@ impl PrefixCache {
                 cache.shape = [c, h, w];
                 cache.values = vec![0.0; data.len() * c * h * w];
             }
-            let flat: Vec<f32> = x
-                .into_data()
-                .try_to_vec::<f32>()
-                .map_err(|e| Error::Config(format!("unexpected activations: {e:?}")))?;
+            let flat = to_vec(x)?;
             let size = cache.record_size();
             for (i, &row) in batch.rows.iter().enumerate() {
                 cache.values[row * size..(row + 1) * size]
@@ -152,10 +149,7 @@ impl PrefixCache {
         for chunk in rows.chunks(batch_size.max(1)) {
             let logits = logits(&model, self.batch(chunk, &device), self.tail)?;
             let k = logits.dims()[1];
-            let flat: Vec<f32> = logits
-                .into_data()
-                .try_to_vec::<f32>()
-                .map_err(|e| Error::Config(format!("unexpected logits: {e:?}")))?;
+            let flat = to_vec(logits)?;
             out.probabilities.extend(softmax_rows(&flat, k));
         }
         out.labels = self.labels.clone();

@@ -315,7 +315,8 @@ impl FeatureCache {
     }
 }
 
-fn to_vec<const D: usize>(t: Tensor<D>) -> TrainResult<Vec<f32>> {
+/// A tensor's values, read back to the host.
+pub(crate) fn to_vec<const D: usize>(t: Tensor<D>) -> TrainResult<Vec<f32>> {
     t.into_data()
         .try_to_vec::<f32>()
         .map_err(|e| Error::Config(format!("unexpected tensor data: {e:?}")).into())

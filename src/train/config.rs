@@ -1,0 +1,310 @@
+//! What a run is trained with: [`TrainConfig`] (also the keys of a TOML
+//! config and the `config` of `run.json`), its checks, its learning-rate
+//! schedule and its optimizer.
+
+use std::path::Path;
+
+use burn::optim::{
+    AdamConfig, AdamWConfig, ModuleOptimizer, SgdConfig, decay::WeightDecayConfig,
+    momentum::MomentumConfig,
+};
+use serde::{Deserialize, Serialize};
+
+use super::{
+    data::{LoaderConfig, Selection},
+    device::DeviceChoice,
+    models::{ModelKind, ModelSpec, pretrained},
+    transfer::{self, TransferConfig},
+};
+use crate::{error::Error, patch::augment::AugmentConfig};
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum OptimizerKind {
+    Adam,
+    Adamw,
+    Sgd,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum Schedule {
+    /// Cosine decay from `lr` to 0 over the epochs.
+    Cosine,
+    /// Multiply by `step_gamma` every `step_size` epochs.
+    Step,
+    None,
+}
+
+/// How to counter class imbalance (GlaS train is 37 benign / 48 malignant).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum Balance {
+    None,
+    /// Inverse-frequency class weights in the loss.
+    Weights,
+    /// Repeat records of rarer classes.
+    Oversample,
+}
+
+/// Which epoch's model a run keeps as `best.bpk` (what `evaluate`, `predict`
+/// and `export` use).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum Keep {
+    /// The epoch with the lowest validation loss.
+    Best,
+    /// The last epoch (what Keras' `fit` and a plain PyTorch loop give); the
+    /// only choice without a validation split.
+    Last,
+}
+
+/// Runs written before `keep` existed chose on validation loss.
+fn keep_best() -> Keep {
+    Keep::Best
+}
+
+/// Everything a run is trained with (also the keys of a TOML config).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct TrainConfig {
+    pub model: ModelSpec,
+    pub epochs: usize,
+    pub batch_size: usize,
+    pub lr: f64,
+    pub optimizer: OptimizerKind,
+    pub weight_decay: f64,
+    pub schedule: Schedule,
+    pub step_size: usize,
+    pub step_gamma: f64,
+    /// Stop after this many epochs without a lower validation loss.
+    pub early_stopping: Option<usize>,
+    /// The epoch kept as `best.bpk`.
+    #[serde(default = "keep_best")]
+    pub keep: Keep,
+    pub seed: u64,
+    pub balance: Balance,
+    /// On-the-fly augmentation of training patches.
+    pub augment: Option<AugmentConfig>,
+    pub shuffle_buffer: usize,
+    pub workers: usize,
+    pub prefetch: usize,
+    pub device: DeviceChoice,
+    pub train: Selection,
+    pub val: Selection,
+    /// Pretrained backbones only: the frozen-feature stage and fine-tuning.
+    #[serde(default)]
+    pub transfer: Option<TransferConfig>,
+}
+
+impl TrainConfig {
+    pub fn new(model: ModelSpec) -> Self {
+        Self {
+            model,
+            epochs: 20,
+            batch_size: 32,
+            lr: 1e-3,
+            optimizer: OptimizerKind::Adamw,
+            weight_decay: 1e-4,
+            schedule: Schedule::Cosine,
+            step_size: 10,
+            step_gamma: 0.1,
+            early_stopping: None,
+            keep: Keep::Best,
+            seed: 42,
+            balance: Balance::Weights,
+            augment: None,
+            shuffle_buffer: 1024,
+            workers: super::data::default_workers(),
+            prefetch: 4,
+            device: DeviceChoice::Cpu,
+            train: Selection::split("train"),
+            val: Selection::split("val"),
+            transfer: None,
+        }
+    }
+
+    /// The defaults for `kind` on data with `num_classes` classes; pretrained
+    /// models get their weights (`weights`, else the cache), a frozen-feature
+    /// stage of 5 epochs and a gentler fine-tuning rate.
+    pub fn for_model(
+        kind: ModelKind,
+        num_classes: usize,
+        weights: Option<&Path>,
+    ) -> Result<Self, Error> {
+        let mut cfg = Self::new(ModelSpec::default_for(kind, num_classes));
+        if kind.is_pretrained() {
+            cfg.transfer = Some(TransferConfig {
+                weights: pretrained::resolve_weights_for(kind, weights)?,
+                freeze_epochs: 5,
+                head_lr: 1e-3,
+                unfreeze: transfer::Unfreeze::All,
+                bn: transfer::BnPolicy::Frozen,
+                adapt_bn: false,
+                cache_prefix: true,
+            });
+            cfg.lr = 1e-4;
+            cfg.epochs = 5;
+        }
+        Ok(cfg)
+    }
+
+    /// Stage-1 (frozen backbone) epochs; 0 for models trained from scratch.
+    pub fn freeze_epochs(&self) -> usize {
+        self.transfer.as_ref().map_or(0, |t| t.freeze_epochs)
+    }
+
+    /// Every epoch of the run: frozen-feature epochs, then `epochs`.
+    pub fn total_epochs(&self) -> usize {
+        self.freeze_epochs() + self.epochs
+    }
+
+    /// Checks every option, before any work: ranges, and every float finite
+    /// (from a flag, a config file or a `run.json`), naming the flag.
+    pub fn validate(&self) -> Result<(), Error> {
+        let bad = |m: String| Err(Error::Config(m));
+        if self.total_epochs() == 0 {
+            return bad("--epochs must be at least 1".into());
+        }
+        match (&self.model, &self.transfer) {
+            (
+                ModelSpec::EfficientNet(_)
+                | ModelSpec::ResNet(_)
+                | ModelSpec::MobileNetV2(_)
+                | ModelSpec::InceptionV3(_),
+                None,
+            ) => {
+                return bad("a pretrained backbone needs its weights (--weights)".into());
+            }
+            (ModelSpec::Mlp(_) | ModelSpec::Cnn(_), Some(_)) => {
+                return bad(
+                    "--freeze-epochs, --unfreeze and --weights are for pretrained models".into(),
+                );
+            }
+            (_, Some(t)) if !(t.head_lr.is_finite() && t.head_lr > 0.0) => {
+                return bad(format!(
+                    "--head-lr must be a positive number, got {}",
+                    t.head_lr
+                ));
+            }
+            _ => {}
+        }
+        if !(self.lr.is_finite() && self.lr > 0.0) {
+            return bad(format!("--lr must be a positive number, got {}", self.lr));
+        }
+        if !(self.weight_decay.is_finite() && self.weight_decay >= 0.0) {
+            return bad(format!(
+                "--weight-decay must be zero or a positive number, got {}",
+                self.weight_decay
+            ));
+        }
+        // Checked whatever the schedule: run.json keeps it, and a NaN there is `null`.
+        if !(self.step_gamma > 0.0 && self.step_gamma <= 1.0) {
+            return bad(format!(
+                "--step-gamma must be in (0, 1] (the step schedule decays), got {}",
+                self.step_gamma
+            ));
+        }
+        if self.schedule == Schedule::Step && self.step_size == 0 {
+            return bad("--step-size must be at least 1".into());
+        }
+        if self.early_stopping == Some(0) {
+            return bad("--early-stopping patience must be at least 1".into());
+        }
+        if self.batch_size == 0 {
+            return bad("--batch-size must be at least 1".into());
+        }
+        if let Some(a) = &self.augment {
+            a.validate()?;
+        }
+        if self.early_stopping.is_some() && self.keep == Keep::Last {
+            return bad("--early-stopping chooses on validation loss: it needs --keep best".into());
+        }
+        if self
+            .train
+            .splits()
+            .chain(self.val.splits())
+            .any(|s| s == "test")
+        {
+            return bad("training never reads the test split".into());
+        }
+        self.model.validate(None)
+    }
+
+    /// The loader that runs this model over a split in order, once, as
+    /// validation and evaluation do.
+    pub fn eval_loader(&self) -> LoaderConfig {
+        LoaderConfig {
+            workers: self.workers,
+            ..LoaderConfig::eval(
+                self.batch_size,
+                self.model.input_size(),
+                self.model.normalization(),
+            )
+        }
+    }
+
+    /// Learning rate of 1-based `epoch`.
+    pub fn lr_at(&self, epoch: usize) -> f64 {
+        match self.schedule {
+            Schedule::None => self.lr,
+            Schedule::Step => {
+                self.lr
+                    * self
+                        .step_gamma
+                        .powi(((epoch - 1) / self.step_size.max(1)) as i32)
+            }
+            Schedule::Cosine => {
+                let t = (epoch - 1) as f64 / self.epochs.max(1) as f64;
+                0.5 * self.lr * (1.0 + (std::f64::consts::PI * t).cos())
+            }
+        }
+    }
+
+    pub(crate) fn optimizer(&self) -> ModuleOptimizer {
+        let decay =
+            (self.weight_decay > 0.0).then(|| WeightDecayConfig::new(self.weight_decay as f32));
+        match self.optimizer {
+            OptimizerKind::Adam => AdamConfig::new().with_weight_decay(decay).init(),
+            OptimizerKind::Adamw => AdamWConfig::new()
+                .with_weight_decay(self.weight_decay as f32)
+                .init(),
+            OptimizerKind::Sgd => SgdConfig::new()
+                .with_weight_decay(decay)
+                .with_momentum(Some(MomentumConfig::new().with_dampening(0.0)))
+                .init(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn schedules() {
+        let mut c = TrainConfig::new(ModelSpec::default_for(ModelKind::Mlp, 2));
+        c.epochs = 4;
+        c.lr = 1.0;
+        assert_eq!(c.lr_at(1), 1.0);
+        assert!((c.lr_at(3) - 0.5).abs() < 1e-12);
+        c.schedule = Schedule::Step;
+        c.step_size = 2;
+        c.step_gamma = 0.5;
+        assert_eq!(
+            (1..=4).map(|e| c.lr_at(e)).collect::<Vec<_>>(),
+            vec![1.0, 1.0, 0.5, 0.5]
+        );
+        c.schedule = Schedule::None;
+        assert_eq!(c.lr_at(4), 1.0);
+    }
+
+    #[test]
+    fn never_trains_on_test() {
+        let mut c = TrainConfig::new(ModelSpec::default_for(ModelKind::Mlp, 2));
+        c.val = Selection::split("test");
+        assert!(c.validate().is_err());
+        c.val = Selection::split("val");
+        c.train = Selection::split("train+test");
+        assert!(c.validate().is_err());
+    }
+}
