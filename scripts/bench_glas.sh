@@ -10,9 +10,14 @@
 # GLAS_TRAIN_DIR: the 85 training images in the download's layout
 # (../shared/glas-real/make_glas_train.py rebuilds them). Environment:
 #   SEEDS="1 2 3"        seeds of both tools
+#   HS_MODEL=efficientnet-lite0   the model histoshard trains
+#   HS_EPOCHS="--freeze-epochs 4 --epochs 3"   its epochs (the issue's pinned job)
 #   HS_ARGS="..."        extra `histoshard train` options (a recipe to try)
 #   PREP_ARGS="..."      extra `histoshard prepare` options
 #   TOOLS="histoshard pytorch"
+#   THREADS              threads of both tools (default: every core; 1 on a
+#                        machine busy with other work, where 2-thread OpenMP
+#                        barriers stall)
 #   HISTOSHARD_BIN       the binary (default: the release build)
 #   TORCH_PYTHON         Python with torch (default: scripts/setup_torch_venv.sh's)
 set -euo pipefail
@@ -20,7 +25,11 @@ cd "$(dirname "$0")/.."
 glas=${1:?usage: bench_glas.sh GLAS_TRAIN_DIR [OUT]}
 out=${2:-bench-glas}
 seeds=${SEEDS:-1 2 3}
+model=${HS_MODEL:-efficientnet-lite0}
+epochs=${HS_EPOCHS:---freeze-epochs 4 --epochs 3}
+recipe="--model $model $epochs ${HS_ARGS:-}"
 tools=${TOOLS:-histoshard pytorch}
+threads=${THREADS:-$(nproc)}
 export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$HOME/.cache/histoshard-target}
 bin=${HISTOSHARD_BIN:-$CARGO_TARGET_DIR/release/histoshard}
 [ -x "$bin" ] || cargo build --release --locked
@@ -43,10 +52,9 @@ for seed in $seeds; do
         rm -rf "$run"
         t0=$(now)
         # shellcheck disable=SC2086
-        "$bin" -q train --data "$shards" --output "$run" --model efficientnet-lite0 \
-            --freeze-epochs 4 --epochs 3 --seed "$seed" --cv 5 ${HS_ARGS:-}
+        "$bin" -q --threads "$threads" train --data "$shards" --output "$run" --seed "$seed" --cv 5 $recipe
         t1=$(now)
-        "$py" - "$run/cv.json" "$seed" "$t0" "$t1" "${HS_ARGS:-}" >>"$results" <<'PY'
+        "$py" - "$run/cv.json" "$seed" "$t0" "$t1" "$recipe" >>"$results" <<'PY'
 import json, sys
 cv = json.load(open(sys.argv[1]))
 seed, t0, t1, args = int(sys.argv[2]), float(sys.argv[3]), float(sys.argv[4]), sys.argv[5]
@@ -65,7 +73,7 @@ PY
     if [[ " $tools " == *" pytorch "* ]]; then
         for fold in 0 1 2 3 4; do
             "$py" scripts/glas_torch_reference.py --glas "$glas" --folds-from "$shards" \
-                --fold "$fold" --seed "$seed" >>"$results"
+                --fold "$fold" --seed "$seed" --threads "$threads" >>"$results"
         done
     fi
 done

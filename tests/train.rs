@@ -700,3 +700,84 @@ fn sigkill_then_resume_gives_the_uninterrupted_weights() {
         .collect();
     assert!(leftovers.is_empty(), "temporary files left: {leftovers:?}");
 }
+
+/// The kept epoch is the last by default (what cross-validation measures and
+/// what Keras and PyTorch loops give), and the summary says when a lower
+/// validation loss came earlier; `--early-stopping` keeps the best epoch.
+#[test]
+fn keeps_the_last_epoch_by_default_and_the_best_with_early_stopping() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    write_tiny_toy(&data);
+    let train = |name: &str, extra: &[&str]| {
+        let run = dir.path().join(name);
+        let mut args = vec![
+            "train",
+            "--data",
+            s(&data),
+            "--output",
+            s(&run),
+            "--model",
+            "mlp",
+            "--input-size",
+            "8",
+            "--epochs",
+            "3",
+            "--batch-size",
+            "8",
+        ];
+        args.extend_from_slice(extra);
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_histoshard"))
+            .args(&args)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let info: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(run.join("run.json")).unwrap()).unwrap();
+        let state: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(run.join("state.json")).unwrap())
+                .unwrap();
+        (
+            run,
+            info,
+            state,
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+        )
+    };
+
+    let (run, info, state, stdout) = train("default", &[]);
+    assert_eq!(info["config"]["keep"], "last");
+    assert_eq!(state["best_epoch"], 3);
+    assert_eq!(
+        std::fs::read(run.join("best.bpk")).unwrap(),
+        std::fs::read(run.join("last.bpk")).unwrap()
+    );
+    let mut reader = csv::Reader::from_path(run.join("metrics.csv")).unwrap();
+    let header: Vec<String> = reader.headers().unwrap().iter().map(String::from).collect();
+    let header: Vec<&str> = header.iter().map(String::as_str).collect();
+    let losses = col(&metrics(&run), &header, "val_loss");
+    let lowest = (1..=3)
+        .min_by(|&a, &b| losses[a - 1].total_cmp(&losses[b - 1]))
+        .unwrap();
+    let said = if lowest == 3 {
+        "kept epoch 3; lowest val loss".to_string()
+    } else {
+        format!(
+            "kept epoch 3 (the last); lowest val loss {:.4} at epoch {lowest}",
+            losses[lowest - 1]
+        )
+    };
+    assert!(stdout.contains(&said), "{stdout}");
+
+    let (_, info, state, _) = train("early", &["--early-stopping", "5"]);
+    assert_eq!(info["config"]["keep"], "best");
+    let best = state["best_epoch"].as_u64().unwrap() as usize;
+    assert_eq!(
+        best, lowest,
+        "the same seed and data: the same lowest epoch"
+    );
+}

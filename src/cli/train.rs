@@ -70,11 +70,11 @@ pub struct Args {
     /// Factor of each step of the step schedule, in (0, 1] [default: 0.1].
     #[arg(long, value_parser = super::finite::<f64>)]
     step_gamma: Option<f64>,
-    /// Stop after this many epochs without a lower validation loss (needs --keep best).
+    /// Stop after this many epochs without a lower validation loss (keeps the best epoch).
     #[arg(long)]
     early_stopping: Option<usize>,
     /// The epoch whose model the run keeps (best.bpk): the lowest validation
-    /// loss, or the last [default: best; last without a validation split].
+    /// loss, or the last [default: last; best with --early-stopping].
     #[arg(long, value_enum)]
     keep: Option<Keep>,
     /// Seed of initialisation, shuffling and augmentation [default: 42].
@@ -138,7 +138,8 @@ pub struct Args {
     #[arg(long, value_parser = super::finite::<f64>)]
     head_lr: Option<f64>,
     /// Pretrained models: what fine-tuning trains: all, none or last:N blocks
-    /// (MBConv / residual / inverted residual blocks, Inception's Mixed_* blocks) [default: all].
+    /// (MBConv / residual / inverted residual blocks, Inception's Mixed_* blocks)
+    /// [default: last:5 for EfficientNet-Lite, all for the others].
     #[arg(long)]
     unfreeze: Option<String>,
     /// Pretrained models: batch-norm statistics while fine-tuning [default: frozen].
@@ -147,7 +148,7 @@ pub struct Args {
     /// Pretrained models: before the frozen-feature stage, re-estimate every
     /// batch norm's statistics on the training patches (one forward pass) so
     /// that features are normalised for this tissue, not for ImageNet
-    /// [default: false].
+    /// [default: true].
     #[arg(long)]
     adapt_bn: Option<bool>,
     /// Pretrained models: with `--unfreeze last:N --bn-stats frozen`, compute
@@ -306,6 +307,10 @@ pub(super) fn apply_args(cfg: &mut TrainConfig, a: &Args, file: &Args) -> anyhow
         prefetch
     );
     cfg.early_stopping = a.early_stopping.or(file.early_stopping);
+    if cfg.early_stopping.is_some() && a.keep.or(file.keep).is_none() {
+        // Early stopping chooses on validation loss; so does the model it keeps.
+        cfg.keep = Keep::Best;
+    }
     if a.augment || file.augment || file.augmentation.is_some() {
         cfg.augment = Some(
             a.augmentation
@@ -327,9 +332,20 @@ fn print_outcome(outcome: &TrainOutcome, output: &std::path::Path, g: &Global) {
     if !g.quiet {
         let s = &outcome.state;
         let last = outcome.history.last();
-        let kept = match s.best_val_loss {
-            Some(loss) => format!("kept epoch {}; lowest val loss {loss:.4}", s.best_epoch),
-            None => format!("kept epoch {} (no validation split)", s.best_epoch),
+        let lowest = outcome
+            .history
+            .iter()
+            .filter(|m| m.val_loss.is_finite())
+            .min_by(|x, y| x.val_loss.total_cmp(&y.val_loss));
+        let kept = match (s.best_val_loss, lowest) {
+            (Some(loss), Some(low)) if low.epoch == s.best_epoch => {
+                format!("kept epoch {}; lowest val loss {loss:.4}", s.best_epoch)
+            }
+            (Some(_), Some(low)) => format!(
+                "kept epoch {} (the last); lowest val loss {:.4} at epoch {}",
+                s.best_epoch, low.val_loss, low.epoch
+            ),
+            _ => format!("kept epoch {} (no validation split)", s.best_epoch),
         };
         println!(
             "{} epochs{}; {kept}; {:.1} img/s → {}",
