@@ -238,9 +238,7 @@ pub fn run(a: Args, g: &Global) -> anyhow::Result<ExitCode> {
             .map(|(k, v)| format!("{k} {v}"))
             .collect::<Vec<_>>()
             .join(", "),
-        prepared.split["shared_patients"]
-            .as_array()
-            .map_or(0, |v| v.len()),
+        prepared.split.shared_patients.len(),
         sheet.strip_prefix(out).unwrap_or(&sheet).display()
     );
     let table = std::fs::read_to_string(runs.join(COMPARISON_MD))

@@ -17,6 +17,7 @@ use serde::{Deserialize, Serialize};
 use crate::error::{Error, Result};
 
 pub use common::{IMAGE_EXTENSIONS, is_image_file_name};
+pub use walk::SHEET_FILE;
 
 /// How the input folder is organised.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, clap::ValueEnum)]
@@ -77,7 +78,7 @@ pub struct Dataset {
 }
 
 /// A file left out, and why.
-#[derive(Clone, Debug, PartialEq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Skipped {
     pub file: PathBuf,
     pub reason: String,

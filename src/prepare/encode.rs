@@ -1,12 +1,14 @@
 //! Encoding patches. PNG goes through [`png_fast`](super::png_fast) (adaptive
 //! filters; for `balanced` the run-length deflater of
 //! [`rle_deflate`](super::rle_deflate), for `high` libdeflate) or, for `fast`,
-//! the `png` crate with fdeflate and the Paeth filter; JPEG through `image`.
+//! the `png` crate with fdeflate and the Paeth filter; JPEG through
+//! [`crate::codec::jpeg`].
 
 use image::RgbImage;
 use serde::{Deserialize, Serialize};
 
 use super::png_fast::{self, Deflater, Filter};
+use crate::codec::jpeg;
 
 /// Patch encoding.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
@@ -116,22 +118,6 @@ impl Encoding {
             EncodeFormat::Jpeg => jpeg(img, self.jpeg_quality),
         }
     }
-}
-
-/// Baseline JPEG at `quality` (1–100) by `jpeg-encoder` (its scalar code,
-/// so the bytes do not depend on the CPU's vector extensions).
-pub fn jpeg(img: &RgbImage, quality: u8) -> Result<Vec<u8>, String> {
-    let (w, h) = img.dimensions();
-    let too_large = || format!("JPEG encoding failed: {w}×{h} is over 65535 px");
-    let (w16, h16) = (
-        u16::try_from(w).map_err(|_| too_large())?,
-        u16::try_from(h).map_err(|_| too_large())?,
-    );
-    let mut out = Vec::with_capacity(img.as_raw().len() / 8);
-    jpeg_encoder::Encoder::new(&mut out, quality.clamp(1, 100))
-        .encode(img.as_raw(), w16, h16, jpeg_encoder::ColorType::Rgb)
-        .map_err(|e| format!("JPEG encoding failed: {e}"))?;
-    Ok(out)
 }
 
 #[cfg(test)]

@@ -28,7 +28,7 @@ use serde::{Deserialize, Serialize};
 use super::{
     data::{Dataset, LoaderConfig, seed_of},
     error::{TrainError, TrainResult},
-    learner::{Predictions, images_tensor, softmax_rows},
+    infer::{Predictions, images_tensor, softmax_rows, to_vec},
     models::{EfficientNet, InceptionV3, MobileNetV2, Model, ResNet, pretrained},
 };
 use crate::{error::Error, progress::Progress};
@@ -313,13 +313,6 @@ impl FeatureCache {
             Tensor::from_data(TensorData::new(y, [items.len()]), device),
         )
     }
-}
-
-/// A tensor's values, read back to the host.
-pub(crate) fn to_vec<const D: usize>(t: Tensor<D>) -> TrainResult<Vec<f32>> {
-    t.into_data()
-        .try_to_vec::<f32>()
-        .map_err(|e| Error::Config(format!("unexpected tensor data: {e:?}")).into())
 }
 
 /// What one stage-1 epoch measured.

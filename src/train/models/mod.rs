@@ -27,8 +27,8 @@ pub use mlp::{Mlp, MlpConfig};
 pub use mobilenet::{MobileNetV2, MobileNetV2Config};
 pub use resnet::{ResNet, ResNetConfig};
 
-use super::data::Normalization;
 use crate::error::{Error, Result};
+use crate::preprocess::Normalization;
 
 /// The models `--model` accepts.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
