@@ -20,6 +20,7 @@
 
 pub mod alloc;
 pub mod atomic;
+pub mod choice;
 pub mod codec;
 pub mod dataset;
 pub mod error;

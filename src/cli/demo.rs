@@ -37,7 +37,7 @@ pub struct Args {
     /// Models to compare.
     #[arg(
         long,
-        value_enum,
+        value_parser = super::choice::choice::<ModelKind>(),
         value_delimiter = ',',
         default_value = "mlp,cnn,efficientnet-lite0"
     )]

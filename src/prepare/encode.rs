@@ -11,14 +11,18 @@ use super::png_fast::{self, Deflater, Filter};
 use crate::codec::jpeg;
 
 /// Patch encoding.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum EncodeFormat {
-    /// Lossless; the default, since augmentation and stain work already changed pixels.
     #[default]
     Png,
     Jpeg,
 }
+
+crate::choices!(EncodeFormat {
+    Png = "png": "Lossless; the default, since augmentation and stain work already changed pixels",
+    Jpeg = "jpeg",
+});
 
 impl EncodeFormat {
     pub fn as_str(self) -> &'static str {
@@ -30,18 +34,20 @@ impl EncodeFormat {
 }
 
 /// PNG speed/size trade-off.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum PngCompression {
-    /// fdeflate (fixed Huffman tables), Paeth filter: ~2.5x faster than balanced, files ~12% larger.
     Fast,
-    /// Adaptive filters, literals and runs under dynamic Huffman codes: PIL's size or a
-    /// little under, ~4x faster than zlib level 6.
     #[default]
     Balanced,
-    /// Adaptive filters, libdeflate level 12: ~0.5% smaller than balanced, ~20x slower.
     High,
 }
+
+crate::choices!(PngCompression {
+    Fast = "fast": "fdeflate (fixed Huffman tables), Paeth filter: ~2.5x faster than balanced, files ~12% larger",
+    Balanced = "balanced": "Adaptive filters, literals and runs under dynamic Huffman codes: PIL's size or a little under, ~4x faster than zlib level 6",
+    High = "high": "Adaptive filters, libdeflate level 12: ~0.5% smaller than balanced, ~20x slower",
+});
 
 /// The deflater of `balanced` (docs/BENCHMARKS.md, "Encoder options measured").
 pub const BALANCED: Deflater = Deflater::Rle {

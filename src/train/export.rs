@@ -29,11 +29,16 @@ use super::{
 };
 use crate::error::{Error, IoContext};
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ExportFormat {
     Safetensors,
     Burn,
 }
+
+crate::choices!(ExportFormat {
+    Safetensors = "safetensors",
+    Burn = "burn",
+});
 
 /// `model.json`.
 #[derive(Clone, Debug, Serialize)]

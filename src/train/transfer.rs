@@ -70,14 +70,17 @@ impl std::fmt::Display for Unfreeze {
 }
 
 /// Batch-norm statistics while fine-tuning.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum BnPolicy {
-    /// Keep ImageNet's running statistics (safe with small batches).
     Frozen,
-    /// Update them from the training batches.
     Train,
 }
+
+crate::choices!(BnPolicy {
+    Frozen = "frozen": "Keep ImageNet's running statistics (safe with small batches)",
+    Train = "train": "Update them from the training batches",
+});
 
 /// The transfer-learning part of a run's configuration.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
