@@ -8,6 +8,8 @@
 //! - [`split`]: patient-grouped train/val/test and folds, and the leakage report.
 //! - [`patch`]: tiling, tissue detection, augmentation, stain normalisation.
 //! - [`shard`]: the record format (from `schemas/`), writer, reader, manifest.
+//! - [`preprocess`]: the one path from a source image to a model's input,
+//!   shared by `prepare`, the shard loader and `predict`.
 //! - [`prepare`]: the rayon pipeline wiring the above together.
 //! - [`synth`]: a GlaS-layout generator for tests and the demo.
 //! - `train` (cargo feature `train`, on by default through `flex`): the burn
@@ -18,6 +20,8 @@
 
 pub mod alloc;
 pub mod atomic;
+pub mod choice;
+pub mod codec;
 pub mod dataset;
 pub mod error;
 pub mod failpoint;
@@ -25,6 +29,7 @@ pub mod fsutil;
 pub mod inspect;
 pub mod patch;
 pub mod prepare;
+pub mod preprocess;
 pub mod progress;
 pub mod shard;
 pub mod split;

@@ -59,7 +59,7 @@ pub struct Assignment {
 }
 
 /// A patient whose images are in more than one split.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SharedPatient {
     pub patient: String,
     /// Images of this patient per split.
@@ -67,7 +67,7 @@ pub struct SharedPatient {
 }
 
 /// What the split did, for the log and `prepare.json`.
-#[derive(Clone, Debug, PartialEq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct SplitReport {
     /// Whether the source's own train/test split was used.
     pub official_split: bool,

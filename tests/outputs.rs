@@ -272,6 +272,38 @@ fn synth_never_replaces_files() {
     assert_eq!(listing(&out).len(), 1);
 }
 
+/// `prepare.json` carries its format version; a file written before the
+/// field existed (same fields, no `format_version`) still reads; one from a
+/// newer format is refused (here by `verify`) with the file named.
+#[test]
+fn prepare_json_format_version_is_read_back_and_checked() {
+    let t = tempfile::tempdir().unwrap();
+    let input = synth(t.path(), 4, 26);
+    let data = t.path().join("data");
+    ok(&prepare_args(&input, &data, &[]));
+    let r = report(&data);
+    assert_eq!(r["format_version"], 1);
+
+    let older = t.path().join("older");
+    copy_dir(&data, &older);
+    let mut old = r.clone();
+    old.as_object_mut().unwrap().remove("format_version");
+    std::fs::write(older.join("prepare.json"), old.to_string()).unwrap();
+    ok(&["verify", s(&older)]);
+
+    let newer = t.path().join("newer");
+    copy_dir(&data, &newer);
+    let mut new = r.clone();
+    new["format_version"] = 99.into();
+    std::fs::write(newer.join("prepare.json"), new.to_string()).unwrap();
+    let (success, _, err) = run(&["verify", s(&newer)]);
+    assert!(!success);
+    assert!(
+        err.contains(&format!("{}/prepare.json", s(&newer))) && err.contains("format 99"),
+        "{err}"
+    );
+}
+
 /// `verify` refuses a folder without `features.json` or `prepare.json`,
 /// naming the file; `inspect`'s error names the folder, not a placeholder.
 #[test]

@@ -124,6 +124,75 @@ fn byte_identical_for_any_thread_count() {
     assert_eq!(outputs[0], outputs[2], "1 vs 8 threads");
 }
 
+/// The bytes `prepare` writes for a fixed input and seed, against the digests
+/// recorded in `tests/data/prepare_digests.txt`: shards, manifests, schema,
+/// and `prepare.json` without what differs between runs (timings, paths,
+/// the tool version and the fingerprint that hashes it). A change that alters
+/// any of them fails here; after an intended change of the output, rerun with
+/// `HISTOSHARD_BLESS=1` to record the new digests, and say why in the commit.
+#[test]
+fn output_bytes_match_the_recorded_digests() {
+    use sha2::{Digest, Sha256};
+    let t = tempfile::tempdir().unwrap();
+    let input = synth(t.path(), 6, 11);
+    let out = t.path().join("out");
+    ok(&[
+        "prepare",
+        "-i",
+        s(&input),
+        "-o",
+        s(&out),
+        "--augment",
+        "1",
+        "--scale",
+        "0.5",
+        "--min-tissue",
+        "0.1",
+        "--stain-normalize",
+        "macenko",
+        "--shards",
+        "2",
+        "--seed",
+        "7",
+    ]);
+    let varying = [
+        "\"ingest\":",
+        "\"write\":",
+        "\"manifest\":",
+        "\"total\":",
+        "\"records_per_s\":",
+        "\"input\":",
+        "\"output\":",
+        "\"version\":",
+        "\"fingerprint\":",
+    ];
+    let report: String = std::fs::read_to_string(out.join("prepare.json"))
+        .unwrap()
+        .lines()
+        .filter(|l| !varying.iter().any(|v| l.trim_start().starts_with(v)))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    let mut files = deterministic_files(&out);
+    files.insert(
+        "prepare.json (normalised)".into(),
+        report.clone().into_bytes(),
+    );
+    let got: String = files
+        .iter()
+        .map(|(name, bytes)| format!("{}  {name}\n", hex::encode(Sha256::digest(bytes))))
+        .collect();
+    let recorded =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/prepare_digests.txt");
+    if std::env::var_os("HISTOSHARD_BLESS").is_some() {
+        std::fs::write(&recorded, &got).unwrap();
+    }
+    let want = std::fs::read_to_string(&recorded).unwrap();
+    assert!(
+        got == want,
+        "prepare's output changed:\n--- recorded\n{want}--- now\n{got}--- prepare.json (normalised)\n{report}"
+    );
+}
+
 #[test]
 fn seed_changes_augmentation_but_not_originals() {
     let t = tempfile::tempdir().unwrap();

@@ -297,7 +297,7 @@ fn torchvision_logits_match_on_every_backend() {
 #[test]
 #[ignore = "needs a torch venv with torchvision; scripts/test.sh runs it"]
 fn inception_normalisation_matches_torchvision_transform_input() {
-    use histoshard::train::{data::Normalization, models::inception};
+    use histoshard::{preprocess::Normalization, train::models::inception};
     let dir = tempfile::tempdir().unwrap();
     let (n, side) = (2usize, 96usize);
     let plane = side * side;
@@ -489,7 +489,7 @@ fn transfer_learning_heads_then_fine_tunes_and_resumes_exactly() {
 #[test]
 #[ignore = "needs a torch venv with safetensors and scripts/fetch_weights.sh; scripts/test.sh runs it"]
 fn exported_safetensors_give_pytorch_the_same_logits() {
-    use histoshard::train::learner::{BEST_MODEL, RunInfo, load_model};
+    use histoshard::train::run::{BEST_MODEL, RunInfo, load_model};
     let dir = tempfile::tempdir().unwrap();
     let (_, data) = common::prepared_toy(dir.path(), 10, 5);
     // Inception-v3 needs patches of at least 75 px.
@@ -638,7 +638,7 @@ impl Lite0Probe {
     }
 
     fn of_run(&self, run: &std::path::Path) -> Vec<f32> {
-        use histoshard::train::learner::{LAST_MODEL, RunInfo, load_model};
+        use histoshard::train::run::{LAST_MODEL, RunInfo, load_model};
         let info = RunInfo::load(run).unwrap();
         let Model::EfficientNet(net) =
             load_model(info.config.model.init(&self.device), &run.join(LAST_MODEL)).unwrap()

@@ -10,7 +10,7 @@ pub struct Args {
     #[arg(required = true)]
     images: Vec<PathBuf>,
     /// An ImageNet model: efficientnet-lite0, -lite1 or -lite2.
-    #[arg(long, value_enum, default_value_t = ModelKind::EfficientnetLite0)]
+    #[arg(long, value_parser = super::choice::choice::<ModelKind>(), default_value_t = ModelKind::EfficientnetLite0)]
     model: ModelKind,
     /// The `.pth`, or its URL (downloaded once into the cache) [default: the weights cache].
     #[arg(long)]

@@ -21,7 +21,7 @@ pub struct Args {
     /// Models to compare, comma-separated.
     #[arg(
         long,
-        value_enum,
+        value_parser = super::choice::choice::<ModelKind>(),
         value_delimiter = ',',
         default_value = "mlp,cnn,efficientnet-lite0"
     )]

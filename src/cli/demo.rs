@@ -37,7 +37,7 @@ pub struct Args {
     /// Models to compare.
     #[arg(
         long,
-        value_enum,
+        value_parser = super::choice::choice::<ModelKind>(),
         value_delimiter = ',',
         default_value = "mlp,cnn,efficientnet-lite0"
     )]
@@ -238,9 +238,7 @@ pub fn run(a: Args, g: &Global) -> anyhow::Result<ExitCode> {
             .map(|(k, v)| format!("{k} {v}"))
             .collect::<Vec<_>>()
             .join(", "),
-        prepared.split["shared_patients"]
-            .as_array()
-            .map_or(0, |v| v.len()),
+        prepared.split.shared_patients.len(),
         sheet.strip_prefix(out).unwrap_or(&sheet).display()
     );
     let table = std::fs::read_to_string(runs.join(COMPARISON_MD))

@@ -12,7 +12,7 @@ pub struct Args {
     /// A run folder written by `histoshard train`.
     #[arg(long)]
     run: PathBuf,
-    #[arg(long, value_enum, default_value_t = ExportFormat::Safetensors)]
+    #[arg(long, value_parser = super::choice::choice::<ExportFormat>(), default_value_t = ExportFormat::Safetensors)]
     format: ExportFormat,
     /// Folder for the weights and model.json [default: RUN/export].
     #[arg(long, short)]

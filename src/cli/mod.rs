@@ -1,6 +1,7 @@
 //! Command-line interface: one file per subcommand, each an `Args` struct and
 //! a `run` that calls the library.
 
+mod choice;
 #[cfg(feature = "train")]
 mod classify;
 #[cfg(feature = "train")]

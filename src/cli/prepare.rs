@@ -30,7 +30,7 @@ pub struct Args {
     #[arg(long, short)]
     output: Option<PathBuf>,
     /// Input layout (default: detected).
-    #[arg(long, value_enum)]
+    #[arg(long, value_parser = super::choice::choice::<Layout>())]
     layout: Option<Layout>,
     /// Patch side in pixels [default: 224].
     #[arg(long)]
@@ -42,7 +42,7 @@ pub struct Args {
     #[arg(long, value_parser = super::finite::<f32>)]
     scale: Option<f32>,
     /// What to do with the strip a whole stride does not cover [default: drop].
-    #[arg(long, value_enum)]
+    #[arg(long, value_parser = super::choice::choice::<EdgePolicy>())]
     edge: Option<EdgePolicy>,
     /// Minimum tissue fraction (Otsu on optical density) of a kept patch [default: 0.25].
     #[arg(long, value_parser = super::finite::<f32>)]
@@ -57,19 +57,19 @@ pub struct Args {
     #[arg(skip)]
     augmentation: Option<AugmentConfig>,
     /// Normalise stain colour on every split.
-    #[arg(long, value_enum)]
+    #[arg(long, value_parser = super::choice::choice::<StainMethod>())]
     stain_normalize: Option<StainMethod>,
     /// Reference image for stain normalisation (default: a built-in H&E target).
     #[arg(long)]
     stain_reference: Option<PathBuf>,
     /// Patch encoding [default: png].
-    #[arg(long, value_enum)]
+    #[arg(long, value_parser = super::choice::choice::<EncodeFormat>())]
     format: Option<EncodeFormat>,
     /// JPEG quality [default: 90].
     #[arg(long)]
     quality: Option<u8>,
     /// PNG speed/size trade-off [default: balanced].
-    #[arg(long, value_enum)]
+    #[arg(long, value_parser = super::choice::choice::<PngCompression>())]
     png_compression: Option<PngCompression>,
     /// Shards per split [default: from --shard-size-mb].
     #[arg(long)]
@@ -78,7 +78,7 @@ pub struct Args {
     #[arg(long, value_parser = super::finite::<f64>)]
     shard_size_mb: Option<f64>,
     /// Whole-file shard compression (TF: compression_type="GZIP") [default: none].
-    #[arg(long, value_enum)]
+    #[arg(long, value_parser = super::choice::choice::<Compression>())]
     compression: Option<Compression>,
     /// Fraction of train carved out as val, grouped by patient [default: 0.15].
     #[arg(long, value_parser = super::finite::<f64>)]

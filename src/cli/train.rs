@@ -44,7 +44,7 @@ pub struct Args {
     /// Run folder for run.json, metrics.csv and checkpoints.
     #[arg(long, short)]
     output: Option<PathBuf>,
-    #[arg(long, value_enum)]
+    #[arg(long, value_parser = super::choice::choice::<ModelKind>())]
     model: Option<ModelKind>,
     /// Epochs [default: 20].
     #[arg(long)]
@@ -56,13 +56,13 @@ pub struct Args {
     #[arg(long, value_parser = super::finite::<f64>)]
     lr: Option<f64>,
     /// [default: adamw]
-    #[arg(long, value_enum)]
+    #[arg(long, value_parser = super::choice::choice::<OptimizerKind>())]
     optimizer: Option<OptimizerKind>,
     /// [default: 0.0001]
     #[arg(long, value_parser = super::finite::<f64>)]
     weight_decay: Option<f64>,
     /// Learning-rate schedule [default: cosine].
-    #[arg(long, value_enum)]
+    #[arg(long, value_parser = super::choice::choice::<Schedule>())]
     schedule: Option<Schedule>,
     /// Epochs between steps of the step schedule [default: 10].
     #[arg(long)]
@@ -75,13 +75,13 @@ pub struct Args {
     early_stopping: Option<usize>,
     /// The epoch whose model the run keeps (best.bpk): the lowest validation
     /// loss, or the last [default: last; best with --early-stopping].
-    #[arg(long, value_enum)]
+    #[arg(long, value_parser = super::choice::choice::<Keep>())]
     keep: Option<Keep>,
     /// Seed of initialisation, shuffling and augmentation [default: 42].
     #[arg(long)]
     seed: Option<u64>,
     /// Class imbalance: loss weights, oversampling, or none [default: weights].
-    #[arg(long, value_enum)]
+    #[arg(long, value_parser = super::choice::choice::<Balance>())]
     balance: Option<Balance>,
     /// Augment training patches on the fly (off by default: prepare may have augmented already).
     #[arg(long)]
@@ -143,7 +143,7 @@ pub struct Args {
     #[arg(long)]
     unfreeze: Option<String>,
     /// Pretrained models: batch-norm statistics while fine-tuning [default: frozen].
-    #[arg(long, value_enum)]
+    #[arg(long, value_parser = super::choice::choice::<BnPolicy>())]
     bn_stats: Option<BnPolicy>,
     /// Pretrained models: before the frozen-feature stage, re-estimate every
     /// batch norm's statistics on the training patches (one forward pass) so

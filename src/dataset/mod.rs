@@ -17,21 +17,24 @@ use serde::{Deserialize, Serialize};
 use crate::error::{Error, Result};
 
 pub use common::{IMAGE_EXTENSIONS, is_image_file_name};
+pub use walk::SHEET_FILE;
 
 /// How the input folder is organised.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, clap::ValueEnum)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Layout {
-    /// The Warwick-QU (GlaS) download: `<name>.bmp`, `<name>_anno.bmp`, `Grade.csv`.
     Warwick,
-    /// labelImg Pascal-VOC: one `.xml` per image with `<object><name>` and `<bndbox>`.
     Voc,
-    /// A CSV: `filename,label[,patient][,split]` or the TF object-detection
-    /// `filename,width,height,class,xmin,ymin,xmax,ymax`.
     Csv,
-    /// One sub-folder per class: `root/<class>/*.{png,jpg,bmp,tif}`.
     Folders,
 }
+
+crate::choices!(Layout {
+    Warwick = "warwick": "The Warwick-QU (GlaS) download: `<name>.bmp`, `<name>_anno.bmp`, `Grade.csv`",
+    Voc = "voc": "labelImg Pascal-VOC: one `.xml` per image with `<object><name>` and `<bndbox>`",
+    Csv = "csv": "A CSV: `filename,label[,patient][,split]` or the TF object-detection `filename,width,height,class,xmin,ymin,xmax,ymax`",
+    Folders = "folders": "One sub-folder per class: `root/<class>/*.{png,jpg,bmp,tif}`",
+});
 
 /// A region of a source image, in source pixels; `xmax`/`ymax` are exclusive.
 /// Patches are only cut where they lie inside a box, when a sample has boxes.
@@ -77,7 +80,7 @@ pub struct Dataset {
 }
 
 /// A file left out, and why.
-#[derive(Clone, Debug, PartialEq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Skipped {
     pub file: PathBuf,
     pub reason: String,

@@ -19,8 +19,7 @@ use crate::{
 
 pub use font::{draw_text, render_text, text_height, text_width};
 
-/// Default file name of the contact sheet, inside the inspected folder.
-pub const SHEET_FILE: &str = "contact_sheet.png";
+pub use crate::dataset::SHEET_FILE;
 
 /// What `inspect` draws.
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -568,7 +568,7 @@ fn gaussian_blur(img: &mut RgbImage, sigma: f32) {
 
 /// Encodes as JPEG at `quality` and decodes again; `None` if either step fails.
 fn jpeg_round_trip(img: &RgbImage, quality: u8) -> Option<RgbImage> {
-    let buf = crate::prepare::encode::jpeg(img, quality).ok()?;
+    let buf = crate::codec::jpeg(img, quality).ok()?;
     let decoded = image::load_from_memory_with_format(&buf, ImageFormat::Jpeg)
         .ok()?
         .to_rgb8();

@@ -22,12 +22,17 @@ use super::tissue::{od_lut, od_to_u8_table, tissue_mask, u8_from_od};
 use crate::error::{Error, Result};
 
 /// Stain normalisation method.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum StainMethod {
     Reinhard,
     Macenko,
 }
+
+crate::choices!(StainMethod {
+    Reinhard = "reinhard",
+    Macenko = "macenko",
+});
 
 /// What a [`StainNormalizer`] maps images to.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]

@@ -5,17 +5,20 @@ use image::{GrayImage, RgbImage, imageops};
 use serde::{Deserialize, Serialize};
 
 /// What to do with the strip at the right/bottom edge that a whole stride does not cover.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum EdgePolicy {
-    /// Leave it out: only patches wholly inside the image.
     #[default]
     Drop,
-    /// Add one more patch flush with the edge (it overlaps its neighbour).
     Shift,
-    /// Add one more patch past the edge, filled by reflection.
     Pad,
 }
+
+crate::choices!(EdgePolicy {
+    Drop = "drop": "Leave it out: only patches wholly inside the image",
+    Shift = "shift": "Add one more patch flush with the edge (it overlaps its neighbour)",
+    Pad = "pad": "Add one more patch past the edge, filled by reflection",
+});
 
 /// Start positions along one axis of length `len`.
 ///

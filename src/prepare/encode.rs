@@ -1,22 +1,28 @@
 //! Encoding patches. PNG goes through [`png_fast`](super::png_fast) (adaptive
 //! filters; for `balanced` the run-length deflater of
 //! [`rle_deflate`](super::rle_deflate), for `high` libdeflate) or, for `fast`,
-//! the `png` crate with fdeflate and the Paeth filter; JPEG through `image`.
+//! the `png` crate with fdeflate and the Paeth filter; JPEG through
+//! [`crate::codec::jpeg`].
 
 use image::RgbImage;
 use serde::{Deserialize, Serialize};
 
 use super::png_fast::{self, Deflater, Filter};
+use crate::codec::jpeg;
 
 /// Patch encoding.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum EncodeFormat {
-    /// Lossless; the default, since augmentation and stain work already changed pixels.
     #[default]
     Png,
     Jpeg,
 }
+
+crate::choices!(EncodeFormat {
+    Png = "png": "Lossless; the default, since augmentation and stain work already changed pixels",
+    Jpeg = "jpeg",
+});
 
 impl EncodeFormat {
     pub fn as_str(self) -> &'static str {
@@ -28,18 +34,20 @@ impl EncodeFormat {
 }
 
 /// PNG speed/size trade-off.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum PngCompression {
-    /// fdeflate (fixed Huffman tables), Paeth filter: ~2.5x faster than balanced, files ~12% larger.
     Fast,
-    /// Adaptive filters, literals and runs under dynamic Huffman codes: PIL's size or a
-    /// little under, ~4x faster than zlib level 6.
     #[default]
     Balanced,
-    /// Adaptive filters, libdeflate level 12: ~0.5% smaller than balanced, ~20x slower.
     High,
 }
+
+crate::choices!(PngCompression {
+    Fast = "fast": "fdeflate (fixed Huffman tables), Paeth filter: ~2.5x faster than balanced, files ~12% larger",
+    Balanced = "balanced": "Adaptive filters, literals and runs under dynamic Huffman codes: PIL's size or a little under, ~4x faster than zlib level 6",
+    High = "high": "Adaptive filters, libdeflate level 12: ~0.5% smaller than balanced, ~20x slower",
+});
 
 /// The deflater of `balanced` (docs/BENCHMARKS.md, "Encoder options measured").
 pub const BALANCED: Deflater = Deflater::Rle {
@@ -116,22 +124,6 @@ impl Encoding {
             EncodeFormat::Jpeg => jpeg(img, self.jpeg_quality),
         }
     }
-}
-
-/// Baseline JPEG at `quality` (1–100) by `jpeg-encoder` (its scalar code,
-/// so the bytes do not depend on the CPU's vector extensions).
-pub fn jpeg(img: &RgbImage, quality: u8) -> Result<Vec<u8>, String> {
-    let (w, h) = img.dimensions();
-    let too_large = || format!("JPEG encoding failed: {w}×{h} is over 65535 px");
-    let (w16, h16) = (
-        u16::try_from(w).map_err(|_| too_large())?,
-        u16::try_from(h).map_err(|_| too_large())?,
-    );
-    let mut out = Vec::with_capacity(img.as_raw().len() / 8);
-    jpeg_encoder::Encoder::new(&mut out, quality.clamp(1, 100))
-        .encode(img.as_raw(), w16, h16, jpeg_encoder::ColorType::Rgb)
-        .map_err(|e| format!("JPEG encoding failed: {e}"))?;
-    Ok(out)
 }
 
 #[cfg(test)]

@@ -32,9 +32,9 @@ use self::{
 };
 use crate::{
     atomic,
-    dataset::{self, Dataset, image_io},
+    dataset::{self, Dataset},
     error::{Error, Result},
-    patch::stain::StainNormalizer,
+    preprocess,
     progress::Progress,
     shard::{
         manifest::{self, ImageRow, ManifestRow},
@@ -98,14 +98,11 @@ pub fn run(opts: &PrepareOptions, progress: &Progress) -> Result<PrepareReport> 
             .collect::<Result<_>>()
     })?;
     bar.finish_and_clear();
-    let stain = match (opts.stain_normalize, &opts.stain_reference) {
-        (None, _) => None,
-        (Some(m), None) => Some(StainNormalizer::builtin(m)),
-        (Some(m), Some(r)) => Some(
-            StainNormalizer::fit(m, &image_io::decode_rgb(r, opts.limits())?)
-                .map_err(|e| Error::input(r, format!("cannot fit stain normalisation: {e}")))?,
-        ),
-    };
+    let stain = preprocess::stain_normalizer(
+        opts.stain_normalize,
+        opts.stain_reference.as_deref(),
+        opts.limits(),
+    )?;
     crate::failpoint::reached("after-ingest", 1);
     let layout = Layout::new(&plans, &assignments, opts);
     if layout.total_records() == 0 {

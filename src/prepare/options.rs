@@ -3,7 +3,7 @@
 
 use std::path::PathBuf;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use super::encode::{EncodeFormat, Encoding, PngCompression};
 use crate::{
@@ -14,8 +14,9 @@ use crate::{
     split::SplitOptions,
 };
 
-/// Everything that decides what `prepare` writes.
-#[derive(Clone, Debug, PartialEq, Serialize)]
+/// Everything that decides what `prepare` writes; `prepare.json` records it
+/// (its `config`), and `predict` reads the tiling and stain options back.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct PrepareOptions {
     pub input: PathBuf,
     pub output: PathBuf,

@@ -389,7 +389,7 @@ impl OutputDir {
         }
         if overwrite {
             // `inspect`'s sheet, recorded in the picture itself.
-            let sheet = self.path.join(crate::inspect::SHEET_FILE);
+            let sheet = self.path.join(crate::dataset::SHEET_FILE);
             if crate::inspect::sheet::drawn_by(&sheet, "inspect") {
                 fs::remove_file(&sheet).at(&sheet)?;
             }

@@ -4,7 +4,6 @@
 //! exact.
 
 use std::collections::BTreeSet;
-use std::path::Path;
 
 use image::{GrayImage, RgbImage};
 use rand::{SeedableRng, seq::SliceRandom};
@@ -16,8 +15,9 @@ use crate::{
     error::{Error, Result},
     patch::{
         tiling::{self, EdgePolicy},
-        tissue::{self, Coverage},
+        tissue::Coverage,
     },
+    preprocess::{self, TissueFilter},
     shard::{Compression, shard_file_name},
     split::{Assignment, Split},
 };
@@ -45,17 +45,17 @@ pub struct Loaded {
 /// already checked from the headers when the data set was read
 /// (`dataset::warwick`).
 pub fn load(sample: &Sample, opts: &PrepareOptions) -> Result<Loaded> {
-    let image = decode_scaled(&sample.image_path, opts)?;
+    let image = load_image(sample, opts)?;
     let mask = match (&sample.mask_path, opts.min_gland_fraction) {
         (Some(p), Some(_)) => Some(image_io::decode_mask_checked(p, opts.limits(), &|w, h| {
-            scaled_fits(p, w, h, opts)
+            preprocess::fits_scaled(p, w, h, opts.scale, opts.limits())
         })?),
         _ => None,
     };
     Ok(Loaded {
-        image: scaled(image, opts.scale),
+        image,
         mask: mask.map(|m| {
-            if is_unit(opts.scale) {
+            if preprocess::is_unit_scale(opts.scale) {
                 m
             } else {
                 tiling::resize_mask(&m, opts.scale)
@@ -67,30 +67,7 @@ pub fn load(sample: &Sample, opts: &PrepareOptions) -> Result<Loaded> {
 /// The image alone at the working scale: rendering needs no mask, and the
 /// planning stage has already validated it.
 pub fn load_image(sample: &Sample, opts: &PrepareOptions) -> Result<RgbImage> {
-    Ok(scaled(decode_scaled(&sample.image_path, opts)?, opts.scale))
-}
-
-/// Decodes the image at `path`, first checking from its header that it fits
-/// `--max-pixels` at `--scale` too (an 8× scale takes 64× the pixels).
-fn decode_scaled(path: &Path, opts: &PrepareOptions) -> Result<RgbImage> {
-    image_io::decode_rgb_checked(path, opts.limits(), &|w, h| scaled_fits(path, w, h, opts))
-}
-
-fn scaled_fits(path: &Path, w: u32, h: u32, opts: &PrepareOptions) -> Result<()> {
-    let size = tiling::scaled_size(w, h, opts.scale);
-    image_io::check_scaled(path, (w, h), size, opts.scale, opts.max_pixels)
-}
-
-fn is_unit(scale: f32) -> bool {
-    (scale - 1.0).abs() < f32::EPSILON
-}
-
-fn scaled(image: RgbImage, scale: f32) -> RgbImage {
-    if is_unit(scale) {
-        image
-    } else {
-        tiling::resize(&image, scale)
-    }
+    preprocess::working_image(&sample.image_path, opts.scale, opts.limits())
 }
 
 /// Candidate positions: the whole image, or only inside the sample's boxes.
@@ -142,7 +119,7 @@ pub fn plan_image(sample: &Sample, opts: &PrepareOptions) -> Result<(ImagePlan, 
         ));
     }
     let all = candidates(width, height, &sample.boxes, opts);
-    let tissue = Coverage::new(&tissue::tissue_mask(&image));
+    let tissue = TissueFilter::new(&image, opts.patch_size, opts.min_tissue);
     let glands = match (opts.min_gland_fraction, &mask) {
         (Some(_), Some(m)) => Some(Coverage::new(m)),
         (Some(_), None) => {
@@ -157,7 +134,7 @@ pub fn plan_image(sample: &Sample, opts: &PrepareOptions) -> Result<(ImagePlan, 
     let patches = all
         .iter()
         .copied()
-        .filter(|&(x, y)| tissue.fraction(x, y, size) >= opts.min_tissue)
+        .filter(|&p| tissue.keeps(p))
         .filter(|&(x, y)| match (&glands, opts.min_gland_fraction) {
             (Some(g), Some(min)) => g.fraction(x, y, size) >= min,
             _ => true,

@@ -1,18 +1,25 @@
 //! `prepare.json`: the resolved configuration, what was read and written, and
-//! how long it took — enough to reproduce or audit a data set.
+//! how long it took — enough to reproduce or audit a data set. It is the
+//! contract between `prepare` and the trainer: [`PrepareReport`] is written
+//! by `prepare` and read back, with the same type, by `verify`, `train`
+//! (which data a run saw) and `predict` (how to tile new images).
 
 use std::{collections::BTreeMap, path::Path, time::Instant};
 
-use serde::{Deserialize, Serialize};
+use serde::{Deserialize, Serialize, Serializer};
 
 use super::{options::PrepareOptions, output, plan::ImagePlan};
 use crate::{
     atomic,
-    dataset::Dataset,
+    dataset::{Dataset, Skipped},
     error::{Error, Result},
     shard::{manifest::ManifestRow, schema, writer::ShardSummary},
     split::SplitReport,
 };
+
+/// The layout of `prepare.json` this version writes and reads. Files written
+/// before the field existed read as version 0, which has the same fields.
+pub const FORMAT_VERSION: u32 = 1;
 
 /// Seconds spent per stage.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
@@ -29,14 +36,20 @@ pub struct PrepareReport {
     pub tool: String,
     pub version: String,
     pub schema_version: u32,
+    /// This file's layout ([`FORMAT_VERSION`]; 0 when not recorded).
+    #[serde(default)]
+    pub format_version: u32,
     /// Hash of options and inputs; a rerun with the same one resumes.
     pub fingerprint: String,
-    pub config: serde_json::Value,
+    #[serde(serialize_with = "as_value")]
+    pub config: PrepareOptions,
     pub layout: String,
     pub classes: Vec<String>,
     pub images: usize,
-    pub skipped: serde_json::Value,
-    pub split: serde_json::Value,
+    #[serde(serialize_with = "as_value")]
+    pub skipped: Vec<Skipped>,
+    #[serde(serialize_with = "as_value")]
+    pub split: SplitReport,
     pub candidate_patches: u64,
     pub kept_patches: u64,
     /// Records per split.
@@ -75,6 +88,16 @@ fn json<T: Serialize>(v: &T) -> Result<serde_json::Value> {
     serde_json::to_value(v).map_err(|e| Error::Config(format!("cannot serialise report: {e}")))
 }
 
+/// Writes `v` through a `serde_json::Value`, as these fields were written
+/// before they were typed, so that the file's bytes stay the same: an `f32`
+/// reads as its `f64` widening (`0.10000000149011612`), which parses back to
+/// the same `f32`.
+fn as_value<T: Serialize, S: Serializer>(v: &T, s: S) -> std::result::Result<S::Ok, S::Error> {
+    serde_json::to_value(v)
+        .map_err(serde::ser::Error::custom)?
+        .serialize(s)
+}
+
 impl PrepareReport {
     pub fn new(p: Parts) -> Result<Self> {
         let mut records: BTreeMap<String, u64> = BTreeMap::new();
@@ -99,13 +122,14 @@ impl PrepareReport {
             tool: "histoshard".into(),
             version: env!("CARGO_PKG_VERSION").into(),
             schema_version: schema::SCHEMA_VERSION,
+            format_version: FORMAT_VERSION,
             fingerprint: p.fingerprint,
-            config: json(p.opts)?,
+            config: p.opts.clone(),
             layout: json(&p.ds.layout)?.as_str().unwrap_or_default().to_string(),
             classes: p.ds.classes.clone(),
             images: p.ds.samples.len(),
-            skipped: json(&p.ds.skipped)?,
-            split: json(p.split)?,
+            skipped: p.ds.skipped.clone(),
+            split: p.split.clone(),
             candidate_patches: p.plans.iter().map(|x| x.candidates as u64).sum(),
             kept_patches: p.plans.iter().map(|x| x.patches.len() as u64).sum(),
             records,
@@ -150,10 +174,23 @@ impl PrepareReport {
 /// ~10 KB plus a line per skipped file and shard).
 pub const MAX_REPORT_BYTES: u64 = 64 << 20;
 
-/// Reads `prepare.json` of a prepared folder.
+/// Reads `prepare.json` of a prepared folder; one written by a newer
+/// histoshard, in a layout this one does not know, is refused by name.
 pub fn read(dir: &Path) -> Result<PrepareReport> {
     let path = dir.join(output::REPORT_FILE);
     let text = crate::fsutil::read_text_limited(&path, MAX_REPORT_BYTES, "a prepare.json")?;
-    serde_json::from_str(&text)
-        .map_err(|e| Error::input(&path, format!("not a histoshard prepare.json: {e}")))
+    let report: PrepareReport = serde_json::from_str(&text)
+        .map_err(|e| Error::input(&path, format!("not a histoshard prepare.json: {e}")))?;
+    if report.format_version > FORMAT_VERSION {
+        return Err(Error::input(
+            &path,
+            format!(
+                "written by histoshard {} in prepare.json format {}; this histoshard ({}) reads up to format {FORMAT_VERSION}",
+                report.version,
+                report.format_version,
+                env!("CARGO_PKG_VERSION")
+            ),
+        ));
+    }
+    Ok(report)
 }

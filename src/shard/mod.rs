@@ -11,13 +11,18 @@ pub mod writer;
 use serde::{Deserialize, Serialize};
 
 /// Whole-file compression of a shard; `Gzip` is what TF's `compression_type="GZIP"` reads.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Compression {
     #[default]
     None,
     Gzip,
 }
+
+crate::choices!(Compression {
+    None = "none",
+    Gzip = "gzip",
+});
 
 /// `{split}-{index:05}-of-{count:05}.tfrecord[.gz]`, the naming TF's own tools use.
 pub fn shard_file_name(split: &str, index: u32, count: u32, compression: Compression) -> String {

@@ -8,11 +8,11 @@ use burn::tensor::{Device, Tensor, TensorData, activation::softmax};
 use image::{RgbImage, imageops::FilterType};
 
 use super::{
-    data::to_chw,
     error::TrainResult,
+    infer::to_vec,
     models::{EfficientNet, EfficientNetConfig, LiteVariant, efficientnet, pretrained},
 };
-use crate::{dataset::image_io, error::Error};
+use crate::{dataset::image_io, preprocess::to_chw};
 
 /// The 1000 ImageNet-1k class names, in index order (torchvision's list).
 pub fn imagenet_classes() -> Vec<&'static str> {
@@ -70,10 +70,7 @@ pub fn classify(
             TensorData::new(x, [1, 3, side as usize, side as usize]),
             device,
         );
-        let probs: Vec<f32> = softmax(model.forward(x), 1)
-            .into_data()
-            .try_to_vec::<f32>()
-            .map_err(|e| Error::Config(format!("unexpected logits: {e:?}")))?;
+        let probs = to_vec(softmax(model.forward(x), 1))?;
         let mut order: Vec<usize> = (0..probs.len()).collect();
         order.sort_by(|&a, &b| probs[b].total_cmp(&probs[a]));
         out.push(Classified {

@@ -18,7 +18,7 @@ use super::{
 };
 use crate::{error::Error, patch::augment::AugmentConfig};
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum OptimizerKind {
     Adam,
@@ -26,38 +26,54 @@ pub enum OptimizerKind {
     Sgd,
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+crate::choices!(OptimizerKind {
+    Adam = "adam",
+    Adamw = "adamw",
+    Sgd = "sgd",
+});
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Schedule {
-    /// Cosine decay from `lr` to 0 over the epochs.
     Cosine,
-    /// Multiply by `step_gamma` every `step_size` epochs.
     Step,
     None,
 }
 
+crate::choices!(Schedule {
+    Cosine = "cosine": "Cosine decay from `lr` to 0 over the epochs",
+    Step = "step": "Multiply by `step_gamma` every `step_size` epochs",
+    None = "none",
+});
+
 /// How to counter class imbalance (GlaS train is 37 benign / 48 malignant).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Balance {
     None,
-    /// Inverse-frequency class weights in the loss.
     Weights,
-    /// Repeat records of rarer classes.
     Oversample,
 }
 
+crate::choices!(Balance {
+    None = "none",
+    Weights = "weights": "Inverse-frequency class weights in the loss",
+    Oversample = "oversample": "Repeat records of rarer classes",
+});
+
 /// Which epoch's model a run keeps as `best.bpk` (what `evaluate`, `predict`
 /// and `export` use).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Keep {
-    /// The epoch with the lowest validation loss.
     Best,
-    /// The last epoch (what Keras' `fit` and a plain PyTorch loop give); the
-    /// only choice without a validation split.
     Last,
 }
+
+crate::choices!(Keep {
+    Best = "best": "The epoch with the lowest validation loss",
+    Last = "last": "The last epoch (what Keras' `fit` and a plain PyTorch loop give); the only choice without a validation split",
+});
 
 /// Runs written before `keep` existed chose on validation loss.
 fn keep_best() -> Keep {

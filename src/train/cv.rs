@@ -13,8 +13,10 @@ use super::{
     data::{Dataset, Selection},
     error::TrainResult,
     evaluate::{GroupReport, ScoredPatch, scored_report},
-    learner::{self, EpochMetrics, Predictions, RunOptions, TrainConfig},
+    infer::{self, Predictions},
+    learner::{self, RunOptions, TrainConfig},
     metrics::ReportOptions,
+    run::{BEST_MODEL, EpochMetrics, load_model},
 };
 use crate::{error::Error, progress::Progress};
 
@@ -135,10 +137,10 @@ fn held_out_predictions(
     progress: &Progress,
 ) -> TrainResult<(Dataset, Predictions)> {
     let device = cfg.device.device()?;
-    let model = learner::load_model(cfg.model.init(&device), &run.join(learner::BEST_MODEL))?;
+    let model = load_model(cfg.model.init(&device), &run.join(BEST_MODEL))?;
     let data = Dataset::open(data_dir, &cfg.val)?;
     let loader = cfg.eval_loader();
-    let preds = learner::predict(&model, &data, &loader, &device, progress, "held-out")?;
+    let preds = infer::predict(&model, &data, &loader, &device, progress, "held-out")?;
     Ok((data, preds))
 }
 

@@ -22,7 +22,7 @@ use std::{
     thread::JoinHandle,
 };
 
-use image::{RgbImage, imageops::FilterType};
+use image::RgbImage;
 use rand::{Rng, SeedableRng, seq::SliceRandom};
 use rand_chacha::ChaCha8Rng;
 use rayon::prelude::*;
@@ -31,6 +31,7 @@ use serde::{Deserialize, Serialize};
 use crate::{
     error::{Error, Result},
     patch::augment::{AugmentConfig, augment},
+    preprocess::{self, Normalization},
     shard::{
         example::PatchRecord,
         manifest::{ManifestRow, read_manifest},
@@ -128,23 +129,6 @@ impl std::fmt::Display for Selection {
         }
         Ok(())
     }
-}
-
-/// Per-channel normalisation applied after scaling pixels to [0, 1]; each
-/// model brings its own (pretrained backbones need the statistics they were
-/// trained with).
-#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
-pub struct Normalization {
-    pub mean: [f32; 3],
-    pub std: [f32; 3],
-}
-
-impl Normalization {
-    /// The ImageNet statistics most vision backbones expect.
-    pub const IMAGENET: Normalization = Normalization {
-        mean: [0.485, 0.456, 0.406],
-        std: [0.229, 0.224, 0.225],
-    };
 }
 
 /// How a loader reads one selection.
@@ -695,14 +679,11 @@ impl Pipeline {
             ]));
             img = augment(&img, a, &mut rng).0;
         }
-        if let Some(s) = self.cfg.input_size
-            && img.dimensions() != (s, s)
-        {
-            img = image::imageops::resize(&img, s, s, FilterType::Triangle);
-        }
-        let (w, h) = (img.width() as usize, img.height() as usize);
+        let pixels = preprocess::model_input(&img, self.cfg.input_size, &self.cfg.normalization);
+        let (w, h) = self.cfg.input_size.map_or(img.dimensions(), |s| (s, s));
+        let (w, h) = (w as usize, h as usize);
         Ok(Sample {
-            pixels: to_chw(&img, &self.cfg.normalization),
+            pixels,
             label: expected,
             row: job.row,
             height: h,
@@ -718,20 +699,6 @@ fn reader_index(plan: &ShardPlan, remaining: usize) -> u64 {
         .nth(plan.wanted.len() - remaining)
         .copied()
         .unwrap_or(0)
-}
-
-/// Pixels to normalised planar floats.
-pub fn to_chw(img: &RgbImage, norm: &Normalization) -> Vec<f32> {
-    let plane = img.width() as usize * img.height() as usize;
-    let mut out = vec![0f32; 3 * plane];
-    let scale: [f32; 3] = std::array::from_fn(|c| 1.0 / (255.0 * norm.std[c]));
-    let shift: [f32; 3] = std::array::from_fn(|c| norm.mean[c] / norm.std[c]);
-    for (i, p) in img.pixels().enumerate() {
-        for c in 0..3 {
-            out[c * plane + i] = p.0[c] as f32 * scale[c] - shift[c];
-        }
-    }
-    out
 }
 
 /// Batcher in front of the channel.
@@ -890,18 +857,6 @@ mod tests {
             ..cfg(4)
         };
         assert_eq!(collect(&ds, &small, 0)[0].shape(), [4, 3, 8, 8]);
-        // Normalisation: (p/255 − mean)/std.
-        let img = RgbImage::from_pixel(1, 1, image::Rgb([255, 0, 51]));
-        let v = to_chw(
-            &img,
-            &Normalization {
-                mean: [0.5; 3],
-                std: [0.5; 3],
-            },
-        );
-        assert!(
-            (v[0] - 1.0).abs() < 1e-6 && (v[1] + 1.0).abs() < 1e-6 && (v[2] + 0.6).abs() < 1e-6
-        );
     }
 
     #[test]

@@ -5,6 +5,7 @@
 
 use std::{
     collections::BTreeMap,
+    fmt::Write as _,
     path::{Path, PathBuf},
 };
 
@@ -12,10 +13,13 @@ use serde::{Deserialize, Serialize};
 
 use super::{
     data::{Dataset, LoaderConfig, Selection},
+    device::DeviceChoice,
     error::TrainResult,
-    learner::{self, Predictions, RunInfo},
+    infer::{self, Predictions},
     metrics::{self, Report, ReportOptions, argmax},
     provenance::{self, DataIdentity},
+    report,
+    run::{RunInfo, load_run_model},
 };
 use crate::{error::Error, progress::Progress};
 
@@ -33,7 +37,7 @@ pub struct EvalOptions {
     pub bootstrap: usize,
     pub seed: u64,
     /// Where to run the model; the training run's device by default.
-    pub device: Option<learner::DeviceChoice>,
+    pub device: Option<DeviceChoice>,
 }
 
 impl Default for EvalOptions {
@@ -85,17 +89,13 @@ pub fn evaluate(
     progress: &Progress,
 ) -> TrainResult<EvalReport> {
     let info = RunInfo::load(run)?;
-    let checkpoint = opts
-        .checkpoint
-        .clone()
-        .unwrap_or_else(|| run.join(learner::BEST_MODEL));
     let spec = &info.config.model;
     let device = opts
         .device
         .as_ref()
         .unwrap_or(&info.config.device)
         .device()?;
-    let model = learner::load_model(spec.init(&device), &checkpoint)?;
+    let (model, checkpoint) = load_run_model(run, &info, opts.checkpoint.as_deref(), &device)?;
 
     if let Some(then) = &info.data_identity {
         let differences = then.eval_differences(&DataIdentity::read(data_dir)?);
@@ -126,7 +126,7 @@ pub fn evaluate(
         workers: opts.workers,
         ..LoaderConfig::eval(opts.batch_size, spec.input_size(), spec.normalization())
     };
-    let preds = learner::predict(&model, &data, &loader, &device, progress, "evaluate")?;
+    let preds = infer::predict(&model, &data, &loader, &device, progress, "evaluate")?;
 
     let ropts = ReportOptions {
         positive: 1,
@@ -189,13 +189,10 @@ pub fn evaluate(
                     )
                 })
                 .unzip();
-            (
-                g.group.clone(),
-                super::report::roc_points(&scores, &positives),
-            )
+            (g.group.clone(), report::roc_points(&scores, &positives))
         })
         .collect();
-    super::report::write_eval_report(run, &report, &rocs, &classes, &stem)?;
+    write_eval_report(run, &report, &rocs, &classes, &stem)?;
     Ok(report)
 }
 
@@ -320,4 +317,67 @@ pub fn table(report: &EvalReport) -> String {
         ));
     }
     out
+}
+/// `report.md` beside `eval.json`, with a confusion-matrix plot per group and
+/// a ROC plot of the patch level.
+fn write_eval_report(
+    run: &Path,
+    report: &EvalReport,
+    rocs: &[(String, Vec<(f64, f64)>)],
+    classes: &[String],
+    stem: &str,
+) -> crate::error::Result<()> {
+    let mut md = String::new();
+    let _ = writeln!(
+        md,
+        "# Evaluation of `{}`\n\ndata `{}`, split `{}`, checkpoint `{}`\n\n\
+         Intervals are 95%: Wilson for proportions, seeded percentile bootstrap for balanced \
+         accuracy, F1 and ROC AUC. Image level pools the patches of each source image.\n",
+        report.run.display(),
+        report.data.display(),
+        report.split,
+        report.checkpoint.display()
+    );
+    if !rocs.is_empty() {
+        let series: Vec<(&str, Vec<(f64, f64)>)> =
+            rocs.iter().map(|(n, p)| (n.as_str(), p.clone())).collect();
+        let svg = report::line_chart("ROC (patch level)", "false positive rate", &series);
+        let name = format!("{stem}-roc.svg");
+        crate::atomic::write(&run.join(&name), svg.as_bytes())?;
+        let _ = writeln!(md, "![ROC]({name})\n");
+    }
+    for g in &report.groups {
+        group_markdown(&mut md, g);
+        let svg = report::confusion_chart(
+            &format!("{} / {}: patches", report.split, g.group),
+            &g.patch.confusion.matrix,
+            classes,
+        );
+        let name = format!("{stem}-confusion-{}.svg", g.group);
+        crate::atomic::write(&run.join(&name), svg.as_bytes())?;
+        let _ = writeln!(md, "![confusion matrix]({name})\n");
+    }
+    crate::atomic::write(&run.join(format!("{stem}-report.md")), md.as_bytes())
+}
+
+fn group_markdown(md: &mut String, g: &GroupReport) {
+    let _ = writeln!(
+        md,
+        "## {} ({} patches, {} images)\n\n| metric | patch | image (mean prob) | image (majority) |\n|---|---|---|---|",
+        g.group, g.patches, g.images
+    );
+    for (name, get) in metrics::METRICS {
+        let _ = writeln!(
+            md,
+            "| {name} | {} | {} | {} |",
+            get(&g.patch),
+            get(&g.image_mean),
+            get(&g.image_vote)
+        );
+    }
+    let _ = writeln!(
+        md,
+        "| confusion (rows true, columns predicted) | {:?} | {:?} | {:?} |\n",
+        g.patch.confusion.matrix, g.image_mean.confusion.matrix, g.image_vote.confusion.matrix
+    );
 }

@@ -23,17 +23,22 @@ use serde::Serialize;
 
 use super::{
     error::TrainResult,
-    learner::{BEST_MODEL, RunInfo, load_model},
     models::{Model, ModelSpec, pretrained::escape},
     predict::Preprocessing,
+    run::{RunInfo, load_run_model},
 };
 use crate::error::{Error, IoContext};
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ExportFormat {
     Safetensors,
     Burn,
 }
+
+crate::choices!(ExportFormat {
+    Safetensors = "safetensors",
+    Burn = "burn",
+});
 
 /// `model.json`.
 #[derive(Clone, Debug, Serialize)]
@@ -58,12 +63,8 @@ pub fn export(
 ) -> TrainResult<ExportInfo> {
     crate::atomic::check_folder(out_dir)?;
     let info = RunInfo::load(run)?;
-    let source = checkpoint.map_or_else(|| run.join(BEST_MODEL), Path::to_path_buf);
-    let model = load_model(info.config.model.init(device), &source)?;
-    let pre = match Preprocessing::load(run) {
-        Ok(p) => p,
-        Err(_) => Preprocessing::from_run(&info)?,
-    };
+    let (model, source) = load_run_model(run, &info, checkpoint, device)?;
+    let pre = Preprocessing::of_run(run, &info)?;
     std::fs::create_dir_all(out_dir).at(out_dir)?;
     let weights = match format {
         ExportFormat::Safetensors => {

@@ -1,19 +1,7 @@
 //! The training loop: a plain loop over burn's autodiff and optimizer rather
 //! than burn-train's `Learner`, so that every random choice is ours (seeded)
-//! and every file it writes is ours (atomic).
-//!
-//! A run folder holds:
-//! - `run.json`: the configuration, model spec, data folder and class counts —
-//!   everything `evaluate` needs to rebuild the model;
-//! - `metrics.csv`: one row per finished epoch;
-//! - `last.bpk` / `last-optim.bpk`: model and optimizer after the latest epoch;
-//! - `best.bpk`: the model of the epoch with the lowest validation loss;
-//! - `state.json`: where training stands (epoch, best epoch, patience);
-//! - `loss.svg`, `accuracy.svg`: the curves so far.
-//!
-//! Every file is written to a temporary name and renamed, so a crash never
-//! leaves a half-written checkpoint. Only `train` and `val` are read; `test`
-//! is never opened here.
+//! and every file it writes is ours (atomic; the files are [`super::run`]'s).
+//! Only `train` and `val` are read; `test` is never opened here.
 
 use std::{
     path::{Path, PathBuf},
@@ -21,21 +9,25 @@ use std::{
 };
 
 use burn::{
-    module::Module,
     nn::loss::CrossEntropyLossConfig,
     optim::{GradientsParams, ModuleOptimizer},
     tensor::{Device, Int, Tensor, TensorData},
 };
-use serde::{Deserialize, Serialize};
 
 use super::{
     checkpoint,
     data::{Batch, Dataset, LoaderConfig},
     error::{TrainError, TrainResult},
+    infer::{Predictions, images_tensor, predict, to_vec},
     metrics::{self, argmax},
     models::Model,
+    predict::Preprocessing,
     prefix_cache::{self, PrefixCache},
     provenance::{self, DataIdentity},
+    run::{
+        BEST_MODEL, EpochMetrics, LAST_MODEL, LAST_OPTIM, RUN_JSON, RunInfo, TrainState,
+        checkpoint_err, load_model, save_model, save_optimizer,
+    },
     transfer::{self, FeatureCache},
 };
 use crate::{
@@ -48,75 +40,6 @@ pub use super::{
     device::{DeviceChoice, set_compute_threads},
 };
 
-pub const RUN_JSON: &str = "run.json";
-pub const STATE_JSON: &str = "state.json";
-pub const METRICS_CSV: &str = "metrics.csv";
-pub const LAST_MODEL: &str = "last.bpk";
-pub const LAST_OPTIM: &str = "last-optim.bpk";
-pub const BEST_MODEL: &str = "best.bpk";
-
-/// `run.json`.
-#[derive(Clone, Debug, Serialize, Deserialize)]
-pub struct RunInfo {
-    pub histoshard: String,
-    pub data: PathBuf,
-    pub config: TrainConfig,
-    pub num_classes: usize,
-    pub train_records: usize,
-    pub val_records: usize,
-    pub train_class_counts: Vec<u64>,
-    pub class_weights: Option<Vec<f32>>,
-    /// The data the run was trained on: `--resume` requires the same,
-    /// `evaluate` the same classes, patch size and scale (absent in runs of
-    /// older versions, which are checked by counts only).
-    #[serde(default)]
-    pub data_identity: Option<DataIdentity>,
-}
-
-impl RunInfo {
-    pub fn load(run: &Path) -> Result<Self, Error> {
-        let path = run.join(RUN_JSON);
-        let text = crate::fsutil::read_text_limited(&path, MAX_RUN_JSON_BYTES, "a run.json")?;
-        serde_json::from_str(&text).map_err(|e| Error::input(&path, e.to_string()))
-    }
-}
-
-/// A run's JSON files (`run.json`, `state.json`, `preprocessing.json`) larger
-/// than this are refused when read back; each is a few KB.
-pub const MAX_RUN_JSON_BYTES: u64 = 16 << 20;
-
-/// `state.json`: progress, for resumption and for reading a run's outcome.
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
-pub struct TrainState {
-    pub epochs_done: usize,
-    /// The epoch saved as `best.bpk` (see [`Keep`]).
-    pub best_epoch: usize,
-    /// The lowest validation loss so far; `None` before the first epoch and
-    /// without a validation split.
-    pub best_val_loss: Option<f64>,
-    pub epochs_without_improvement: usize,
-    pub stopped_early: bool,
-}
-
-/// One row of `metrics.csv`.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct EpochMetrics {
-    pub epoch: usize,
-    pub lr: f64,
-    pub train_loss: f64,
-    pub train_accuracy: f64,
-    pub val_loss: f64,
-    pub val_accuracy: f64,
-    pub val_balanced_accuracy: f64,
-    pub val_auc: f64,
-    pub train_images: usize,
-    pub seconds: f64,
-    pub images_per_second: f64,
-    /// `scratch`, or for pretrained models `head` (frozen features) then `fine-tune`.
-    #[serde(default)]
-    pub stage: String,
-}
-
 /// What [`train`] returns.
 #[derive(Clone, Debug)]
 pub struct TrainOutcome {
@@ -124,151 +47,8 @@ pub struct TrainOutcome {
     pub history: Vec<EpochMetrics>,
 }
 
-fn checkpoint_err(path: &Path, e: impl std::fmt::Display) -> TrainError {
-    TrainError::Checkpoint {
-        path: path.to_path_buf(),
-        message: e.to_string(),
-    }
-}
-
-/// Writes a model's parameters (batch-norm running statistics included)
-/// atomically.
-pub fn save_model(model: &Model, path: &Path) -> TrainResult<()> {
-    let bytes = model
-        .clone()
-        .into_record()
-        .into_bytes()
-        .map_err(|e| checkpoint_err(path, format!("{e:?}")))?;
-    crate::atomic::write(path, &bytes)?;
-    Ok(())
-}
-
-/// Loads parameters saved by [`save_model`] into `model` (built from the same spec).
-pub fn load_model(model: Model, path: &Path) -> TrainResult<Model> {
-    // burn reads the file itself: refuse a FIFO or device before it waits on one.
-    crate::fsutil::regular_metadata(path)?;
-    let record = burn::store::ModuleRecord::load(path)
-        .map_err(|e| checkpoint_err(path, format!("{e:?}")))?;
-    model
-        .try_load_record(record)
-        .map_err(|e| checkpoint_err(path, format!("{e:?}")))
-}
-
-fn save_optimizer(optim: &ModuleOptimizer, path: &Path) -> TrainResult<()> {
-    let bytes = optim
-        .into_bytes()
-        .map_err(|e| checkpoint_err(path, format!("{e:?}")))?;
-    crate::atomic::write(path, &bytes)?;
-    Ok(())
-}
-
-fn write_json<T: Serialize>(path: &Path, value: &T) -> TrainResult<()> {
-    let text =
-        serde_json::to_string_pretty(value).map_err(|e| Error::output(path, e.to_string()))?;
-    crate::atomic::write(path, text.as_bytes())?;
-    Ok(())
-}
-
-fn write_metrics(path: &Path, rows: &[EpochMetrics]) -> TrainResult<()> {
-    let mut w = csv::Writer::from_writer(Vec::new());
-    for r in rows {
-        w.serialize(r)
-            .map_err(|e| Error::output(path, e.to_string()))?;
-    }
-    let bytes = w
-        .into_inner()
-        .map_err(|e| Error::output(path, e.to_string()))?;
-    crate::atomic::write(path, &bytes)?;
-    Ok(())
-}
-
-/// Images of a batch as a tensor on `device`.
-pub fn images_tensor(batch: &Batch, device: &Device) -> Tensor<4> {
-    Tensor::from_data(TensorData::new(batch.images.clone(), batch.shape()), device)
-}
-
 fn labels_tensor(batch: &Batch, device: &Device) -> Tensor<1, Int> {
     Tensor::from_data(TensorData::new(batch.labels.clone(), [batch.len()]), device)
-}
-
-/// Row-wise softmax of `[n, k]` logits held flat.
-pub(crate) fn softmax_rows(logits: &[f32], k: usize) -> Vec<Vec<f64>> {
-    logits
-        .chunks(k)
-        .map(|row| {
-            let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max) as f64;
-            let exps: Vec<f64> = row.iter().map(|&v| (v as f64 - max).exp()).collect();
-            let sum: f64 = exps.iter().sum();
-            exps.into_iter().map(|e| e / sum).collect()
-        })
-        .collect()
-}
-
-/// Class probabilities of every record of a selection, in data order.
-#[derive(Clone, Debug, Default)]
-pub struct Predictions {
-    /// Positions in [`Dataset::rows`].
-    pub rows: Vec<usize>,
-    pub labels: Vec<usize>,
-    pub probabilities: Vec<Vec<f64>>,
-}
-
-impl Predictions {
-    /// Mean cross-entropy (natural log), unweighted.
-    pub fn loss(&self) -> f64 {
-        if self.labels.is_empty() {
-            return f64::NAN;
-        }
-        let sum: f64 = self
-            .labels
-            .iter()
-            .zip(&self.probabilities)
-            .map(|(&l, p)| -p.get(l).copied().unwrap_or(0.0).max(1e-12).ln())
-            .sum();
-        sum / self.labels.len() as f64
-    }
-
-    pub fn predicted(&self) -> Vec<usize> {
-        self.probabilities.iter().map(|p| argmax(p)).collect()
-    }
-
-    /// Probability of class `c` for every record.
-    pub fn scores(&self, c: usize) -> Vec<f64> {
-        self.probabilities
-            .iter()
-            .map(|p| p.get(c).copied().unwrap_or(0.0))
-            .collect()
-    }
-}
-
-/// Runs `model` in inference mode over `data`.
-pub fn predict(
-    model: &Model,
-    data: &Dataset,
-    loader: &LoaderConfig,
-    device: &Device,
-    progress: &Progress,
-    stage: &str,
-) -> TrainResult<Predictions> {
-    let device = device.clone().without_autodiff();
-    let model = model.valid();
-    let k = data.num_classes();
-    let bar = progress.bar(stage, data.len() as u64, "patches");
-    let mut out = Predictions::default();
-    for batch in data.stream(loader, 0)? {
-        let batch = batch?;
-        let logits = model.forward(images_tensor(&batch, &device));
-        let flat: Vec<f32> = logits
-            .into_data()
-            .try_to_vec::<f32>()
-            .map_err(|e| Error::Config(format!("unexpected logits: {e:?}")))?;
-        out.probabilities.extend(softmax_rows(&flat, k));
-        out.labels.extend(batch.labels.iter().map(|&l| l as usize));
-        out.rows.extend_from_slice(&batch.rows);
-        bar.inc(batch.len() as u64);
-    }
-    bar.finish_and_clear();
-    Ok(out)
 }
 
 /// Per-invocation knobs that are not part of the run's configuration.
@@ -365,9 +145,9 @@ pub fn train(
         class_weights,
         data_identity: Some(identity),
     };
-    write_json(&run_dir.join(RUN_JSON), &info)?;
+    info.save(run_dir)?;
     // What `predict` and `export` need to tile new images like the training data.
-    match super::predict::Preprocessing::from_run(&info) {
+    match Preprocessing::from_run(&info) {
         Ok(pre) => pre.save(run_dir)?,
         Err(e) => tracing::debug!("no preprocessing.json: {e}"),
     }
@@ -567,14 +347,7 @@ pub fn resume(run_dir: &Path, opts: &RunOptions, progress: &Progress) -> TrainRe
     cfg.validate()
         .map_err(|e| Error::input(run_dir.join(RUN_JSON), e.to_string()))?;
     let base = cfg.device.device()?;
-    let state_path = run_dir.join(STATE_JSON);
-    let state: Option<TrainState> = if state_path.exists() {
-        let text =
-            crate::fsutil::read_text_limited(&state_path, MAX_RUN_JSON_BYTES, "a state.json")?;
-        Some(serde_json::from_str(&text).map_err(|e| Error::input(&state_path, e.to_string()))?)
-    } else {
-        None
-    };
+    let state = TrainState::load_if_any(run_dir)?;
     // Finish or discard the checkpoint files a kill left half-committed.
     checkpoint::settle(run_dir, state.as_ref().map(|s| s.epochs_done))?;
     let freeze = cfg.freeze_epochs();
@@ -624,7 +397,7 @@ pub fn resume(run_dir: &Path, opts: &RunOptions, progress: &Progress) -> TrainRe
     };
     let start = match state {
         Some(state) if !start_over => {
-            let mut history = read_metrics(&run_dir.join(METRICS_CSV))?;
+            let mut history = EpochMetrics::load_all(run_dir)?;
             // Rows of an epoch that was killed before it committed.
             history.retain(|row| row.epoch <= state.epochs_done);
             let device = base.clone().autodiff();
@@ -662,15 +435,6 @@ pub fn resume(run_dir: &Path, opts: &RunOptions, progress: &Progress) -> TrainRe
         }
     };
     fit(&session, start, &opts)
-}
-
-fn read_metrics(path: &Path) -> TrainResult<Vec<EpochMetrics>> {
-    let mut r = csv::Reader::from_path(path).map_err(|e| Error::input(path, e.to_string()))?;
-    let rows = r
-        .deserialize()
-        .collect::<Result<Vec<EpochMetrics>, _>>()
-        .map_err(|e| Error::input(path, e.to_string()))?;
-    Ok(rows)
 }
 
 /// Where [`fit`] starts from.
@@ -798,11 +562,7 @@ fn fit(session: &Session, start: Start, opts: &RunOptions) -> TrainResult<TrainO
             let grads = GradientsParams::from_grads(loss.backward(), &model);
             model = optim.step(lr, model, grads);
 
-            let flat: Vec<f32> = logits
-                .into_data()
-                .try_to_vec::<f32>()
-                .map_err(|e| Error::Config(format!("unexpected logits: {e:?}")))?;
-            correct += flat
+            correct += to_vec(logits)?
                 .chunks(k)
                 .zip(&batch.labels)
                 .filter(|(row, l)| {
@@ -937,7 +697,7 @@ fn end_epoch(
         save_model(model, &pending(BEST_MODEL))?;
     }
     history.push(row);
-    write_metrics(&run_dir.join(METRICS_CSV), history)?;
+    EpochMetrics::save_all(run_dir, history)?;
     super::report::write_training_plots(run_dir, history)?;
     if cfg
         .early_stopping
@@ -945,7 +705,7 @@ fn end_epoch(
     {
         state.stopped_early = true;
     }
-    write_json(&run_dir.join(STATE_JSON), state)?;
+    state.save(run_dir)?;
     checkpoint::promote(run_dir, epoch)?;
     if state.stopped_early {
         tracing::info!(
@@ -954,23 +714,4 @@ fn end_epoch(
         );
     }
     Ok(state.stopped_early)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn softmax_and_loss() {
-        let p = softmax_rows(&[0.0, 0.0, 10.0, -10.0], 2);
-        assert!((p[0][0] - 0.5).abs() < 1e-12);
-        assert!(p[1][0] > 0.999);
-        let preds = Predictions {
-            rows: vec![0, 1],
-            labels: vec![0, 0],
-            probabilities: p,
-        };
-        assert!((preds.loss() - (2f64.ln() + 2e-9) / 2.0).abs() < 1e-6);
-        assert_eq!(preds.predicted(), vec![0, 0]);
-    }
 }

@@ -8,13 +8,15 @@
 //! - [`config`]: a run's options, checks, schedule and optimizer.
 //! - [`data`]: manifest-driven streaming batches (shuffle buffer, prefetch, CRC faults named).
 //! - [`models`]: the model registry (`mlp`, `cnn`).
-//! - [`learner`]: the training loop, checkpoints and `metrics.csv`.
+//! - [`infer`]: a run's model on data: loading it, tensors in and out, [`infer::Predictions`].
+//! - [`learner`]: the training loop (fresh, resumed, frozen-feature head stage).
 //! - [`metrics`]: accuracy, AUC, … with confidence intervals.
 //! - [`evaluate`]: patch- and image-level evaluation of a run.
 //! - [`export`]: safetensors (PyTorch names) or burnpack, plus `model.json`.
 //! - [`prefix_cache`]: fine-tuning a frozen-statistics tail from cached activations.
 //! - [`predict`]: whole new images → patch probabilities, image label, heatmap.
 //! - [`provenance`]: which data a run was trained on; what `evaluate` and `--resume` accept.
+//! - [`run`]: the run folder's file names and typed files (`run.json`, `state.json`, checkpoints).
 //! - [`report`]: SVG plots (loss, accuracy, ROC, confusion) and `report.md`.
 //! - [`transfer`]: frozen-feature head training, then fine-tuning, for pretrained backbones.
 //! - [`toy`]: a tiny two-class shard set for tests and timings.
@@ -29,6 +31,7 @@ pub mod device;
 pub mod error;
 pub mod evaluate;
 pub mod export;
+pub mod infer;
 pub mod learner;
 pub mod metrics;
 pub mod models;
@@ -36,5 +39,6 @@ pub mod predict;
 pub mod prefix_cache;
 pub mod provenance;
 pub mod report;
+pub mod run;
 pub mod toy;
 pub mod transfer;

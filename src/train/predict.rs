@@ -1,9 +1,10 @@
 //! `histoshard predict`: a trained run on new whole images. Each image is
 //! tiled exactly as `prepare` tiled the training data (scale, patch size,
-//! stride, edge policy, tissue threshold, stain normalisation), every tissue
-//! patch is classified, and the patch probabilities are averaged into the
-//! image's label — the same aggregation `evaluate` reports as "mean". One
-//! difference: where `prepare` dropped the strip at the right and bottom
+//! stride, edge policy, tissue threshold, stain normalisation — through
+//! [`crate::preprocess`], the code `prepare` and the shard loader run), every
+//! tissue patch is classified, and the patch probabilities are averaged into
+//! the image's label — the same aggregation `evaluate` reports as "mean".
+//! One difference: where `prepare` dropped the strip at the right and bottom
 //! edges, `predict` shifts a last patch flush with the edge, so every pixel
 //! is classified.
 //!
@@ -17,22 +18,21 @@ use image::{Rgb, RgbImage};
 use serde::{Deserialize, Serialize};
 
 use super::{
-    data::{Normalization, to_chw},
     error::TrainResult,
-    learner::{BEST_MODEL, RunInfo, load_model},
+    infer::to_vec,
     models::Model,
+    run::{self, PREPROCESSING_JSON, RunInfo, load_run_model},
 };
 use crate::{
-    dataset::image_io,
+    dataset::image_io::{DEFAULT_MAX_PIXELS, DecodeLimits},
     error::Error,
     patch::{
         stain::{StainMethod, StainNormalizer},
         tiling::{self, EdgePolicy},
-        tissue::{self, Coverage},
     },
+    prepare::PrepareReport,
+    preprocess::{self, Normalization, TissueFilter},
 };
-
-pub const PREPROCESSING_JSON: &str = "preprocessing.json";
 
 /// How images become model inputs, and what the outputs mean: everything a
 /// user of the model (here, or in PyTorch after `export`) must repeat.
@@ -47,6 +47,10 @@ pub struct Preprocessing {
     pub min_tissue: f32,
     pub stain_normalize: Option<StainMethod>,
     pub stain_reference: Option<PathBuf>,
+    /// `prepare`'s `--max-pixels`: the largest image (at the working scale)
+    /// or stain reference decoded.
+    #[serde(default = "default_max_pixels")]
+    pub max_pixels: u64,
     /// Side patches are resized to before the model, if not `patch_size`.
     pub input_size: Option<u32>,
     /// `(pixel / 255 − mean) / std`, per RGB channel, NCHW.
@@ -57,51 +61,66 @@ pub struct Preprocessing {
     pub aggregation: String,
 }
 
+fn default_max_pixels() -> u64 {
+    DEFAULT_MAX_PIXELS
+}
+
+/// One image at the working scale, ready to cut model inputs from.
+pub struct Tiles {
+    /// Scaled and stain-normalised: what patches are cut from.
+    pub image: RgbImage,
+    /// Top-left corners of the patches with enough tissue, row by row.
+    pub kept: Vec<(u32, u32)>,
+    /// Every patch position considered.
+    pub candidates: usize,
+}
+
 impl Preprocessing {
+    /// The data's tiling (from its `prepare.json`) and a model's input.
+    pub fn from_report(
+        report: &PrepareReport,
+        input_size: Option<u32>,
+        normalization: Normalization,
+    ) -> Self {
+        let c = &report.config;
+        Self {
+            patch_size: c.patch_size,
+            stride: c.stride,
+            scale: c.scale,
+            edge: c.edge,
+            min_tissue: c.min_tissue,
+            stain_normalize: c.stain_normalize,
+            stain_reference: c.stain_reference.clone(),
+            max_pixels: c.max_pixels,
+            input_size,
+            normalization,
+            classes: report.classes.clone(),
+            aggregation: "mean".into(),
+        }
+    }
+
     /// Built from the data folder's `prepare.json` and the run's model.
     pub fn from_run(info: &RunInfo) -> Result<Self, Error> {
-        let path = info.data.join("prepare.json");
-        let text = crate::fsutil::read_text_limited(
-            &path,
-            crate::prepare::MAX_REPORT_BYTES,
-            "a prepare.json",
-        )?;
-        let report: serde_json::Value =
-            serde_json::from_str(&text).map_err(|e| Error::input(&path, e.to_string()))?;
-        let c = &report["config"];
-        fn field<T: serde::de::DeserializeOwned>(
-            c: &serde_json::Value,
-            k: &str,
-            path: &Path,
-        ) -> Result<T, Error> {
-            serde_json::from_value(c[k].clone())
-                .map_err(|e| Error::input(path, format!("config.{k}: {e}")))
+        let report = crate::prepare::read_report(&info.data)?;
+        let model = &info.config.model;
+        Ok(Self::from_report(
+            &report,
+            model.input_size(),
+            model.normalization(),
+        ))
+    }
+
+    /// The run's `preprocessing.json`, or for a run without one, what
+    /// [`Self::from_run`] builds.
+    pub fn of_run(run: &Path, info: &RunInfo) -> Result<Self, Error> {
+        match Self::load(run) {
+            Ok(p) => Ok(p),
+            Err(_) => Self::from_run(info),
         }
-        let classes: Vec<String> = serde_json::from_value(report["classes"].clone())
-            .map_err(|e| Error::input(&path, format!("classes: {e}")))?;
-        Ok(Self {
-            patch_size: field(c, "patch_size", &path)?,
-            stride: field(c, "stride", &path)?,
-            scale: field(c, "scale", &path)?,
-            edge: field(c, "edge", &path)?,
-            min_tissue: field(c, "min_tissue", &path)?,
-            stain_normalize: field(c, "stain_normalize", &path)?,
-            stain_reference: field(c, "stain_reference", &path)?,
-            input_size: info.config.model.input_size(),
-            normalization: info.config.model.normalization(),
-            classes,
-            aggregation: "mean".into(),
-        })
     }
 
     pub fn load(run: &Path) -> Result<Self, Error> {
-        let path = run.join(PREPROCESSING_JSON);
-        let text = crate::fsutil::read_text_limited(
-            &path,
-            super::learner::MAX_RUN_JSON_BYTES,
-            "a preprocessing.json",
-        )?;
-        serde_json::from_str(&text).map_err(|e| Error::input(&path, e.to_string()))
+        run::read_json(&run.join(PREPROCESSING_JSON), "a preprocessing.json")
     }
 
     pub fn save(&self, run: &Path) -> Result<(), Error> {
@@ -109,6 +128,62 @@ impl Preprocessing {
         let text =
             serde_json::to_string_pretty(self).map_err(|e| Error::output(&path, e.to_string()))?;
         crate::atomic::write(&path, text.as_bytes())
+    }
+
+    pub fn limits(&self) -> DecodeLimits {
+        DecodeLimits {
+            max_pixels: self.max_pixels,
+        }
+    }
+
+    /// The stain normaliser `prepare` used, set up as `prepare` set it up.
+    pub fn stain(&self) -> Result<Option<StainNormalizer>, Error> {
+        preprocess::stain_normalizer(
+            self.stain_normalize,
+            self.stain_reference.as_deref(),
+            self.limits(),
+        )
+    }
+
+    /// The image at `path` tiled as `prepare` tiled the training images:
+    /// working scale, tissue judged before stain normalisation, then `stain`
+    /// applied. Where `prepare` dropped the strip at the right and bottom
+    /// edges, a last patch is shifted flush with the edge instead, so every
+    /// pixel is classified; an image smaller than a patch gets one
+    /// reflect-padded patch.
+    pub fn tiles(&self, path: &Path, stain: Option<&StainNormalizer>) -> Result<Tiles, Error> {
+        let mut image = preprocess::working_image(path, self.scale, self.limits())?;
+        let (w, h) = image.dimensions();
+        let edge = match self.edge {
+            EdgePolicy::Drop => EdgePolicy::Shift,
+            other => other,
+        };
+        let mut grid = tiling::grid(w, h, self.patch_size, self.stride, edge);
+        if grid.is_empty() {
+            grid.push((0, 0));
+        }
+        let tissue = TissueFilter::new(&image, self.patch_size, self.min_tissue);
+        let candidates = grid.len();
+        let kept = grid.into_iter().filter(|&p| tissue.keeps(p)).collect();
+        if let Some(n) = stain {
+            image = n.apply(&image);
+        }
+        Ok(Tiles {
+            image,
+            kept,
+            candidates,
+        })
+    }
+
+    /// The model input of the patch at `(x, y)` of a working image.
+    pub fn input(&self, image: &RgbImage, (x, y): (u32, u32)) -> Vec<f32> {
+        let patch = tiling::crop_reflect(image, x, y, self.patch_size);
+        preprocess::model_input(&patch, self.input_size, &self.normalization)
+    }
+
+    /// The model's input side.
+    pub fn side(&self) -> u32 {
+        self.input_size.unwrap_or(self.patch_size)
     }
 }
 
@@ -152,20 +227,9 @@ impl Predictor {
         batch_size: usize,
     ) -> TrainResult<Self> {
         let info = RunInfo::load(run)?;
-        let pre = match Preprocessing::load(run) {
-            Ok(p) => p,
-            Err(_) => Preprocessing::from_run(&info)?,
-        };
-        let path = checkpoint.map_or_else(|| run.join(BEST_MODEL), Path::to_path_buf);
-        let model = load_model(info.config.model.init(device), &path)?;
-        let stain = match (pre.stain_normalize, &pre.stain_reference) {
-            (None, _) => None,
-            (Some(m), None) => Some(StainNormalizer::builtin(m)),
-            (Some(m), Some(r)) => Some(
-                StainNormalizer::fit(m, &image_io::decode_rgb(r, Default::default())?)
-                    .map_err(|e| Error::input(r, format!("cannot fit stain normalisation: {e}")))?,
-            ),
-        };
+        let pre = Preprocessing::of_run(run, &info)?;
+        let (model, _) = load_run_model(run, &info, checkpoint, device)?;
+        let stain = pre.stain()?;
         Ok(Self {
             model,
             pre,
@@ -179,70 +243,28 @@ impl Predictor {
         &self.pre
     }
 
-    /// The working-scale image (stain-normalised) that patches are cut from.
-    pub fn working_image(&self, path: &Path) -> Result<RgbImage, Error> {
-        let limits = image_io::DecodeLimits::default();
-        let scale = self.pre.scale;
-        let mut img = image_io::decode_rgb_checked(path, limits, &|w, h| {
-            let size = tiling::scaled_size(w, h, scale);
-            image_io::check_scaled(path, (w, h), size, scale, limits.max_pixels)
-        })?;
-        if (self.pre.scale - 1.0).abs() > f32::EPSILON {
-            img = tiling::resize(&img, self.pre.scale);
-        }
-        if let Some(n) = &self.stain {
-            img = n.apply(&img);
-        }
-        Ok(img)
-    }
-
-    /// Tiles, classifies and aggregates one image.
+    /// Tiles, classifies and aggregates one image; also returns the working
+    /// image (scaled, stain-normalised) the patches were cut from.
     pub fn predict(&self, path: &Path) -> TrainResult<(ImagePrediction, RgbImage)> {
-        let img = self.working_image(path)?;
         let p = &self.pre;
-        let (w, h) = img.dimensions();
-        // `shift` rather than `drop` at the edges: the same full patches, but
-        // the heatmap then covers the whole image.
-        let edge = match p.edge {
-            EdgePolicy::Drop => EdgePolicy::Shift,
-            other => other,
-        };
-        let mut grid = tiling::grid(w, h, p.patch_size, p.stride, edge);
-        if grid.is_empty() {
-            // Smaller than a patch: one reflect-padded patch, as `--edge pad` would cut.
-            grid.push((0, 0));
-        }
-        let tissue = Coverage::new(&tissue::tissue_mask(&img));
-        let candidates = grid.len();
-        let kept: Vec<(u32, u32)> = grid
-            .into_iter()
-            .filter(|&(x, y)| tissue.fraction(x, y, p.patch_size) >= p.min_tissue)
-            .collect();
+        let Tiles {
+            image: img,
+            kept,
+            candidates,
+        } = p.tiles(path, self.stain.as_ref())?;
         let k = p.classes.len().max(2);
+        let side = p.side() as usize;
         let mut patches = Vec::with_capacity(kept.len());
         for chunk in kept.chunks(self.batch_size) {
-            let side = p.input_size.unwrap_or(p.patch_size) as usize;
             let mut x = Vec::with_capacity(chunk.len() * 3 * side * side);
-            for &(px, py) in chunk {
-                let mut crop = tiling::crop_reflect(&img, px, py, p.patch_size);
-                if side != p.patch_size as usize {
-                    crop = image::imageops::resize(
-                        &crop,
-                        side as u32,
-                        side as u32,
-                        image::imageops::FilterType::Triangle,
-                    );
-                }
-                x.extend(to_chw(&crop, &p.normalization));
+            for &at in chunk {
+                x.extend(p.input(&img, at));
             }
             let t = Tensor::<4>::from_data(
                 TensorData::new(x, [chunk.len(), 3, side, side]),
                 &self.device,
             );
-            let probs: Vec<f32> = softmax(self.model.forward(t), 1)
-                .into_data()
-                .try_to_vec::<f32>()
-                .map_err(|e| Error::Config(format!("unexpected logits: {e:?}")))?;
+            let probs = to_vec(softmax(self.model.forward(t), 1))?;
             for (&(px, py), row) in chunk.iter().zip(probs.chunks(k)) {
                 patches.push(PatchPrediction {
                     x: px,
@@ -404,7 +426,63 @@ fn colormap(v: f32) -> Rgb<u8> {
 
 #[cfg(test)]
 mod tests {
+    use std::collections::BTreeMap;
+
     use super::*;
+    use crate::train::data::{Dataset, LoaderConfig, Selection};
+
+    /// A patch `prepare` stored, as the shard loader hands it to the model,
+    /// and the same patch as `predict` cuts it from the source image: the
+    /// same floats (lossless PNG; scale, tissue filter and stain
+    /// normalisation, and a resize to the model's side, all on the way).
+    #[test]
+    fn a_prepared_patch_and_a_predicted_patch_are_the_same_tensor() {
+        let t = tempfile::tempdir().unwrap();
+        let input = t.path().join("glas");
+        let synth = crate::synth::SynthOptions { images: 6, seed: 3 };
+        crate::synth::generate(&input, &synth).unwrap();
+        let out = t.path().join("data");
+        let mut opts = crate::prepare::PrepareOptions::new(&input, &out);
+        opts.patch_size = 32;
+        opts.stride = 32;
+        opts.scale = 0.25;
+        opts.min_tissue = 0.3;
+        opts.stain_normalize = Some(StainMethod::Macenko);
+        let report = crate::prepare::run(&opts, &crate::progress::Progress::hidden()).unwrap();
+        let pre = Preprocessing::from_report(&report, Some(24), Normalization::IMAGENET);
+        let stain = pre.stain().unwrap();
+        assert!(stain.is_some());
+
+        let data = Dataset::open(&out, &Selection::split("train")).unwrap();
+        let loader = LoaderConfig::eval(8, pre.input_size, pre.normalization);
+        let mut tiles: BTreeMap<String, Tiles> = BTreeMap::new();
+        let mut compared = 0;
+        for batch in data.stream(&loader, 0).unwrap() {
+            let batch = batch.unwrap();
+            assert_eq!((batch.height, batch.width), (24, 24));
+            let n = 3 * 24 * 24;
+            for (i, &r) in batch.rows.iter().enumerate() {
+                let row = &data.rows()[r];
+                let t = tiles.entry(row.filename.clone()).or_insert_with(|| {
+                    pre.tiles(&input.join(&row.filename), stain.as_ref())
+                        .unwrap()
+                });
+                let at = (row.x as u32, row.y as u32);
+                assert!(
+                    t.kept.contains(&at),
+                    "{} {at:?} not predicted",
+                    row.filename
+                );
+                assert!(
+                    batch.images[i * n..(i + 1) * n] == pre.input(&t.image, at)[..],
+                    "{} {at:?}: the loader's tensor differs from predict's",
+                    row.filename
+                );
+                compared += 1;
+            }
+        }
+        assert!(compared >= 10, "only {compared} patches compared");
+    }
 
     #[test]
     fn colormap_ends_and_middle() {

@@ -18,11 +18,12 @@ use burn::{
 };
 
 use super::{
+    config::TrainConfig,
     data::{Dataset, LoaderConfig},
     error::TrainResult,
-    learner::{Predictions, TrainConfig, images_tensor, softmax_rows},
+    infer::{Predictions, images_tensor, softmax_rows, to_vec},
     models::Model,
-    transfer::{Unfreeze, to_vec},
+    transfer::Unfreeze,
 };
 use crate::{error::Error, progress::Progress};
 
@@ -135,7 +136,7 @@ impl PrefixCache {
     }
 
     /// `model`'s class probabilities for every cached record, in row order
-    /// (inference mode), as [`super::learner::predict`] gives them.
+    /// (inference mode), as [`super::infer::predict`] gives them.
     pub fn predictions(
         &self,
         model: &Model,

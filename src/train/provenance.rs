@@ -50,7 +50,8 @@ impl DataIdentity {
         let report_path = dir.join(REPORT_FILE);
         let (fingerprint, options) = if report_path.exists() {
             let report = crate::prepare::read_report(dir)?;
-            let mut options = report.config.clone();
+            let mut options = serde_json::to_value(&report.config)
+                .map_err(|e| Error::input(&report_path, e.to_string()))?;
             if let Some(m) = options.as_object_mut() {
                 m.remove("input");
                 m.remove("output");

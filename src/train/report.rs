@@ -4,10 +4,7 @@
 
 use std::{fmt::Write as _, path::Path};
 
-use super::{
-    evaluate::{EvalReport, GroupReport},
-    learner::EpochMetrics,
-};
+use super::run::EpochMetrics;
 use crate::error::Result;
 
 const W: f64 = 520.0;
@@ -286,70 +283,6 @@ pub fn roc_points(scores: &[f64], positives: &[bool]) -> Vec<(f64, f64)> {
         pts.push((fp / nn, tp / np));
     }
     pts
-}
-
-/// `report.md` beside `eval.json`, with a confusion-matrix plot per group and
-/// a ROC plot of the patch level.
-pub fn write_eval_report(
-    run: &Path,
-    report: &EvalReport,
-    rocs: &[(String, Vec<(f64, f64)>)],
-    classes: &[String],
-    stem: &str,
-) -> Result<()> {
-    let mut md = String::new();
-    let _ = writeln!(
-        md,
-        "# Evaluation of `{}`\n\ndata `{}`, split `{}`, checkpoint `{}`\n\n\
-         Intervals are 95%: Wilson for proportions, seeded percentile bootstrap for balanced \
-         accuracy, F1 and ROC AUC. Image level pools the patches of each source image.\n",
-        report.run.display(),
-        report.data.display(),
-        report.split,
-        report.checkpoint.display()
-    );
-    if !rocs.is_empty() {
-        let series: Vec<(&str, Vec<(f64, f64)>)> =
-            rocs.iter().map(|(n, p)| (n.as_str(), p.clone())).collect();
-        let svg = line_chart("ROC (patch level)", "false positive rate", &series);
-        let name = format!("{stem}-roc.svg");
-        crate::atomic::write(&run.join(&name), svg.as_bytes())?;
-        let _ = writeln!(md, "![ROC]({name})\n");
-    }
-    for g in &report.groups {
-        group_markdown(&mut md, g);
-        let svg = confusion_chart(
-            &format!("{} / {}: patches", report.split, g.group),
-            &g.patch.confusion.matrix,
-            classes,
-        );
-        let name = format!("{stem}-confusion-{}.svg", g.group);
-        crate::atomic::write(&run.join(&name), svg.as_bytes())?;
-        let _ = writeln!(md, "![confusion matrix]({name})\n");
-    }
-    crate::atomic::write(&run.join(format!("{stem}-report.md")), md.as_bytes())
-}
-
-fn group_markdown(md: &mut String, g: &GroupReport) {
-    let _ = writeln!(
-        md,
-        "## {} ({} patches, {} images)\n\n| metric | patch | image (mean prob) | image (majority) |\n|---|---|---|---|",
-        g.group, g.patches, g.images
-    );
-    for (name, get) in super::metrics::METRICS {
-        let _ = writeln!(
-            md,
-            "| {name} | {} | {} | {} |",
-            get(&g.patch),
-            get(&g.image_mean),
-            get(&g.image_vote)
-        );
-    }
-    let _ = writeln!(
-        md,
-        "| confusion (rows true, columns predicted) | {:?} | {:?} | {:?} |\n",
-        g.patch.confusion.matrix, g.image_mean.confusion.matrix, g.image_vote.confusion.matrix
-    );
 }
 
 #[cfg(test)]

@@ -28,7 +28,7 @@ use serde::{Deserialize, Serialize};
 use super::{
     data::{Dataset, LoaderConfig, seed_of},
     error::{TrainError, TrainResult},
-    learner::{Predictions, images_tensor, softmax_rows},
+    infer::{Predictions, images_tensor, softmax_rows, to_vec},
     models::{EfficientNet, InceptionV3, MobileNetV2, Model, ResNet, pretrained},
 };
 use crate::{error::Error, progress::Progress};
@@ -70,14 +70,17 @@ impl std::fmt::Display for Unfreeze {
 }
 
 /// Batch-norm statistics while fine-tuning.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum BnPolicy {
-    /// Keep ImageNet's running statistics (safe with small batches).
     Frozen,
-    /// Update them from the training batches.
     Train,
 }
+
+crate::choices!(BnPolicy {
+    Frozen = "frozen": "Keep ImageNet's running statistics (safe with small batches)",
+    Train = "train": "Update them from the training batches",
+});
 
 /// The transfer-learning part of a run's configuration.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -313,13 +316,6 @@ impl FeatureCache {
             Tensor::from_data(TensorData::new(y, [items.len()]), device),
         )
     }
-}
-
-/// A tensor's values, read back to the host.
-pub(crate) fn to_vec<const D: usize>(t: Tensor<D>) -> TrainResult<Vec<f32>> {
-    t.into_data()
-        .try_to_vec::<f32>()
-        .map_err(|e| Error::Config(format!("unexpected tensor data: {e:?}")).into())
 }
 
 /// What one stage-1 epoch measured.

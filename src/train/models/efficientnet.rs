@@ -26,7 +26,7 @@ use burn::{
 use serde::{Deserialize, Serialize};
 
 use super::layers::{relu6, set_trainable};
-use crate::train::data::Normalization;
+use crate::preprocess::Normalization;
 
 /// Which EfficientNet-Lite.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]

@@ -36,7 +36,7 @@ use burn::{
 };
 
 use super::layers::{ConvBn, ConvBnConfig, set_trainable};
-use crate::train::data::Normalization;
+use crate::preprocess::Normalization;
 
 /// `(x − 0.5) / 0.5`: what torchvision's `transform_input=True` turns
 /// ImageNet-normalised input into (see the module documentation).

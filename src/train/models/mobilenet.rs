@@ -27,7 +27,7 @@ use burn::{
 };
 
 use super::layers::{ConvBn, ConvBnConfig, relu6, set_trainable};
-use crate::train::data::Normalization;
+use crate::preprocess::Normalization;
 
 /// What torchvision's MobileNetV2 was trained with.
 pub const NORMALIZATION: Normalization = Normalization::IMAGENET;

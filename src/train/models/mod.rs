@@ -27,41 +27,40 @@ pub use mlp::{Mlp, MlpConfig};
 pub use mobilenet::{MobileNetV2, MobileNetV2Config};
 pub use resnet::{ResNet, ResNetConfig};
 
-use super::data::Normalization;
 use crate::error::{Error, Result};
+use crate::preprocess::Normalization;
 
 /// The models `--model` accepts.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum ModelKind {
-    /// Fully connected network on downsampled pixels.
     Mlp,
-    /// Convolutional network from scratch.
     Cnn,
-    /// EfficientNet-Lite0 with ImageNet weights (transfer learning).
-    #[value(name = "efficientnet-lite0")]
     #[serde(rename = "efficientnet-lite0")]
     EfficientnetLite0,
-    #[value(name = "efficientnet-lite1")]
     #[serde(rename = "efficientnet-lite1")]
     EfficientnetLite1,
-    #[value(name = "efficientnet-lite2")]
     #[serde(rename = "efficientnet-lite2")]
     EfficientnetLite2,
-    /// ResNet-18 with torchvision's ImageNet weights (`--weights`).
     Resnet18,
-    /// ResNet-50 with torchvision's ImageNet weights (`--weights`).
     Resnet50,
-    /// MobileNetV2 with torchvision's ImageNet weights (`--weights`).
-    #[value(name = "mobilenet_v2", alias = "mobilenet-v2")]
     #[serde(rename = "mobilenet_v2")]
     MobilenetV2,
-    /// Inception-v3 with torchvision's ImageNet weights (`--weights`);
-    /// patches of at least 75×75.
-    #[value(name = "inception_v3", alias = "inception-v3")]
     #[serde(rename = "inception_v3")]
     InceptionV3,
 }
+
+crate::choices!(ModelKind {
+    Mlp = "mlp": "Fully connected network on downsampled pixels",
+    Cnn = "cnn": "Convolutional network from scratch",
+    EfficientnetLite0 = "efficientnet-lite0": "EfficientNet-Lite0 with ImageNet weights (transfer learning)",
+    EfficientnetLite1 = "efficientnet-lite1",
+    EfficientnetLite2 = "efficientnet-lite2",
+    Resnet18 = "resnet18": "ResNet-18 with torchvision's ImageNet weights (`--weights`)",
+    Resnet50 = "resnet50": "ResNet-50 with torchvision's ImageNet weights (`--weights`)",
+    MobilenetV2 = "mobilenet_v2" | "mobilenet-v2": "MobileNetV2 with torchvision's ImageNet weights (`--weights`)",
+    InceptionV3 = "inception_v3" | "inception-v3": "Inception-v3 with torchvision's ImageNet weights (`--weights`); patches of at least 75×75",
+});
 
 impl ModelKind {
     /// The EfficientNet-Lite variant, for the pretrained kinds.
@@ -97,22 +96,6 @@ impl ModelKind {
             ModelKind::InceptionV3 => Some("inception_v3_google-0cc3c7bd.pth"),
             _ => None,
         }
-    }
-}
-
-impl std::fmt::Display for ModelKind {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(match self {
-            ModelKind::Mlp => "mlp",
-            ModelKind::Cnn => "cnn",
-            ModelKind::EfficientnetLite0 => "efficientnet-lite0",
-            ModelKind::EfficientnetLite1 => "efficientnet-lite1",
-            ModelKind::EfficientnetLite2 => "efficientnet-lite2",
-            ModelKind::Resnet18 => "resnet18",
-            ModelKind::Resnet50 => "resnet50",
-            ModelKind::MobilenetV2 => "mobilenet_v2",
-            ModelKind::InceptionV3 => "inception_v3",
-        })
     }
 }
 

@@ -16,7 +16,7 @@ use burn::{
 };
 
 use super::layers::set_trainable;
-use crate::train::data::Normalization;
+use crate::preprocess::Normalization;
 
 /// What torchvision's ResNets were trained with.
 pub const NORMALIZATION: Normalization = Normalization::IMAGENET;

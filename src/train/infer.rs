@@ -1,0 +1,124 @@
+//! Inference with a model: tensors in and out, and [`Predictions`] over a
+//! selection — what `evaluate`, cross-validation, `predict`, transfer
+//! learning and validation during training share. (A run's kept model is
+//! loaded by [`super::run::load_run_model`].)
+
+use burn::{
+    module::Module,
+    tensor::{Device, Tensor, TensorData},
+};
+
+use super::{
+    data::{Batch, Dataset, LoaderConfig},
+    error::TrainResult,
+    metrics::argmax,
+    models::Model,
+};
+use crate::{error::Error, progress::Progress};
+
+/// Images of a batch as a tensor on `device`.
+pub fn images_tensor(batch: &Batch, device: &Device) -> Tensor<4> {
+    Tensor::from_data(TensorData::new(batch.images.clone(), batch.shape()), device)
+}
+
+/// A tensor's values, read back to the host.
+pub fn to_vec<const D: usize>(t: Tensor<D>) -> TrainResult<Vec<f32>> {
+    t.into_data()
+        .try_to_vec::<f32>()
+        .map_err(|e| Error::Config(format!("unexpected tensor data: {e:?}")).into())
+}
+
+/// Row-wise softmax of `[n, k]` logits held flat.
+pub fn softmax_rows(logits: &[f32], k: usize) -> Vec<Vec<f64>> {
+    logits
+        .chunks(k)
+        .map(|row| {
+            let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max) as f64;
+            let exps: Vec<f64> = row.iter().map(|&v| (v as f64 - max).exp()).collect();
+            let sum: f64 = exps.iter().sum();
+            exps.into_iter().map(|e| e / sum).collect()
+        })
+        .collect()
+}
+
+/// Class probabilities of every record of a selection, in data order.
+#[derive(Clone, Debug, Default)]
+pub struct Predictions {
+    /// Positions in [`Dataset::rows`].
+    pub rows: Vec<usize>,
+    pub labels: Vec<usize>,
+    pub probabilities: Vec<Vec<f64>>,
+}
+
+impl Predictions {
+    /// Mean cross-entropy (natural log), unweighted.
+    pub fn loss(&self) -> f64 {
+        if self.labels.is_empty() {
+            return f64::NAN;
+        }
+        let sum: f64 = self
+            .labels
+            .iter()
+            .zip(&self.probabilities)
+            .map(|(&l, p)| -p.get(l).copied().unwrap_or(0.0).max(1e-12).ln())
+            .sum();
+        sum / self.labels.len() as f64
+    }
+
+    pub fn predicted(&self) -> Vec<usize> {
+        self.probabilities.iter().map(|p| argmax(p)).collect()
+    }
+
+    /// Probability of class `c` for every record.
+    pub fn scores(&self, c: usize) -> Vec<f64> {
+        self.probabilities
+            .iter()
+            .map(|p| p.get(c).copied().unwrap_or(0.0))
+            .collect()
+    }
+}
+
+/// Runs `model` in inference mode over `data`.
+pub fn predict(
+    model: &Model,
+    data: &Dataset,
+    loader: &LoaderConfig,
+    device: &Device,
+    progress: &Progress,
+    stage: &str,
+) -> TrainResult<Predictions> {
+    let device = device.clone().without_autodiff();
+    let model = model.valid();
+    let k = data.num_classes();
+    let bar = progress.bar(stage, data.len() as u64, "patches");
+    let mut out = Predictions::default();
+    for batch in data.stream(loader, 0)? {
+        let batch = batch?;
+        let logits = model.forward(images_tensor(&batch, &device));
+        out.probabilities.extend(softmax_rows(&to_vec(logits)?, k));
+        out.labels.extend(batch.labels.iter().map(|&l| l as usize));
+        out.rows.extend_from_slice(&batch.rows);
+        bar.inc(batch.len() as u64);
+    }
+    bar.finish_and_clear();
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn softmax_and_loss() {
+        let p = softmax_rows(&[0.0, 0.0, 10.0, -10.0], 2);
+        assert!((p[0][0] - 0.5).abs() < 1e-12);
+        assert!(p[1][0] > 0.999);
+        let preds = Predictions {
+            rows: vec![0, 1],
+            labels: vec![0, 0],
+            probabilities: p,
+        };
+        assert!((preds.loss() - (2f64.ln() + 2e-9) / 2.0).abs() < 1e-6);
+        assert_eq!(preds.predicted(), vec![0, 0]);
+    }
+}
