@@ -13,9 +13,10 @@
 //! - [`evaluate`]: patch- and image-level evaluation of a run.
 //! - [`export`]: safetensors (PyTorch names) or burnpack, plus `model.json`.
 //! - [`prefix_cache`]: fine-tuning a frozen-statistics tail from cached activations.
+//! - [`plot`]: SVG charts (lines, grouped bars, confusion matrix) with `plotters`.
 //! - [`predict`]: whole new images → patch probabilities, image label, heatmap.
 //! - [`provenance`]: which data a run was trained on; what `evaluate` and `--resume` accept.
-//! - [`report`]: SVG plots (loss, accuracy, ROC, confusion) and `report.md`.
+//! - [`report`]: a run's plots (loss, accuracy, ROC, confusion) and `report.md`.
 //! - [`transfer`]: frozen-feature head training, then fine-tuning, for pretrained backbones.
 //! - [`toy`]: a tiny two-class shard set for tests and timings.
 
@@ -32,6 +33,7 @@ pub mod export;
 pub mod learner;
 pub mod metrics;
 pub mod models;
+pub mod plot;
 pub mod predict;
 pub mod prefix_cache;
 pub mod provenance;
