@@ -2,8 +2,8 @@
 //! from its manifest, and a contact sheet PNG of a few patches per class read
 //! back from the shards (which also proves those shards decode).
 
-pub(crate) mod font;
 pub(crate) mod sheet;
+pub mod text;
 
 use std::{
     collections::{BTreeMap, BTreeSet},
@@ -17,7 +17,7 @@ use crate::{
     shard::manifest::{MANIFEST_PARQUET, ManifestRow, read_manifest},
 };
 
-pub use font::{draw_text, render_text, text_height, text_width};
+pub use text::{draw_text, line_height, render_text, text_width};
 
 pub use crate::dataset::SHEET_FILE;
 

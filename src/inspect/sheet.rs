@@ -7,10 +7,11 @@
 //! ```text
 //! PAD | label margin (M) | GAP | k cells of width t, GAP apart | PAD
 //! ```
-//! `M` is the widest label line (class name, "N RECORDS", "AUGMENTED"), text at
-//! ×2. Each class block is a main row `max(t + CAPTION, 32)` high — originals
-//! captioned "SPLIT RECORD_ID" in ×1 text — and, when that class has augmented
-//! records, `GAP` lower an augmented row `max(a + CAPTION, 14)` high whose cell
+//! `M` is the widest label line (class name, "N records", "augmented") in
+//! [`text::LABEL`] text (`l` = its line height). Each class block is a main row
+//! `max(t + CAPTION, 2l + LINE_GAP)` high — originals captioned "split record_id"
+//! in [`text::SMALL`] text — and, when that class has augmented records, `GAP`
+//! lower an augmented row `max(a + CAPTION, l)` high whose cell
 //! `j` holds an augmented copy of the patch above it (blank where that patch
 //! has none, e.g. val/test), captioned with its augmentation ops. Blocks are
 //! `BLOCK_GAP` apart with a thin rule between them, `PAD` above and below all.
@@ -23,7 +24,7 @@ use std::{
 use image::{Rgb, RgbImage, imageops};
 use rayon::prelude::*;
 
-use super::font::{self, text_height, text_width};
+use super::text::{self, line_height, text_width};
 use crate::{
     error::{Error, Result},
     shard::{example::PatchRecord, manifest::ManifestRow, reader::ShardReader},
@@ -32,10 +33,10 @@ use crate::{
 pub(crate) const PAD: u32 = 10;
 pub(crate) const GAP: u32 = 6;
 pub(crate) const BLOCK_GAP: u32 = 3 * GAP;
-/// ×1 caption line under a thumbnail: 3 px space + 7 px text.
-pub(crate) const CAPTION: u32 = 3 + font::GLYPH_H;
-/// Scale of label text.
-pub(crate) const LABEL_SCALE: u32 = 2;
+/// Caption line under a thumbnail: 3 px space + a line of [`text::SMALL`] text.
+pub(crate) const CAPTION: u32 = 3 + text::SMALL as u32;
+/// Size of label text.
+pub(crate) const LABEL_SIZE: f32 = text::LABEL;
 /// Space between the two label lines.
 pub(crate) const LINE_GAP: u32 = 4;
 /// Class names longer than this many characters are cut.
@@ -317,25 +318,21 @@ pub(crate) struct Geometry {
 
 impl Geometry {
     pub fn new(picks: &[ClassPicks], thumb: u32) -> Self {
-        let widest = picks
+        let margin = picks
             .iter()
-            .flat_map(|c| {
-                [
-                    label_name(&c.name).chars().count(),
-                    count_line(c.records).len(),
-                ]
-            })
+            .flat_map(|c| [label_name(&c.name), count_line(c.records)])
             .chain(
                 picks
                     .iter()
                     .any(|c| !c.augmented.is_empty())
-                    .then_some("AUGMENTED".len()),
+                    .then(|| AUGMENTED.to_string()),
             )
+            .map(|line| text_width(&line, LABEL_SIZE))
             .max()
             .unwrap_or(0);
-        let line = text_height(LABEL_SCALE);
+        let line = line_height(LABEL_SIZE);
         Self {
-            margin: text_width(&"W".repeat(widest), LABEL_SCALE),
+            margin,
             main_h: (thumb + CAPTION).max(2 * line + LINE_GAP),
             aug_h: (aug_side(thumb) + CAPTION).max(line),
         }
@@ -351,20 +348,22 @@ impl Geometry {
     }
 }
 
+/// The row label above the augmented copies.
+const AUGMENTED: &str = "augmented";
+
 fn label_name(name: &str) -> String {
-    let name = name.to_uppercase();
     let max = MAX_LABEL_CHARS as usize;
     if name.chars().count() > max {
         let mut s: String = name.chars().take(max - 1).collect();
-        s.push('.');
+        s.push('…');
         s
     } else {
-        name
+        name.to_string()
     }
 }
 
 fn count_line(records: usize) -> String {
-    format!("{records} RECORD{}", if records == 1 { "" } else { "S" })
+    format!("{records} record{}", if records == 1 { "" } else { "s" })
 }
 
 /// Draws the sheet.
@@ -375,13 +374,13 @@ pub(crate) fn render(
     thumb: u32,
 ) -> RgbImage {
     if picks.is_empty() {
-        let text = "NO RECORDS";
+        let text = "no records";
         let mut img = RgbImage::from_pixel(
-            2 * PAD + text_width(text, LABEL_SCALE),
-            2 * PAD + text_height(LABEL_SCALE),
+            2 * PAD + text_width(text, LABEL_SIZE),
+            2 * PAD + line_height(LABEL_SIZE),
             BACKGROUND,
         );
-        font::draw_text(&mut img, PAD.into(), PAD.into(), text, LABEL_SCALE, INK);
+        text::draw_text(&mut img, PAD.into(), PAD.into(), text, LABEL_SIZE, INK);
         return img;
     }
     let g = Geometry::new(picks, thumb);
@@ -392,7 +391,7 @@ pub(crate) fn render(
         + (picks.len() as u32 - 1) * BLOCK_GAP;
     let mut img = RgbImage::from_pixel(width, height, BACKGROUND);
     let x0 = PAD + g.margin + GAP;
-    let line = text_height(LABEL_SCALE);
+    let line = line_height(LABEL_SIZE);
     let mut y = PAD;
     for (ci, c) in picks.iter().enumerate() {
         if ci > 0 {
@@ -406,25 +405,25 @@ pub(crate) fn render(
                 RULE,
             );
         }
-        font::draw_text(
+        text::draw_text(
             &mut img,
             PAD.into(),
             y.into(),
             &label_name(&c.name),
-            LABEL_SCALE,
+            LABEL_SIZE,
             INK,
         );
-        font::draw_text(
+        text::draw_text(
             &mut img,
             PAD.into(),
             (y + line + LINE_GAP).into(),
             &count_line(c.records),
-            LABEL_SCALE,
+            LABEL_SIZE,
             MUTED,
         );
         for (j, r) in c.main.iter().enumerate() {
             let x = x0 + j as u32 * (thumb + GAP);
-            let caption = format!("{} {}", r.split, r.record_id).to_uppercase();
+            let caption = format!("{} {}", r.split, r.record_id);
             cell(
                 &mut img,
                 thumbs.get(&r.record_id),
@@ -438,20 +437,13 @@ pub(crate) fn render(
         y += g.main_h;
         if !c.augmented.is_empty() {
             y += GAP;
-            font::draw_text(
-                &mut img,
-                PAD.into(),
-                y.into(),
-                "AUGMENTED",
-                LABEL_SCALE,
-                MUTED,
-            );
+            text::draw_text(&mut img, PAD.into(), y.into(), AUGMENTED, LABEL_SIZE, MUTED);
             let a = aug_side(thumb);
             for (j, r) in c.augmented.iter().enumerate() {
                 if let Some(r) = r {
                     let x = x0 + j as u32 * (thumb + GAP);
-                    let caption = r.augmentation.to_uppercase();
-                    cell(&mut img, thumbs.get(&r.record_id), x, y, thumb, a, &caption);
+                    let caption = &r.augmentation;
+                    cell(&mut img, thumbs.get(&r.record_id), x, y, thumb, a, caption);
                 }
             }
             y += g.aug_h;
@@ -486,9 +478,16 @@ fn cell(
     let ox = cx + (side - t.width()) / 2;
     let oy = y + (side - t.height()) / 2;
     imageops::replace(img, t, ox.into(), oy.into());
-    let caption = font::fit(caption, col_w, 1);
-    let tx = x + (col_w - text_width(&caption, 1)) / 2;
-    font::draw_text(img, tx.into(), (y + side + 3).into(), &caption, 1, MUTED);
+    let caption = text::fit(caption, col_w, text::SMALL);
+    let tx = x + col_w.saturating_sub(text_width(&caption, text::SMALL)) / 2;
+    text::draw_text(
+        img,
+        tx.into(),
+        (y + side + 3).into(),
+        &caption,
+        text::SMALL,
+        MUTED,
+    );
 }
 
 /// The `Software` text chunk of the PNGs histoshard draws: `histoshard <what>`.

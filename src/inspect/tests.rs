@@ -3,7 +3,7 @@ use std::io::Cursor;
 use image::{ImageFormat, Rgb, RgbImage};
 
 use super::{
-    sheet::{self, BLOCK_GAP, CAPTION, GAP, LABEL_SCALE, PAD},
+    sheet::{self, BLOCK_GAP, CAPTION, GAP, LABEL_SIZE, PAD},
     *,
 };
 use crate::shard::{
@@ -251,16 +251,19 @@ fn contact_sheet_layout_and_colours() {
     }
     let img = image::load_from_memory(&bytes).unwrap().to_rgb8();
 
-    // Margin: widest label is "12 RECORDS" (10 chars of 6 font px, ×2, minus the trailing space).
-    let margin = (10 * 6 - 1) * LABEL_SCALE;
-    assert_eq!(margin, 118);
+    // Margin: the widest label line.
+    let margin = label_margin(&crate::shard::manifest::read_manifest(dir.path()).unwrap());
+    assert!(margin > text_width("benign", LABEL_SIZE));
+    let line = line_height(LABEL_SIZE);
+    assert_eq!((CAPTION, line), (15, 17));
     let a = t * 2 / 3; // augmented thumbnails: 26
-    let main_h = t + CAPTION; // 50 (> two label lines, 32)
-    let aug_h = a + CAPTION; // 36
+    let main_h = t + CAPTION; // 55 (> two label lines and their gap, 38)
+    assert!(main_h > 2 * line + sheet::LINE_GAP);
+    let aug_h = a + CAPTION; // 41
     let block = main_h + GAP + aug_h; // both classes have augmented copies
     let width = PAD + margin + GAP + k * t + (k - 1) * GAP + PAD;
     let height = PAD + 2 * block + BLOCK_GAP + PAD;
-    assert_eq!((width, height), (322, 222));
+    assert_eq!(height, 242);
     assert_eq!(img.dimensions(), (width, height));
 
     let x0 = PAD + margin + GAP;
@@ -285,7 +288,7 @@ fn contact_sheet_layout_and_colours() {
             }
         }
         // the label margin has ink
-        let ink = (top..top + 14)
+        let ink = (top..top + line)
             .flat_map(|y| (PAD..PAD + margin).map(move |x| (x, y)))
             .filter(|&(x, y)| img.get_pixel(x, y).0[0] < 100)
             .count();
@@ -485,21 +488,49 @@ fn empty_manifest_gives_total_rows_and_a_note() {
         ["total"]
     );
     let img = image::open(&ins.sheet_path).unwrap();
-    assert_eq!(img.height(), 2 * PAD + 14);
+    assert_eq!(img.height(), 2 * PAD + line_height(LABEL_SIZE));
+}
+
+/// The sheet's label margin for a benign/malignant manifest with augmented
+/// copies: the widest of the class names, "N records" and "augmented".
+fn label_margin(rows: &[ManifestRow]) -> u32 {
+    let benign = rows.iter().filter(|r| r.label == 0).count();
+    [
+        "benign".to_string(),
+        "malignant".to_string(),
+        "augmented".to_string(),
+        format!("{benign} records"),
+        format!("{} records", rows.len() - benign),
+    ]
+    .iter()
+    .map(|l| text_width(l, LABEL_SIZE))
+    .max()
+    .unwrap_or(0)
 }
 
 #[test]
-fn font_draws_class_names() {
-    let img = render_text("MALIGNANT", 2, 3, Rgb([0, 0, 0]), Rgb([255, 255, 255]));
-    assert_eq!(img.dimensions(), (text_width("MALIGNANT", 2) + 6, 14 + 6));
-    let set = img.pixels().filter(|p| p.0 == [0, 0, 0]).count();
-    assert!(set > 200, "{set}");
+fn sheet_text_is_the_embedded_font() {
+    // Class names as written (mixed case, accents), anti-aliased on the sheet's
+    // background: ink, part-covered pixels, and clear padding.
+    let bg = sheet::BACKGROUND;
+    let img = render_text("Adénome", LABEL_SIZE, 3, Rgb([34, 34, 34]), bg);
     assert_eq!(
-        *img.get_pixel(0, 0),
-        Rgb([255, 255, 255]),
-        "padding stays clear"
+        img.dimensions(),
+        (
+            text_width("Adénome", LABEL_SIZE) + 6,
+            line_height(LABEL_SIZE) + 6
+        )
     );
-    assert_eq!(*img.get_pixel(3, 3), Rgb([0, 0, 0]), "M's top-left corner");
+    let dark = img.pixels().filter(|p| p.0[0] < 100).count();
+    let between = img
+        .pixels()
+        .filter(|p| p.0[0] > 34 && p.0[0] < bg.0[0])
+        .count();
+    assert!(
+        dark > 60 && between > 20,
+        "{dark} dark, {between} part-covered"
+    );
+    assert_eq!(*img.get_pixel(0, 0), bg, "padding stays clear");
 }
 
 /// A tissue-like texture: pink stroma with purple "nuclei", hue per class.
@@ -556,15 +587,9 @@ fn inspects_what_prepare_wrote() {
             println!("{title}\n{df}");
         }
     }
-    // 8 thumbnails of 112 px per class, two classes with augmented rows; the
-    // margin fits "MALIGNANT" or "N RECORDS", whichever is longer
-    let benign = rows.iter().filter(|r| r.label == 0).count();
-    let most = benign.max(rows.len() - benign);
-    let chars = format!("{most} RECORDS").len().max(9) as u32;
-    assert_eq!(
-        img.width(),
-        2 * PAD + (chars * 6 - 1) * 2 + GAP + 8 * 112 + 7 * GAP
-    );
+    // 8 thumbnails of 112 px per class, two classes with augmented rows
+    let margin = label_margin(&rows);
+    assert_eq!(img.width(), 2 * PAD + margin + GAP + 8 * 112 + 7 * GAP);
     let block = 112 + CAPTION + GAP + 74 + CAPTION;
     assert_eq!(img.height(), 2 * PAD + 2 * block + BLOCK_GAP);
 }

@@ -1,5 +1,14 @@
 //! Tissue detection by Otsu's threshold on optical density, and the fraction of
 //! tissue under any square in O(1) by an integral image.
+//!
+//! The threshold is our own [`otsu_bin`], not imageproc's `otsu_level`
+//! (docs/BENCHMARKS.md, "Own code against libraries", `examples/bench_libs.rs`):
+//! on the 85 GlaS training images both give the same thresholds, but imageproc's
+//! needs the bins as an image of their own (0.93 ms an image against 0.72 here),
+//! and it sums `bin × count` in `u32`, which wraps above 4.29e9: a 100-megapixel
+//! image (`prepare`'s default limit) with a tenth of pale tissue at OD norm 0.23
+//! and most of the rest darker got bin 2 (threshold 0.15: the pale tenth is
+//! tissue) instead of bin 20 (0.246, what Otsu's method gives: background).
 
 use std::sync::OnceLock;
 
@@ -60,7 +69,7 @@ const HIST_MAX_OD: f32 = 3.0;
 /// Otsu's threshold of a histogram, as the bin index `t` maximising the
 /// between-class variance of `bins[..=t]` against `bins[t+1..]`. `None` for a
 /// histogram with fewer than two occupied bins.
-pub(crate) fn otsu_bin(hist: &[u64]) -> Option<usize> {
+pub fn otsu_bin(hist: &[u64]) -> Option<usize> {
     let total: u64 = hist.iter().sum();
     let occupied = hist.iter().filter(|&&c| c > 0).count();
     if total == 0 || occupied < 2 {

@@ -19,7 +19,7 @@ use super::{
     learner::{self, RunOptions, TrainConfig},
     metrics::Estimate,
     models::ModelKind,
-    report,
+    plot,
 };
 use crate::{error::Error, progress::Progress};
 
@@ -117,7 +117,9 @@ pub fn compare(
 fn write_outputs(out: &Path, results: &[ModelResult]) -> TrainResult<()> {
     crate::atomic::write(&out.join(COMPARISON_MD), markdown(results).as_bytes())?;
     crate::atomic::write(&out.join(COMPARISON_CSV), &csv(results)?)?;
-    crate::atomic::write(&out.join(COMPARISON_SVG), chart(results).as_bytes())?;
+    let svg_path = out.join(COMPARISON_SVG);
+    let svg = chart(results).map_err(|e| Error::output(&svg_path, e))?;
+    crate::atomic::write(&svg_path, svg.as_bytes())?;
     let json =
         serde_json::to_string_pretty(results).map_err(|e| Error::output(out, e.to_string()))?;
     crate::atomic::write(&out.join("comparison.json"), json.as_bytes())?;
@@ -223,7 +225,7 @@ fn csv(results: &[ModelResult]) -> TrainResult<Vec<u8>> {
 }
 
 /// Image-level accuracy, AUC and F1 per model as bars with their 95% intervals.
-pub fn chart(results: &[ModelResult]) -> String {
+pub fn chart(results: &[ModelResult]) -> Result<String, String> {
     type Metric = (&'static str, fn(&GroupReport) -> Estimate);
     let metrics: [Metric; 3] = [
         ("accuracy", |g| g.image_mean.accuracy),
@@ -240,5 +242,5 @@ pub fn chart(results: &[ModelResult]) -> String {
         })
         .collect();
     let names: Vec<&str> = metrics.iter().map(|(n, _)| *n).collect();
-    report::bar_chart("Test, image level (95% CI)", &names, &groups)
+    plot::bar_chart("Test, image level (95% CI)", &names, &groups)
 }

@@ -17,6 +17,7 @@ use super::{
     error::TrainResult,
     infer::{self, Predictions},
     metrics::{self, Report, ReportOptions, argmax},
+    plot,
     provenance::{self, DataIdentity},
     report,
     run::{RunInfo, load_run_model},
@@ -341,20 +342,20 @@ fn write_eval_report(
     if !rocs.is_empty() {
         let series: Vec<(&str, Vec<(f64, f64)>)> =
             rocs.iter().map(|(n, p)| (n.as_str(), p.clone())).collect();
-        let svg = report::line_chart("ROC (patch level)", "false positive rate", &series);
+        let svg = plot::line_chart("ROC (patch level)", "false positive rate", &series);
         let name = format!("{stem}-roc.svg");
-        crate::atomic::write(&run.join(&name), svg.as_bytes())?;
+        report::write_svg(&run.join(&name), svg)?;
         let _ = writeln!(md, "![ROC]({name})\n");
     }
     for g in &report.groups {
         group_markdown(&mut md, g);
-        let svg = report::confusion_chart(
+        let svg = plot::confusion_chart(
             &format!("{} / {}: patches", report.split, g.group),
             &g.patch.confusion.matrix,
             classes,
         );
         let name = format!("{stem}-confusion-{}.svg", g.group);
-        crate::atomic::write(&run.join(&name), svg.as_bytes())?;
+        report::write_svg(&run.join(&name), svg)?;
         let _ = writeln!(md, "![confusion matrix]({name})\n");
     }
     crate::atomic::write(&run.join(format!("{stem}-report.md")), md.as_bytes())

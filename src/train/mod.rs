@@ -14,10 +14,11 @@
 //! - [`evaluate`]: patch- and image-level evaluation of a run.
 //! - [`export`]: safetensors (PyTorch names) or burnpack, plus `model.json`.
 //! - [`prefix_cache`]: fine-tuning a frozen-statistics tail from cached activations.
+//! - [`plot`]: SVG charts (lines, grouped bars, confusion matrix) with `plotters`.
 //! - [`predict`]: whole new images → patch probabilities, image label, heatmap.
 //! - [`provenance`]: which data a run was trained on; what `evaluate` and `--resume` accept.
 //! - [`run`]: the run folder's file names and typed files (`run.json`, `state.json`, checkpoints).
-//! - [`report`]: SVG plots (loss, accuracy, ROC, confusion) and `report.md`.
+//! - [`report`]: a run's plots (loss, accuracy, ROC points) and SVG writing.
 //! - [`transfer`]: frozen-feature head training, then fine-tuning, for pretrained backbones.
 //! - [`toy`]: a tiny two-class shard set for tests and timings.
 
@@ -35,6 +36,7 @@ pub mod infer;
 pub mod learner;
 pub mod metrics;
 pub mod models;
+pub mod plot;
 pub mod predict;
 pub mod prefix_cache;
 pub mod provenance;

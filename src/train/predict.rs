@@ -295,7 +295,7 @@ impl Predictor {
 }
 
 /// Rows under the image for the colour bar and the legend.
-pub const LEGEND_HEIGHT: u32 = 52;
+pub const LEGEND_HEIGHT: u32 = 62;
 /// The narrowest heatmap (room for the colour bar and its legend).
 pub const LEGEND_WIDTH: u32 = 260;
 
@@ -308,7 +308,7 @@ pub fn heatmap(
     patch: u32,
     class_name: &str,
 ) -> RgbImage {
-    use crate::inspect::font;
+    use crate::inspect::text::{self, SMALL};
     let (w, h) = img.dimensions();
     // Overlapping patches: average the probabilities that cover each pixel.
     let mut sum = vec![0f32; (w * h) as usize];
@@ -351,9 +351,18 @@ pub fn heatmap(
         }
     }
     let ink = Rgb([30, 30, 30]);
+    let line = text::line_height(SMALL);
     for (t, label) in [(0.0, "0"), (0.5, "0.5"), (1.0, "1")] {
         let x = bx + (t * (bw - 1) as f32) as u32;
-        font::draw_text(&mut out, x as i64 - 3, (by + bh + 3) as i64, label, 1, ink);
+        let half = text::text_width(label, SMALL) / 2;
+        text::draw_text(
+            &mut out,
+            i64::from(x) - i64::from(half),
+            (by + bh + 2).into(),
+            label,
+            SMALL,
+            ink,
+        );
     }
     let title = format!(
         "P({class_name}) per patch - image: {} {:.2}",
@@ -361,21 +370,21 @@ pub fn heatmap(
         prediction.probabilities.get(class).copied().unwrap_or(0.0)
     );
     let text_w = width.saturating_sub(bx + 4);
-    let (t1, t2) = (by + bh + 14, by + bh + 26);
-    font::draw_text(
+    let (t1, t2) = (by + bh + 2 + line, by + bh + 2 + 2 * line);
+    text::draw_text(
         &mut out,
-        bx as i64,
-        t1 as i64,
-        &font::fit(&title, text_w, 1),
-        1,
+        bx.into(),
+        t1.into(),
+        &text::fit(&title, text_w, SMALL),
+        SMALL,
         ink,
     );
-    font::draw_text(
+    text::draw_text(
         &mut out,
-        bx as i64,
-        t2 as i64,
-        &font::fit("pale: background, not classified", text_w, 1),
-        1,
+        bx.into(),
+        t2.into(),
+        &text::fit("pale: background, not classified", text_w, SMALL),
+        SMALL,
         Rgb([110, 110, 110]),
     );
     out
@@ -514,5 +523,17 @@ mod tests {
         let pale = map.get_pixel(10, 10);
         assert!(red[0] > red[2] + 50, "{red:?}");
         assert!(pale[0] > 200 && pale[1] > 190, "{pale:?}");
+        // The legend's three lines of text (ticks, title, note) fit under the
+        // colour bar, and each has ink.
+        let line = crate::inspect::text::line_height(crate::inspect::text::SMALL);
+        let top = 32 + 8 + 10 + 2;
+        assert!(top + 3 * line <= map.height(), "{line}");
+        for k in 0..3 {
+            let dark = (top + k * line..top + (k + 1) * line)
+                .flat_map(|y| (0..map.width()).map(move |x| (x, y)))
+                .filter(|&(x, y)| map.get_pixel(x, y).0[0] < 160)
+                .count();
+            assert!(dark > 5, "legend line {k}: {dark} dark pixels");
+        }
     }
 }
