@@ -1,23 +1,20 @@
 """Read histoshard output folders with ``tf.data``.
 
-A folder written by ``histoshard prepare`` describes itself: ``features.json``
-lists every key of a record and its type, ``prepare.json`` lists the classes,
-the shard files of each split and their record counts. This module turns that
-into ``tf.data`` pipelines and needs nothing but TensorFlow, so it can be
-copied next to a notebook (Colab included) as a single file::
+A folder written by ``histoshard prepare`` describes itself (``features.json``,
+``prepare.json``; see :mod:`histoshard.folder`). This module turns that into
+``tf.data`` pipelines and needs nothing but TensorFlow::
 
-    import histoshard_tf as hs
+    import histoshard.tf as hs
     train = hs.make_dataset("OUT", "train", batch_size=32, image_size=224)
     val = hs.make_dataset("OUT", "val", shuffle=False, image_size=224)
     model.fit(train, validation_data=val, epochs=5)
 
 Paths go through ``tf.io.gfile``, so ``gs://`` folders work as well as local
-ones. Run ``python histoshard_tf.py OUT`` for a summary of a folder.
+ones. ``python -m histoshard.tf OUT`` prints a summary of a folder.
 """
 
 from __future__ import annotations
 
-import json
 import os
 import sys
 from collections.abc import Sequence
@@ -25,63 +22,32 @@ from typing import Any
 
 import tensorflow as tf
 
-SCHEMA_FILE = "features.json"
-PREPARE_FILE = "prepare.json"
-MANIFEST_CSV = "manifest.csv"
-SPLITS = ("train", "val", "test")
-
-IMAGE_KEY = "image/encoded"
-LABEL_KEY = "image/class/label"
+from histoshard import folder as _folder
+from histoshard.folder import (  # noqa: F401 - part of this module's interface
+    IMAGE_KEY,
+    LABEL_KEY,
+    MANIFEST_CSV,
+    MANIFEST_FEATURES,
+    PREPARE_FILE,
+    SCHEMA_FILE,
+    SPLITS,
+    Schema,
+    feature_types,
+)
 
 #: features.json type name -> TF dtype of the parsed scalar.
 DTYPES: dict[str, tf.DType] = {"bytes": tf.string, "int64": tf.int64, "float": tf.float32}
 
-#: manifest.csv columns that repeat a record's feature (column -> feature key).
-MANIFEST_FEATURES: dict[str, str] = {
-    "record_id": "histoshard/record_id",
-    "split": "histoshard/split",
-    "subset": "histoshard/subset",
-    "source_image": "image/source_id",
-    "filename": "image/filename",
-    "patient": "histoshard/patient_id",
-    "label": "image/class/label",
-    "label_text": "image/class/text",
-    "x": "histoshard/patch/x",
-    "y": "histoshard/patch/y",
-    "size": "histoshard/patch/size",
-    "scale": "histoshard/scale",
-    "augmentation": "histoshard/augmentation",
-    "format": "image/format",
-}
-
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
-Schema = dict[str, Any]
-
-
-def _read_json(path: str) -> Any:
-    with tf.io.gfile.GFile(path, "r") as f:
-        return json.load(f)
+#: File access through tf.io.gfile (local paths, gs://, ...).
+GFILE = _folder.Files(open=tf.io.gfile.GFile, exists=tf.io.gfile.exists, isdir=tf.io.gfile.isdir, glob=tf.io.gfile.glob)
 
 
 def load_schema(path_or_dir: str) -> Schema:
     """Loads ``features.json`` (a file, or an output folder holding one)."""
-    path = path_or_dir
-    if tf.io.gfile.isdir(path):
-        path = os.path.join(path, SCHEMA_FILE)
-    schema = _read_json(path)
-    for f in schema.get("features", []):
-        if f.get("type") not in DTYPES:
-            raise ValueError(f"{path}: feature {f.get('key')!r} has unknown type {f.get('type')!r}")
-    if not schema.get("features"):
-        raise ValueError(f"{path}: no features")
-    return schema
-
-
-def feature_types(schema: Schema) -> dict[str, str]:
-    """``{key: "bytes" | "int64" | "float"}``, in schema order."""
-    return {f["key"]: f["type"] for f in schema["features"]}
+    return _folder.load_schema(path_or_dir, GFILE)
 
 
 def feature_spec(schema: Schema) -> dict[str, tf.io.FixedLenFeature]:
@@ -91,57 +57,32 @@ def feature_spec(schema: Schema) -> dict[str, tf.io.FixedLenFeature]:
 
 def load_prepare(out_dir: str) -> dict[str, Any] | None:
     """``prepare.json`` of a folder, or None when it has none."""
-    path = os.path.join(out_dir, PREPARE_FILE)
-    return _read_json(path) if tf.io.gfile.exists(path) else None
+    return _folder.load_prepare(out_dir, GFILE)
 
 
 def glob_shards(out_dir: str, split: str) -> list[str]:
     """Shard files of ``split`` present in the folder, sorted."""
-    pattern = os.path.join(out_dir, f"{split}-?????-of-?????.tfrecord")
-    return sorted(tf.io.gfile.glob(pattern) + tf.io.gfile.glob(pattern + ".gz"))
+    return _folder.glob_shards(out_dir, split, GFILE)
 
 
 def shard_files(out_dir: str, split: str) -> list[str]:
     """Paths of the shards of ``split``, sorted; from prepare.json when present, else by glob."""
-    prepare = load_prepare(out_dir)
-    if prepare is not None and "shards" in prepare:
-        entries = prepare["shards"].get(split, [])
-        return sorted(os.path.join(out_dir, e["file"]) for e in entries)
-    return glob_shards(out_dir, split)
+    return _folder.shard_files(out_dir, split, GFILE)
 
 
 def compression(out_dir: str) -> str:
     """The ``compression_type`` for ``tf.data.TFRecordDataset``: ``"GZIP"`` or ``""``."""
-    prepare = load_prepare(out_dir)
-    if prepare is not None and "compression" in prepare.get("config", {}):
-        value = str(prepare["config"]["compression"]).lower()
-        if value not in ("none", "gzip"):
-            raise ValueError(f"{out_dir}: unknown compression {value!r} in {PREPARE_FILE}")
-        return "GZIP" if value == "gzip" else ""
-    files = [f for split in SPLITS for f in shard_files(out_dir, split)]
-    return "GZIP" if files and all(f.endswith(".gz") for f in files) else ""
+    return "GZIP" if _folder.compression(out_dir, GFILE) == "gzip" else ""
 
 
 def class_names(out_dir: str) -> list[str]:
     """Class names, indexed by label: from prepare.json, else from manifest.csv."""
-    prepare = load_prepare(out_dir)
-    if prepare is not None and "classes" in prepare:
-        return list(prepare["classes"])
-    import csv
-
-    names: dict[int, str] = {}
-    with tf.io.gfile.GFile(os.path.join(out_dir, MANIFEST_CSV), "r") as f:
-        for row in csv.DictReader(f):
-            names[int(row["label"])] = row["label_text"]
-    return [names.get(i, str(i)) for i in range(max(names, default=-1) + 1)]
+    return _folder.class_names(out_dir, GFILE)
 
 
 def count_records(out_dir: str, split: str) -> int:
     """Records in ``split``, as prepare.json reports them (no shard is read)."""
-    prepare = load_prepare(out_dir)
-    if prepare is None or "shards" not in prepare:
-        raise FileNotFoundError(f"{out_dir}: no {PREPARE_FILE} with shard counts")
-    return sum(int(e["records"]) for e in prepare["shards"].get(split, []))
+    return _folder.count_records(out_dir, split, GFILE)
 
 
 def record_dataset(
