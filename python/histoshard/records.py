@@ -85,8 +85,10 @@ def read_frames(path: str, compression: str | None = None) -> Iterator[bytes]:
                 footer = f.read(4)
             except (OSError, EOFError) as e:
                 raise ShardError(f"{where}: {e}") from None
-            if len(data) < length or len(footer) < 4:
+            if len(data) < length:
                 raise ShardError(f"{where}: truncated record ({len(data)} of {length} bytes)")
+            if len(footer) < 4:
+                raise ShardError(f"{where}: truncated frame (its data CRC-32C is cut off)")
             if masked_crc32c(data) != struct.unpack("<I", footer)[0]:
                 raise ShardError(f"{where}: data CRC-32C mismatch (corrupt record)")
             yield data
