@@ -31,6 +31,11 @@ if ! [ -x "$venv/bin/maturin" ] || ! "$venv/bin/python" -c 'import ziglang' >/de
     "$venv/bin/pip" install -q --disable-pip-version-check "${PIP_PACKAGES[@]}"
 fi
 
+# zig 0.15's clang (LLVM 20) wants `evex512` beside the AVX-512 target attributes of
+# libdeflate's runtime-dispatched functions; the flag only allows 512-bit vectors where
+# AVX-512 is already enabled (those functions), so nothing else changes.
+export CFLAGS_x86_64_unknown_linux_gnu="${CFLAGS_x86_64_unknown_linux_gnu:-} -mevex512"
+
 version=$(sed -n 's/^version = "\(.*\)"$/\1/p' "$root/Cargo.toml" | head -n 1)
 mkdir -p "$out"
 rm -f "$out/histoshard-$version-"*.whl

@@ -19,6 +19,8 @@ and every record must carry the keys and types of the folder's
 from __future__ import annotations
 
 import io
+import numbers
+import os
 import random
 from collections.abc import Callable, Collection, Iterator
 from typing import Any
@@ -42,12 +44,14 @@ def decode_image(encoded: bytes) -> torch.Tensor:
 
 
 def _as_set(value: Any, name: str, kind: type) -> frozenset | None:
+    """None, one value or a collection of values of ``kind`` (str, or an integer type) -> a frozenset."""
     if value is None:
         return None
-    values = [value] if isinstance(value, (str, int)) else list(value)
+    values = [value] if isinstance(value, (str, numbers.Integral)) else list(value)
     if not values or not all(isinstance(v, kind) and not isinstance(v, bool) for v in values):
-        raise ValueError(f"{name} must be a {kind.__name__} or a collection of them, not {value!r}")
-    return frozenset(values)
+        what = "a str" if kind is str else "an int"
+        raise ValueError(f"{name} must be {what} or a collection of them, not {value!r}")
+    return frozenset(str(v) if kind is str else int(v) for v in values)
 
 
 class ShardDataset(torch.utils.data.IterableDataset):
@@ -65,7 +69,9 @@ class ShardDataset(torch.utils.data.IterableDataset):
       features.json (bytes as str), e.g. ``meta["image/source_id"]``.
     - ``shuffle=False`` reads in manifest order (shard by shard). ``shuffle=True``
       shuffles the shard order every epoch (``seed`` + ``set_epoch``) and the
-      records through a ``shuffle_buffer``.
+      records through a ``shuffle_buffer``. (DataLoader workers get a copy of
+      the dataset when an epoch starts; with ``persistent_workers=True`` they
+      keep the first epoch's.)
     - Workers and ranks: with at least as many shards as readers (DataLoader
       workers × ``world_size``), each reader takes whole shards; with fewer, every
       reader scans the shards and keeps every n-th selected record. Rank and world
@@ -117,7 +123,7 @@ class ShardDataset(torch.utils.data.IterableDataset):
             if unknown:
                 raise ValueError(f"{self.folder}: no split {unknown[0]!r} (the folder has {', '.join(known)})")
             splits = [s for s in known if s in wanted]
-        folds, subsets = _as_set(fold, "fold", int), _as_set(subset, "subset", str)
+        folds, subsets = _as_set(fold, "fold", numbers.Integral), _as_set(subset, "subset", str)
 
         # Per shard: how many records the manifest lists, and which of them the filters keep.
         listed: dict[str, int] = {}
@@ -136,7 +142,7 @@ class ShardDataset(torch.utils.data.IterableDataset):
         self.shards: list[tuple[str, int, frozenset[int] | None]] = []
         for s in splits:
             for path in _folder.shard_files(self.folder, s):
-                name = path[len(self.folder) :].lstrip("/")
+                name = os.path.basename(path)
                 kept = keep.get(name)
                 if kept:
                     self.shards.append((path, listed[name], None if len(kept) == listed[name] else frozenset(kept)))
