@@ -39,6 +39,8 @@ export CFLAGS_x86_64_unknown_linux_gnu="${CFLAGS_x86_64_unknown_linux_gnu:-} -me
 version=$(sed -n 's/^version = "\(.*\)"$/\1/p' "$root/Cargo.toml" | head -n 1)
 mkdir -p "$out"
 rm -f "$out/histoshard-$version-"*.whl
+# Byte code of local runs would go into the wheel with the sources.
+find "$root/python" -name __pycache__ -type d -prune -exec rm -rf {} +
 # maturin finds zig through the venv's Python (`python -m ziglang`).
 (cd "$root/python" && PATH="$venv/bin:$PATH" maturin build --release --locked --zig \
     --compatibility manylinux2014 --out "$out" >&2)
