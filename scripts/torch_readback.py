@@ -154,7 +154,12 @@ def check_filters(out: str, rows, r: Report) -> None:
         want = expected(lambda row: row["split"] == "train" and row["fold"] in {str(k) for k in pick})
         got = ids_of(ShardDataset(out, "train", fold=pick))
         r.check(got == want, f"split='train', fold={pick}", f"{len(got)} records, manifest selects {len(want)}")
-    r.check(bool(folds), out, "no fold column values (prepare --folds): fold filter not exercised")
+    if not folds:  # prepared without --folds: no record has one
+        try:
+            ShardDataset(out, fold=0)
+            r.check(False, "fold=0 without folds", "accepted")
+        except ValueError as e:
+            r.check("no record matches" in str(e), "fold=0 without folds", f"message: {e}")
     for subset in sorted({row["subset"] for row in rows}):
         want = expected(lambda row: row["subset"] == subset)
         r.check(ids_of(ShardDataset(out, subset=subset)) == want, f"subset={subset!r}", "records differ")

@@ -7,9 +7,9 @@
 #    (manylinux2014 / glibc 2.17, also by the binary's GLIBC_ symbol versions).
 # 2. Installs it into fresh venvs run with a bare environment
 #    (env -i PATH=VENV/bin:/usr/bin:/bin: no cargo, no rustc on PATH).
-# 3. With the installed `histoshard`: synth -> prepare (PNG; JPEG + gzip)
-#    -> verify --pixel-digests; then every record back through the installed
-#    `histoshard.tf` (scripts/tf_readback.py) and `histoshard.torch`
+# 3. With the installed `histoshard`: synth -> prepare (PNG with --folds;
+#    JPEG + gzip without) -> verify --pixel-digests; then every record back
+#    through the installed `histoshard.tf` (scripts/tf_readback.py) and `histoshard.torch`
 #    (scripts/torch_readback.py): counts, labels, manifest columns, pixels
 #    against the manifest and the Rust reader.
 # 4. Runs both notebooks headless (scripts/run_notebook.py, nbclient), each
@@ -30,7 +30,8 @@ set -euo pipefail
 
 # ---- The Rust CLI as this test uses it: change flags here only. ----
 SYNTH=(synth --images 30 --seed 7)                      # + --output DIR
-PREPARE=(prepare --augment 1 --shards 2 --folds 3 --quiet)  # + --input DIR --output DIR
+PREPARE=(prepare --augment 1 --shards 2 --quiet)        # + --input DIR --output DIR
+PREPARE_PNG=(--folds 3)                                 # folds in one case, none in the other
 PREPARE_GZ=(--compression gzip --format jpeg --quality 90)
 # ---- Python packages of the layers (the versions tested). ----
 # tf-keras and tensorflow-hub go in --no-deps: tf-keras asks for `tensorflow`,
@@ -188,7 +189,7 @@ run_case() {  # NAME [extra prepare flags...]
     bare "$torch_run" python "$root/scripts/torch_readback.py" "$out" --pixel-digests "$out.digests.csv" \
         --expect-records "$count" 2> >(grep -v -e UserWarning -e 'warnings.warn' >&2)
 }
-run_case png
+run_case png "${PREPARE_PNG[@]}"
 run_case gz "${PREPARE_GZ[@]}"
 
 # ---- 4. The notebooks, headless; each installs the wheel itself ----
