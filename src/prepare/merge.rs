@@ -92,7 +92,13 @@ pub fn merge(dir: &Path, overwrite: bool) -> Result<Merged> {
     if let Some(&first) = missing.first() {
         let list: Vec<String> = missing.iter().map(u32::to_string).collect();
         return Err(Error::input(
-            parts::part_dir(dir, Partition { index: first, count: n }),
+            parts::part_dir(
+                dir,
+                Partition {
+                    index: first,
+                    count: n,
+                },
+            ),
             format!(
                 "missing: worker(s) {} of {n} have not run here; run each with --worker-index I --num-workers {n}",
                 list.join(", ")
@@ -118,7 +124,10 @@ pub fn merge(dir: &Path, overwrite: bool) -> Result<Merged> {
         .map(|s| s.records)
         .sum();
     if rows.len() as u64 != plan_records
-        || rows.iter().enumerate().any(|(i, r)| r.record_id != i as u64)
+        || rows
+            .iter()
+            .enumerate()
+            .any(|(i, r)| r.record_id != i as u64)
     {
         return Err(Error::input(
             dir.join(parts::PARTS_DIR),
@@ -159,7 +168,10 @@ pub fn merge(dir: &Path, overwrite: bool) -> Result<Merged> {
             } else if size_of(&to) != Some(s.bytes) {
                 return Err(Error::input(
                     &from,
-                    format!("missing, and not moved into place either; rerun worker {}", p.partition.index),
+                    format!(
+                        "missing, and not moved into place either; rerun worker {}",
+                        p.partition.index
+                    ),
                 ));
             }
         }
@@ -314,7 +326,10 @@ fn check_one_plan(parts: &[Part]) -> Result<()> {
     let Some(odd) = parts.iter().find(|p| p.manifest.plan != *common) else {
         return Ok(());
     };
-    let why = match differing_options(&odd.manifest.report.config, &reference.manifest.report.config) {
+    let why = match differing_options(
+        &odd.manifest.report.config,
+        &reference.manifest.report.config,
+    ) {
         d if !d.is_empty() => format!("its options differ in {}", d.join(", ")),
         _ if odd.manifest.fingerprint != reference.manifest.fingerprint => {
             "its input files differ".to_string()

@@ -111,7 +111,8 @@ pub fn run_worker(
     if let Ok(done) = report::read(&opts.output)
         && done.tool == "histoshard"
     {
-        if done.fingerprint == fingerprint && opts.output.join(manifest::MANIFEST_PARQUET).is_file() {
+        if done.fingerprint == fingerprint && opts.output.join(manifest::MANIFEST_PARQUET).is_file()
+        {
             info!(
                 "{} already holds this data set; nothing to do",
                 opts.output.display()
@@ -217,7 +218,8 @@ pub fn run_worker(
             workers: Vec::new(),
         },
     };
-    let text = serde_json::to_vec_pretty(&manifest).map_err(|e| Error::output(&dir, e.to_string()))?;
+    let text =
+        serde_json::to_vec_pretty(&manifest).map_err(|e| Error::output(&dir, e.to_string()))?;
     crate::failpoint::reached("before-part", 1);
     atomic::write(&dir.join(parts::PART_FILE), &text)?;
     // The lock goes; the resume state stays, so that a rerun of a finished
@@ -387,12 +389,11 @@ fn write_shards(
         info!("resuming: {resumed} shards are complete and verified");
     }
     let write_started = Instant::now();
-    let labels: Vec<i64> = p
-        .ds
-        .samples
-        .iter()
-        .map(|s| p.ds.label_of(&s.class).unwrap_or(0) as i64)
-        .collect();
+    let labels: Vec<i64> =
+        p.ds.samples
+            .iter()
+            .map(|s| p.ds.label_of(&s.class).unwrap_or(0) as i64)
+            .collect();
     let to_write = writer.to_write();
     let records: u64 = layout
         .shards

@@ -336,7 +336,10 @@ mod tests {
             Some(Partition { index: 2, count: 3 })
         );
         let e = resolve(Some(3), Some(3), &[]).unwrap_err().to_string();
-        assert!(e.contains("--worker-index 3 is out of range for --num-workers 3"), "{e}");
+        assert!(
+            e.contains("--worker-index 3 is out of range for --num-workers 3"),
+            "{e}"
+        );
         assert!(resolve(Some(0), Some(0), &[]).is_err());
         assert!(resolve(Some(1), None, &[]).is_err());
         assert!(resolve(None, Some(4), &[]).is_err());
@@ -370,9 +373,16 @@ mod tests {
             ("SLURM_ARRAY_TASK_STEP", "2"),
         ];
         assert!(resolve(None, None, &stepped).is_err());
-        let e = resolve(None, None, &[("SLURM_ARRAY_TASK_ID", "x"), ("SLURM_ARRAY_TASK_COUNT", "2")])
-            .unwrap_err()
-            .to_string();
+        let e = resolve(
+            None,
+            None,
+            &[
+                ("SLURM_ARRAY_TASK_ID", "x"),
+                ("SLURM_ARRAY_TASK_COUNT", "2"),
+            ],
+        )
+        .unwrap_err()
+        .to_string();
         assert!(e.contains("SLURM_ARRAY_TASK_ID"), "{e}");
     }
 
@@ -381,7 +391,13 @@ mod tests {
         let p = Partition::new(3, 12).unwrap();
         assert_eq!(p.dir_name(), "part-3-of-12");
         assert_eq!(Partition::parse_dir_name("part-3-of-12"), Some(p));
-        for bad in ["part-3-of-3", "part--of-2", "part-1-of-2x", "part-+1-of-2", "x"] {
+        for bad in [
+            "part-3-of-3",
+            "part--of-2",
+            "part-1-of-2x",
+            "part-+1-of-2",
+            "x",
+        ] {
             assert_eq!(Partition::parse_dir_name(bad), None, "{bad}");
         }
     }
