@@ -273,7 +273,8 @@ struct Planned {
     ingest_s: f64,
 }
 
-/// 1. Split, decode and plan every image (in parallel), and lay the records out.
+/// Stage 1: split, decode and plan every image (in parallel), and lay the
+/// records out.
 fn plan_all(
     opts: &PrepareOptions,
     pool: &rayon::ThreadPool,
@@ -371,9 +372,10 @@ impl Planned {
     }
 }
 
-/// 3. Renders the records of the shards `mine` marks (less those an earlier
-/// run finished) in parallel, and writes them in layout order. Returns what
-/// was written, how many shards were kept from an earlier run, and seconds.
+/// Stage 3: renders the records of the shards `mine` marks (less those an
+/// earlier run finished) in parallel, and writes them in layout order.
+/// Returns what was written, how many shards were kept from an earlier run,
+/// and seconds.
 fn write_shards(
     p: &Planned,
     opts: &PrepareOptions,
