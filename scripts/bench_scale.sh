@@ -22,6 +22,8 @@ bin="${HISTOSHARD:-${CARGO_TARGET_DIR:-$root/target}/release/histoshard}"
 images="${IMAGES:-60}" threads="${THREADS:-1}" repeat="${REPEAT:-3}" workers="${WORKERS:-1 2 4}"
 out_json="${1:-bench_scale.json}"
 [ -x "$bin" ] || { echo "no histoshard binary at $bin" >&2; exit 1; }
+# shellcheck source=lib/same_dataset.sh
+. "$here/lib/same_dataset.sh"
 tmp="$(mktemp -d)"
 trap 'rm -rf "$tmp"' EXIT
 
@@ -52,11 +54,7 @@ PY
             walls+=("$(python3 -c "print($b - $a)")")
         done
         a=$(now); hs merge "$d"; b=$(now)
-        for f in "$tmp/one"/*; do
-            name=$(basename "$f")
-            [ "$name" = prepare-timings.json ] || cmp -s "$f" "$d/$name" \
-                || { echo "merge of $n workers differs from one machine: $name" >&2; exit 1; }
-        done
+        same_dataset "$tmp/one" "$d" >&2 || { echo "merge of $n workers differs from one machine" >&2; exit 1; }
         python3 - "$d" "$n" "$a" "$b" "${walls[@]}" >>"$lines" <<'PY'
 import json, sys
 d, n, a, b = sys.argv[1], int(sys.argv[2]), float(sys.argv[3]), float(sys.argv[4])

@@ -20,6 +20,8 @@ venv="${RAY_VENV:-$HOME/.cache/histoshard-ray-venv}"
 n="${N:-3}"
 started=$(date +%s)
 
+# shellcheck source=lib/same_dataset.sh
+. "$here/lib/same_dataset.sh"
 skip() { echo "SKIP ray_test: $*"; exit 0; }
 fail() { echo "FAIL ray_test: $*" >&2; exit 1; }
 
@@ -54,14 +56,7 @@ if [ $rc -ne 0 ]; then
 fi
 echo "driver: $result"
 
-differ=0
-for f in "$tmp/one"/*; do
-    name=$(basename "$f")
-    [ "$name" = prepare-timings.json ] && continue
-    cmp -s "$f" "$tmp/ray/$name" || { echo "differs: $name"; differ=1; }
-done
-[ "$(ls "$tmp/one" | wc -l)" = "$(ls "$tmp/ray" | wc -l)" ] || differ=1
-[ "$differ" = 0 ] || fail "the merged folder differs from the one-machine run"
+same_dataset "$tmp/one" "$tmp/ray" || fail "the merged folder differs from the one-machine run"
 "$bin" -q verify "$tmp/ray" || fail "verify refused the merged folder"
 
 # A worker that fails (an emptied image): the driver fails, nothing merged.

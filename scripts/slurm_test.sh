@@ -20,6 +20,8 @@ bin="${HISTOSHARD:-${CARGO_TARGET_DIR:-$root/target}/release/histoshard}"
 n="${N:-3}" k="${K:-2}" images="${IMAGES:-24}"
 started=$(date +%s)
 
+# shellcheck source=lib/same_dataset.sh
+. "$here/lib/same_dataset.sh"
 skip() { echo "SKIP slurm_test: $*"; exit 0; }
 fail() { echo "FAIL slurm_test: $*" >&2; exit 1; }
 
@@ -141,14 +143,7 @@ for i in $(seq 0 $((n - 1))); do
 done
 
 # The same bytes as one machine, prepare-timings.json aside.
-differ=0
-for f in "$work/one"/*; do
-    name=$(basename "$f")
-    [ "$name" = prepare-timings.json ] && continue
-    cmp -s "$f" "$work/cluster/$name" || { echo "differs: $name"; differ=1; }
-done
-[ "$(ls "$work/one" | wc -l)" = "$(ls "$work/cluster" | wc -l)" ] || { ls "$work/one" "$work/cluster"; differ=1; }
-[ "$differ" = 0 ] || fail "the merged folder differs from the one-machine run"
+same_dataset "$work/one" "$work/cluster" || fail "the merged folder differs from the one-machine run"
 "$bin" -q verify "$work/cluster" || fail "verify refused the merged folder"
 [ ! -e "$work/cluster/.histoshard-parts" ] || fail "parts left after the merge"
 workers=$(python3 -c 'import json,sys; print(len(json.load(open(sys.argv[1]))["workers"]))' "$work/cluster/prepare-timings.json")
