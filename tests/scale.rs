@@ -52,13 +52,7 @@ fn hs_ok(args: &[&str], env: &[(&str, &str)]) -> String {
 fn hs_fails(args: &[&str], env: &[(&str, &str)], needles: &[&str]) -> String {
     let (success, _, err) = hs(args, env);
     assert!(!success, "histoshard {args:?} {env:?} should fail");
-    assert!(!err.contains("panicked"), "panic: {err}");
-    let lines: Vec<&str> = err.lines().filter(|l| l.starts_with("error:")).collect();
-    assert_eq!(lines.len(), 1, "one error line expected, got:\n{err}");
-    for n in needles {
-        assert!(lines[0].contains(n), "error line lacks {n:?}: {}", lines[0]);
-    }
-    lines[0].to_string()
+    one_error_line(&err, needles)
 }
 
 /// The options every run here shares: several shards per split, so that
@@ -391,4 +385,32 @@ fn parts_of_different_worker_counts_are_not_mixed() {
     let (success, _, err) = worker(&input, &other, 0, 2, &[]);
     assert!(!success && err.contains("other options or inputs"), "{err}");
     assert!(!other.join(".histoshard-parts").exists());
+}
+
+#[test]
+fn more_workers_than_shards_leave_some_with_an_empty_part() {
+    let t = tempfile::tempdir().unwrap();
+    let input = synth(t.path(), 8, 13);
+    let args =
+        |out: &Path| ["prepare", "-i", s(&input), "-o", s(out), "--shards", "1"].map(String::from);
+    let one = t.path().join("one");
+    let a = args(&one);
+    hs_ok(&a.iter().map(String::as_str).collect::<Vec<_>>(), &[]);
+    let shards = shard_names(&one).len() as u32;
+    let n = shards + 2;
+    let out = t.path().join("out");
+    let mut empty = 0;
+    for i in 0..n {
+        let (i, n) = (i.to_string(), n.to_string());
+        let mut a: Vec<String> = args(&out).into();
+        a.extend(["--worker-index", &i, "--num-workers", &n].map(String::from));
+        let (success, _, err) = hs(&a.iter().map(String::as_str).collect::<Vec<_>>(), &[]);
+        assert!(success, "{err}");
+        if err.contains("has no shard to write") {
+            empty += 1;
+        }
+    }
+    assert_eq!(empty, 2, "{n} workers, {shards} shards");
+    hs_ok(&["merge", s(&out)], &[]);
+    assert_eq!(deterministic_files(&out), deterministic_files(&one));
 }

@@ -49,6 +49,12 @@ pub fn ok(args: &[&str]) -> String {
 pub fn fails_with(args: &[&str], needles: &[&str]) -> String {
     let (success, _, err) = run(args);
     assert!(!success, "histoshard {args:?} should fail");
+    one_error_line(&err, needles)
+}
+
+/// Asserts that `err` (a failed run's stderr) holds exactly one `error:`
+/// line, mentioning every `needle`, and no panic; returns the line.
+pub fn one_error_line(err: &str, needles: &[&str]) -> String {
     assert!(
         !err.contains("panicked") && !err.contains("RUST_BACKTRACE"),
         "panic: {err}"
