@@ -414,3 +414,25 @@ fn more_workers_than_shards_leave_some_with_an_empty_part() {
     hs_ok(&["merge", s(&out)], &[]);
     assert_eq!(deterministic_files(&out), deterministic_files(&one));
 }
+
+#[test]
+fn workers_that_read_other_input_bytes_are_not_mixed() {
+    let t = tempfile::tempdir().unwrap();
+    let input = synth(t.path(), 8, 14);
+    let out = t.path().join("out");
+    worker_ok(&input, &out, 0, 2);
+    // The input changes between the workers: one pixel of one image, the
+    // same names and sizes (which is all the options fingerprint sees).
+    let image = input.join("train_1.bmp");
+    let mut bytes = std::fs::read(&image).unwrap();
+    let last = bytes.len() - 1;
+    bytes[last] ^= 1;
+    std::fs::write(&image, &bytes).unwrap();
+    worker_ok(&input, &out, 1, 2);
+    hs_fails(
+        &["merge", s(&out)],
+        &[],
+        &["part-1-of-2/part.json", "other input contents", "rerun worker 1"],
+    );
+    nothing_complete(&out);
+}

@@ -141,7 +141,8 @@ pub fn run_worker(
         write_s: 0.0,
         started,
     })?;
-    let plan = plan_fingerprint(&fingerprint, &base, &p)?;
+    let contents = input_digests(opts, &pool, &p.ds)?;
+    let plan = plan_fingerprint(&fingerprint, &base, &p, &contents)?;
     let records: Vec<u64> = p.layout.shards.iter().map(|s| s.records).collect();
     let mine: Vec<bool> = parts::owners(&records, part.count)
         .into_iter()
@@ -545,12 +546,21 @@ fn fingerprint(opts: &PrepareOptions, ds: &Dataset) -> Result<String> {
 /// Hash of everything a worker's shards and part depend on: the options
 /// and inputs ([`fingerprint`]), the report before any record is counted
 /// (split, counts, warnings), every image's split, patches and record ids,
-/// the shards, and the rule that deals shards out to workers. Workers whose
-/// plans differ in anything (other options, inputs or input contents) get
-/// different hashes, and `merge` refuses to mix them.
-fn plan_fingerprint(fingerprint: &str, base: &PrepareReport, p: &Planned) -> Result<String> {
+/// the shards, the rule that deals shards out to workers, and the contents
+/// of every input file (`contents`). Workers whose plans differ in anything
+/// (other options, inputs or input contents) get different hashes, and
+/// `merge` refuses to mix them.
+fn plan_fingerprint(
+    fingerprint: &str,
+    base: &PrepareReport,
+    p: &Planned,
+    contents: &[String],
+) -> Result<String> {
     let mut h = Sha256::new();
     h.update(fingerprint);
+    for c in contents {
+        h.update(c);
+    }
     h.update(parts::partition_rule().to_le_bytes());
     h.update(serde_json::to_vec(base).map_err(|e| Error::Config(e.to_string()))?);
     for (i, plan) in p.plans.iter().enumerate() {
@@ -571,6 +581,24 @@ fn plan_fingerprint(fingerprint: &str, base: &PrepareReport, p: &Planned) -> Res
         h.update(format!("{}|{}|{start}\n", s.file, s.records));
     }
     Ok(hex::encode(h.finalize()))
+}
+
+/// sha256 of every file the records are made from — each image, its mask,
+/// the stain reference — in parallel. (The options fingerprint, which
+/// decides resuming, looks at names and sizes only; workers on different
+/// machines must also agree on the bytes.)
+fn input_digests(
+    opts: &PrepareOptions,
+    pool: &rayon::ThreadPool,
+    ds: &Dataset,
+) -> Result<Vec<String>> {
+    let files: Vec<&Path> = ds
+        .samples
+        .iter()
+        .flat_map(|s| std::iter::once(s.image_path.as_path()).chain(s.mask_path.as_deref()))
+        .chain(opts.stain_reference.as_deref())
+        .collect();
+    pool.install(|| files.par_iter().map(|f| parts::file_sha256(f)).collect())
 }
 
 fn image_rows(
