@@ -432,7 +432,11 @@ fn workers_that_read_other_input_bytes_are_not_mixed() {
     hs_fails(
         &["merge", s(&out)],
         &[],
-        &["part-1-of-2/part.json", "other input contents", "rerun worker 1"],
+        &[
+            "part-1-of-2/part.json",
+            "other input contents",
+            "rerun worker 1",
+        ],
     );
     nothing_complete(&out);
 }

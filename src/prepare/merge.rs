@@ -205,12 +205,8 @@ pub fn merge(dir: &Path, overwrite: bool) -> Result<Merged> {
 /// and sizes, its rows.
 fn read_part(out: &Path, partition: Partition, dir: PathBuf) -> Result<Part> {
     let i = partition.index;
-    let lock = Lock::acquire(&dir).map_err(|_| {
-        Error::output(
-            &dir,
-            format!("worker {i} is still writing this part (lock held); wait for it to finish"),
-        )
-    })?;
+    // Held by a worker still writing: "another histoshard prepare is writing here".
+    let lock = Lock::acquire(&dir)?;
     let json = dir.join(parts::PART_FILE);
     if !json.is_file() {
         return Err(Error::input(
