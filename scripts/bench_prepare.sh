@@ -172,9 +172,10 @@ rec = {"run": name, "repeat": int(rep), "wall_s": float(t1) - float(t0), "load1_
        "cpu_s": sum(float(x) for x in cpu.split())}
 if name.startswith("rust"):
     p = json.load(open(os.path.join(out, "prepare.json")))
+    t = json.load(open(os.path.join(out, "prepare-timings.json")))["timings_s"]
     rec.update(records=p["records_total"], mean_bytes_per_record=p["mean_bytes_per_record"],
-               internal_s=p["timings_s"]["total"], ingest_s=p["timings_s"]["ingest"],
-               write_s=p["timings_s"]["write"], manifest_s=p["timings_s"]["manifest"],
+               internal_s=t["total"], ingest_s=t["ingest"],
+               write_s=t["write"], manifest_s=t["manifest"],
                records_by_split=p["records"], kept_patches=p["kept_patches"],
                shard_bytes=sum(s["bytes"] for v in p["shards"].values() for s in v))
 else:

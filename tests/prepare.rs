@@ -319,7 +319,7 @@ fn interrupted_runs_resume_to_identical_output() {
 
         assert!(run_args(args(&out), &[]).0, "{failpoint}: rerun");
         assert_eq!(
-            report(&out)["resumed_shards"].as_u64().unwrap(),
+            timings(&out)["resumed_shards"].as_u64().unwrap(),
             resumed,
             "{failpoint}"
         );

@@ -14,6 +14,7 @@ mod evaluate;
 #[cfg(feature = "train")]
 mod export;
 mod inspect;
+mod merge;
 #[cfg(feature = "train")]
 mod predict;
 mod prepare;
@@ -53,6 +54,8 @@ pub enum Command {
     Synth(synth::Args),
     /// Convert labelled images into shards of patches plus a manifest.
     Prepare(Box<prepare::Args>),
+    /// Join the parts of `prepare --worker-index I --num-workers N` into one data set.
+    Merge(merge::Args),
     /// Re-read every shard and check it against the manifest.
     Verify(verify::Args),
     /// Counts per split, class and patient, and a contact sheet of patches.
@@ -117,6 +120,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         #[cfg(feature = "train")]
         Command::Demo(a) => demo::run(*a, &global),
         Command::Prepare(a) => prepare::run(*a, &global),
+        Command::Merge(a) => merge::run(a, &global),
         Command::Verify(a) => verify::run(a, &global),
         Command::Inspect(a) => inspect::run(a, &global),
         #[cfg(feature = "train")]

@@ -101,6 +101,14 @@ pub struct Args {
     overwrite: bool,
     #[arg(skip)]
     threads: Option<usize>,
+    /// This worker's number, 0..N, when N machines share the work (default: from SLURM_ARRAY_TASK_ID or JOB_COMPLETION_INDEX); then `histoshard merge`.
+    #[arg(long)]
+    #[serde(skip)]
+    worker_index: Option<u32>,
+    /// How many workers share the work (default: SLURM_ARRAY_TASK_COUNT; `--num-workers 1` alone: one machine, whatever the environment).
+    #[arg(long)]
+    #[serde(skip)]
+    num_workers: Option<u32>,
 }
 
 impl Args {
@@ -153,7 +161,12 @@ pub fn run(a: Args, g: &Global) -> anyhow::Result<ExitCode> {
         Some(path) => super::config::load(path)?,
         None => Args::default(),
     };
+    let env = |k: &str| std::env::var(k).ok();
+    let partition = prepare::Partition::resolve(a.worker_index, a.num_workers, &env)?;
     let opts = a.resolve(file, g.threads)?;
+    if let Some(part) = partition {
+        return super::merge::run_worker(&opts, part, g);
+    }
     let report = prepare::run(&opts, &super::progress(g.quiet))?;
     if !g.quiet {
         let per_split: Vec<String> = report

@@ -19,6 +19,8 @@ use crate::{
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct PrepareOptions {
     pub input: PathBuf,
+    /// Not in `prepare.json` (see `report`): empty when read back from it.
+    #[serde(default)]
     pub output: PathBuf,
     pub layout: Option<Layout>,
     pub patch_size: u32,

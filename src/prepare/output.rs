@@ -40,13 +40,16 @@ pub const LOCK_FILE: &str = ".histoshard.lock";
 pub const STATE_DIR: &str = ".histoshard-state";
 pub const REPORT_FILE: &str = "prepare.json";
 pub const SCHEMA_FILE: &str = "features.json";
+/// How long the run took (not part of what makes two data sets equal).
+pub const TIMINGS_FILE: &str = "prepare-timings.json";
 const JOURNAL_FILE: &str = "journal.json";
 /// Every file of a data set besides its shards.
-pub const FIXED_FILES: [&str; 5] = [
+pub const FIXED_FILES: [&str; 6] = [
     SCHEMA_FILE,
     IMAGES_PARQUET,
     MANIFEST_CSV,
     REPORT_FILE,
+    TIMINGS_FILE,
     MANIFEST_PARQUET,
 ];
 /// How many names a refusal lists before "and N more".
@@ -156,14 +159,15 @@ fn file_crc32c(path: &Path) -> Result<(u64, String)> {
 
 /// The lock file, held. Dropped, it is removed when this run created it or
 /// went on to write (a refused run leaves a lock file it found as it was).
-struct Lock {
+pub(crate) struct Lock {
     path: PathBuf,
     file: Option<File>,
     remove: bool,
 }
 
 impl Lock {
-    fn acquire(dir: &Path) -> Result<Self> {
+    /// Takes `dir`'s lock, or fails naming the folder if another process holds it.
+    pub(crate) fn acquire(dir: &Path) -> Result<Self> {
         use std::os::unix::fs::{MetadataExt as _, OpenOptionsExt as _};
         let path = dir.join(LOCK_FILE);
         let held = || {

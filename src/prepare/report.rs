@@ -1,8 +1,12 @@
-//! `prepare.json`: the resolved configuration, what was read and written, and
-//! how long it took — enough to reproduce or audit a data set. It is the
-//! contract between `prepare` and the trainer: [`PrepareReport`] is written
-//! by `prepare` and read back, with the same type, by `verify`, `train`
-//! (which data a run saw) and `predict` (how to tile new images).
+//! `prepare.json`: the resolved configuration, what was read and written —
+//! enough to reproduce or audit a data set. It is the contract between
+//! `prepare` and the trainer: [`PrepareReport`] is written by `prepare` (or
+//! `merge`) and read back, with the same type, by `verify`, `train` (which
+//! data a run saw) and `predict` (how to tile new images). It is a function
+//! of the options and inputs alone (a one-machine run, a resumed one and a
+//! merge of workers write the same bytes); how long the run took, and how
+//! much of it an earlier run had done, go to `prepare-timings.json`
+//! ([`RunTimings`]).
 
 use std::{collections::BTreeMap, path::Path, time::Instant};
 
@@ -41,7 +45,7 @@ pub struct PrepareReport {
     pub format_version: u32,
     /// Hash of options and inputs; a rerun with the same one resumes.
     pub fingerprint: String,
-    #[serde(serialize_with = "as_value")]
+    #[serde(serialize_with = "config_as_value")]
     pub config: PrepareOptions,
     pub layout: String,
     pub classes: Vec<String>,
@@ -59,13 +63,41 @@ pub struct PrepareReport {
     pub records_total: u64,
     pub mean_bytes_per_record: f64,
     pub shards: BTreeMap<String, Vec<ShardSummary>>,
-    /// Shards kept from an interrupted earlier run.
+    /// Shards kept from an interrupted earlier run (in `prepare-timings.json`).
+    #[serde(skip)]
     pub resumed_shards: usize,
     /// What `prepare` warned about that a user should see (one class only, ...).
     #[serde(default)]
     pub warnings: Vec<String>,
+    /// This run's (in `prepare-timings.json`).
+    #[serde(skip)]
+    pub timings_s: Timings,
+    #[serde(skip)]
+    pub records_per_s: f64,
+}
+
+/// `prepare-timings.json`: what is particular to the run that wrote a data
+/// set, not to the data set.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct RunTimings {
+    pub resumed_shards: usize,
     pub timings_s: Timings,
     pub records_per_s: f64,
+    /// After `merge`: each worker's run, in worker order (the merge's own
+    /// time is `timings_s`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub workers: Vec<WorkerTimings>,
+}
+
+/// One worker's run, as its part recorded it.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct WorkerTimings {
+    pub worker: u32,
+    pub host: String,
+    pub shards: usize,
+    pub records: u64,
+    #[serde(flatten)]
+    pub run: RunTimings,
 }
 
 /// What the report is made from.
@@ -98,27 +130,25 @@ fn as_value<T: Serialize, S: Serializer>(v: &T, s: S) -> std::result::Result<S::
         .serialize(s)
 }
 
+/// The options as `prepare.json` records them (through [`as_value`]): all but
+/// the output folder, which is wherever the file is (and differs between
+/// equal data sets); read back, it is empty.
+fn config_as_value<S: Serializer>(
+    opts: &PrepareOptions,
+    s: S,
+) -> std::result::Result<S::Ok, S::Error> {
+    let mut v = serde_json::to_value(opts).map_err(serde::ser::Error::custom)?;
+    if let Some(m) = v.as_object_mut() {
+        m.remove("output");
+    }
+    v.serialize(s)
+}
+
 impl PrepareReport {
     pub fn new(p: Parts) -> Result<Self> {
-        let mut records: BTreeMap<String, u64> = BTreeMap::new();
-        let mut records_by_class: BTreeMap<String, BTreeMap<String, u64>> = BTreeMap::new();
-        for r in p.rows {
-            *records.entry(r.split.clone()).or_default() += 1;
-            *records_by_class
-                .entry(r.split.clone())
-                .or_default()
-                .entry(r.label_text.clone())
-                .or_default() += 1;
-        }
-        let mut shards: BTreeMap<String, Vec<ShardSummary>> = BTreeMap::new();
-        for s in p.shards {
-            let split = s.file.split('-').next().unwrap_or_default().to_string();
-            shards.entry(split).or_default().push(s.clone());
-        }
-        let total = p.rows.len() as u64;
-        let encoded: u64 = p.rows.iter().map(|r| r.encoded_bytes).sum();
         let elapsed = p.started.elapsed().as_secs_f64();
-        Ok(Self {
+        let total = p.rows.len() as u64;
+        let report = Self {
             tool: "histoshard".into(),
             version: env!("CARGO_PKG_VERSION").into(),
             schema_version: schema::SCHEMA_VERSION,
@@ -132,15 +162,11 @@ impl PrepareReport {
             split: p.split.clone(),
             candidate_patches: p.plans.iter().map(|x| x.candidates as u64).sum(),
             kept_patches: p.plans.iter().map(|x| x.patches.len() as u64).sum(),
-            records,
-            records_by_class,
-            records_total: total,
-            mean_bytes_per_record: if total > 0 {
-                encoded as f64 / total as f64
-            } else {
-                0.0
-            },
-            shards,
+            records: BTreeMap::new(),
+            records_by_class: BTreeMap::new(),
+            records_total: 0,
+            mean_bytes_per_record: 0.0,
+            shards: BTreeMap::new(),
             resumed_shards: p.resumed_shards,
             warnings: p.warnings,
             timings_s: Timings {
@@ -154,7 +180,50 @@ impl PrepareReport {
             } else {
                 0.0
             },
-        })
+        };
+        Ok(report.with_rows(p.rows, p.shards))
+    }
+
+    /// The counts of `rows` (every record, in id order) and the `shards`
+    /// (in plan order) in place of the report's own.
+    pub fn with_rows(mut self, rows: &[ManifestRow], shard_list: &[ShardSummary]) -> Self {
+        let mut records: BTreeMap<String, u64> = BTreeMap::new();
+        let mut records_by_class: BTreeMap<String, BTreeMap<String, u64>> = BTreeMap::new();
+        for r in rows {
+            *records.entry(r.split.clone()).or_default() += 1;
+            *records_by_class
+                .entry(r.split.clone())
+                .or_default()
+                .entry(r.label_text.clone())
+                .or_default() += 1;
+        }
+        let mut shards: BTreeMap<String, Vec<ShardSummary>> = BTreeMap::new();
+        for s in shard_list {
+            let split = s.file.split('-').next().unwrap_or_default().to_string();
+            shards.entry(split).or_default().push(s.clone());
+        }
+        let total = rows.len() as u64;
+        let encoded: u64 = rows.iter().map(|r| r.encoded_bytes).sum();
+        self.records = records;
+        self.records_by_class = records_by_class;
+        self.records_total = total;
+        self.mean_bytes_per_record = if total > 0 {
+            encoded as f64 / total as f64
+        } else {
+            0.0
+        };
+        self.shards = shards;
+        self
+    }
+
+    /// What goes to `prepare-timings.json`.
+    pub fn run_timings(&self) -> RunTimings {
+        RunTimings {
+            resumed_shards: self.resumed_shards,
+            timings_s: self.timings_s.clone(),
+            records_per_s: self.records_per_s,
+            workers: Vec::new(),
+        }
     }
 
     pub fn with_manifest_time(mut self, seconds: f64) -> Self {
@@ -167,6 +236,13 @@ impl PrepareReport {
     pub fn write(&self, dir: &Path) -> Result<()> {
         let text = serde_json::to_string_pretty(self).map_err(|e| Error::Config(e.to_string()))?;
         atomic::write(&dir.join(output::REPORT_FILE), text.as_bytes())
+    }
+}
+
+impl RunTimings {
+    pub fn write(&self, dir: &Path) -> Result<()> {
+        let text = serde_json::to_string_pretty(self).map_err(|e| Error::Config(e.to_string()))?;
+        atomic::write(&dir.join(output::TIMINGS_FILE), text.as_bytes())
     }
 }
 

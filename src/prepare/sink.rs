@@ -40,6 +40,8 @@ pub(super) struct Written {
 pub(super) struct ShardSink<'a> {
     out: &'a OutputDir,
     layout: &'a Layout,
+    /// The shards this run writes (all of them, except on a worker).
+    mine: Vec<bool>,
     current: Option<Full>,
     /// How many shards an earlier run had finished.
     pub resumed: usize,
@@ -53,9 +55,9 @@ pub(super) struct ShardSink<'a> {
 }
 
 impl<'a> ShardSink<'a> {
-    /// Takes over the shards an earlier run finished intact, and starts the
-    /// finishing thread.
-    pub fn new(out: &'a OutputDir, layout: &'a Layout) -> Result<Self> {
+    /// Takes over the shards of `mine` an earlier run finished intact, and
+    /// starts the finishing thread.
+    pub fn new(out: &'a OutputDir, layout: &'a Layout, mine: Vec<bool>) -> Result<Self> {
         let (to_finish, queue) = mpsc::channel();
         let (report, finished) = mpsc::channel();
         let states = out.states();
@@ -66,6 +68,7 @@ impl<'a> ShardSink<'a> {
         let mut sink = Self {
             out,
             layout,
+            mine,
             current: None,
             resumed: 0,
             rows: Vec::new(),
@@ -75,6 +78,9 @@ impl<'a> ShardSink<'a> {
             finisher: Some(finisher),
         };
         for (k, spec) in layout.shards.iter().enumerate() {
+            if !sink.mine[k] {
+                continue;
+            }
             if let Some((summary, rows)) = out.finished_shard(&spec.file, spec.records) {
                 sink.resumed += 1;
                 sink.rows.extend(rows);
@@ -150,12 +156,17 @@ impl<'a> ShardSink<'a> {
         }
     }
 
-    /// Which shards are complete (kept from an earlier run, or finished).
-    pub fn done(&self) -> Vec<bool> {
-        self.shards.iter().map(Option::is_some).collect()
+    /// Which shards are left to write: this run's, less those complete.
+    pub fn to_write(&self) -> Vec<bool> {
+        self.shards
+            .iter()
+            .zip(&self.mine)
+            .map(|(done, &mine)| mine && done.is_none())
+            .collect()
     }
 
-    /// Waits until every shard is finished; every row in record-id order.
+    /// Waits until every shard of this run is finished; their rows in
+    /// record-id order, and the shards in plan order.
     pub fn finish(mut self) -> Result<Written> {
         self.close()?;
         self.join();
@@ -165,15 +176,19 @@ impl<'a> ShardSink<'a> {
         let mut rows = std::mem::take(&mut self.rows);
         rows.sort_by_key(|r| r.record_id);
         let shards: Vec<ShardSummary> = self.shards.iter().flatten().cloned().collect();
-        if shards.len() != self.layout.shards.len()
-            || rows.len() as u64 != self.layout.total_records()
-        {
+        let (wanted_shards, wanted_rows) = self
+            .layout
+            .shards
+            .iter()
+            .zip(&self.mine)
+            .filter(|(_, mine)| **mine)
+            .fold((0, 0), |(n, r), (s, _)| (n + 1, r + s.records));
+        if shards.len() != wanted_shards || rows.len() as u64 != wanted_rows {
             return Err(Error::output(
                 &self.out.path,
                 format!(
-                    "internal error: wrote {} of {} records",
+                    "internal error: wrote {} of {wanted_rows} records",
                     rows.len(),
-                    self.layout.total_records()
                 ),
             ));
         }

@@ -49,6 +49,12 @@ pub fn ok(args: &[&str]) -> String {
 pub fn fails_with(args: &[&str], needles: &[&str]) -> String {
     let (success, _, err) = run(args);
     assert!(!success, "histoshard {args:?} should fail");
+    one_error_line(&err, needles)
+}
+
+/// Asserts that `err` (a failed run's stderr) holds exactly one `error:`
+/// line, mentioning every `needle`, and no panic; returns the line.
+pub fn one_error_line(err: &str, needles: &[&str]) -> String {
     assert!(
         !err.contains("panicked") && !err.contains("RUST_BACKTRACE"),
         "panic: {err}"
@@ -159,11 +165,18 @@ pub fn files(dir: &Path) -> BTreeMap<String, Vec<u8>> {
         .collect()
 }
 
-/// The files that must be byte-identical between equivalent runs (prepare.json holds timings).
+/// The files that must be byte-identical between equivalent runs: all but
+/// `prepare-timings.json`, which says how long the run took.
 pub fn deterministic_files(dir: &Path) -> BTreeMap<String, Vec<u8>> {
     let mut f = files(dir);
-    f.remove("prepare.json");
+    f.remove("prepare-timings.json");
     f
+}
+
+/// `prepare-timings.json` of a prepared folder.
+pub fn timings(dir: &Path) -> serde_json::Value {
+    serde_json::from_str(&std::fs::read_to_string(dir.join("prepare-timings.json")).unwrap())
+        .unwrap()
 }
 
 pub fn report(dir: &Path) -> serde_json::Value {

@@ -1,0 +1,417 @@
+//! `merge`: the parts that `prepare --worker-index I --num-workers N` left in
+//! an output folder become one data set — the same bytes, file for file, as
+//! a one-machine `prepare` with the same options writes (`prepare-timings.json`
+//! aside, which says how long each worker and the merge took).
+//!
+//! Everything is checked before anything changes: every part `0..N` is there,
+//! finished (its `part.json`), not being written (its lock), from one plan
+//! (the plan fingerprint), made by this histoshard, with the shards the
+//! partition rule gives it at the sizes it recorded, and rows and images
+//! tables with the checksums it recorded. Then, under the output folder's
+//! lock and journal (`output.rs`), the shards are renamed into place, the
+//! tables and reports written, the manifest last, and the parts removed. An
+//! interrupted merge is rerun as it was; shards it had moved are kept.
+
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    path::{Path, PathBuf},
+    time::Instant,
+};
+
+use super::{
+    PrepareReport, RunTimings,
+    output::{Existing, Lock, OutputDir},
+    parts::{self, PartManifest, Partition},
+    report::{self, Timings, WorkerTimings},
+};
+use crate::{
+    atomic,
+    error::{Error, Result},
+    shard::{
+        manifest::{self, ImageRow, ManifestRow},
+        writer::ShardSummary,
+    },
+};
+
+/// What `merge` did.
+pub struct Merged {
+    pub report: PrepareReport,
+    pub timings: RunTimings,
+    /// How many parts were merged (0: the folder already held the data set).
+    pub parts: u32,
+}
+
+/// A part, read and checked.
+struct Part {
+    partition: Partition,
+    dir: PathBuf,
+    manifest: PartManifest,
+    rows: Vec<ManifestRow>,
+    /// Held until the merge is done, so that no worker writes meanwhile.
+    _lock: Lock,
+}
+
+/// Merges the parts in `dir` (see the module documentation). `overwrite`
+/// replaces another data set there, as when every worker was told so.
+pub fn merge(dir: &Path, overwrite: bool) -> Result<Merged> {
+    let started = Instant::now();
+    atomic::check_folder(dir)?;
+    if !dir.is_dir() {
+        return Err(Error::input(dir, "not found: no folder to merge"));
+    }
+    let found = parts::list_parts(dir)?;
+    if found.is_empty() {
+        if let Ok(report) = report::read(dir)
+            && dir.join(manifest::MANIFEST_PARQUET).is_file()
+        {
+            return Ok(Merged {
+                report,
+                timings: RunTimings::default(),
+                parts: 0,
+            });
+        }
+        return Err(Error::input(
+            dir.join(parts::PARTS_DIR),
+            "no parts to merge: run `histoshard prepare --worker-index I --num-workers N` with this output folder first",
+        ));
+    }
+    let counts: BTreeSet<u32> = found.iter().map(|(p, _)| p.count).collect();
+    if counts.len() > 1 {
+        let names: Vec<String> = found.iter().map(|(p, _)| p.dir_name()).collect();
+        return Err(Error::input(
+            dir.join(parts::PARTS_DIR),
+            format!(
+                "holds parts of runs with different worker counts ({}): remove the stale ones, or rerun every worker with one --num-workers",
+                names.join(", ")
+            ),
+        ));
+    }
+    let n = found[0].0.count;
+    let present: BTreeSet<u32> = found.iter().map(|(p, _)| p.index).collect();
+    let missing: Vec<u32> = (0..n).filter(|i| !present.contains(i)).collect();
+    if let Some(&first) = missing.first() {
+        let list: Vec<String> = missing.iter().map(u32::to_string).collect();
+        return Err(Error::input(
+            parts::part_dir(
+                dir,
+                Partition {
+                    index: first,
+                    count: n,
+                },
+            ),
+            format!(
+                "missing: worker(s) {} of {n} have not run here; run each with --worker-index I --num-workers {n}",
+                list.join(", ")
+            ),
+        ));
+    }
+    let read_started = Instant::now();
+    let mut checked = Vec::with_capacity(found.len());
+    for (partition, part_dir) in found {
+        checked.push(read_part(dir, partition, part_dir)?);
+    }
+    check_one_plan(&checked)?;
+    let images = read_images(&checked[0])?;
+    let mut rows: Vec<ManifestRow> = checked
+        .iter_mut()
+        .flat_map(|p| std::mem::take(&mut p.rows))
+        .collect();
+    rows.sort_by_key(|r| r.record_id);
+    let plan_records: u64 = checked[0]
+        .manifest
+        .plan_shards
+        .iter()
+        .map(|s| s.records)
+        .sum();
+    if rows.len() as u64 != plan_records
+        || rows
+            .iter()
+            .enumerate()
+            .any(|(i, r)| r.record_id != i as u64)
+    {
+        return Err(Error::input(
+            dir.join(parts::PARTS_DIR),
+            format!(
+                "the parts hold {} records, not the plan's ids 0..{plan_records}; rerun the workers with --overwrite",
+                rows.len()
+            ),
+        ));
+    }
+    let shards: Vec<ShardSummary> = checked
+        .iter()
+        .flat_map(|p| p.manifest.shards.iter().cloned())
+        .collect();
+    let read_s = read_started.elapsed().as_secs_f64();
+
+    let first = &checked[0].manifest;
+    let overwrite = overwrite || checked.iter().all(|p| p.manifest.overwrite);
+    let files: Vec<String> = first.plan_shards.iter().map(|s| s.file.clone()).collect();
+    let out = OutputDir::open(dir, &first.fingerprint, &files, overwrite)?;
+    if out.existing == Existing::Complete {
+        // An earlier merge finished all but removing the parts.
+        let report = report::read(dir)?;
+        out.finish()?;
+        remove_parts(dir, &checked)?;
+        return Ok(Merged {
+            report,
+            timings: RunTimings::default(),
+            parts: n,
+        });
+    }
+    let move_started = Instant::now();
+    for p in &checked {
+        for s in &p.manifest.shards {
+            let (from, to) = (p.dir.join(&s.file), dir.join(&s.file));
+            if from.is_file() {
+                atomic::check_target(&to)?;
+                std::fs::rename(&from, &to).map_err(|e| Error::io(&to, e))?;
+            } else if size_of(&to) != Some(s.bytes) {
+                return Err(Error::input(
+                    &from,
+                    format!(
+                        "missing, and not moved into place either; rerun worker {}",
+                        p.partition.index
+                    ),
+                ));
+            }
+        }
+    }
+    let move_s = move_started.elapsed().as_secs_f64();
+
+    let manifest_started = Instant::now();
+    let report = first.report.clone().with_rows(&rows, &shards);
+    let mut table = super::write_tables(dir, &images, &rows)?;
+    let timings = merge_timings(
+        &checked,
+        rows.len() as u64,
+        Timings {
+            ingest: read_s,
+            write: move_s,
+            manifest: manifest_started.elapsed().as_secs_f64(),
+            total: started.elapsed().as_secs_f64(),
+        },
+    );
+    super::commit_data_set(dir, &report, &timings, &mut table)?;
+    out.finish()?;
+    remove_parts(dir, &checked)?;
+    Ok(Merged {
+        report,
+        timings,
+        parts: n,
+    })
+}
+
+/// Locks, reads and checks one part: its `part.json`, its shards' presence
+/// and sizes, its rows.
+fn read_part(out: &Path, partition: Partition, dir: PathBuf) -> Result<Part> {
+    let i = partition.index;
+    // Held by a worker still writing: "another histoshard prepare is writing here".
+    let lock = Lock::acquire(&dir)?;
+    let json = dir.join(parts::PART_FILE);
+    if !json.is_file() {
+        return Err(Error::input(
+            &json,
+            format!(
+                "not found: part {i} of {} is incomplete (its worker was killed or failed); rerun worker {i}",
+                partition.count
+            ),
+        ));
+    }
+    let manifest = parts::read_part(&dir)?;
+    let rerun = format!("rerun worker {i} (with --overwrite)");
+    if manifest.tool != "histoshard" || manifest.partition != partition {
+        return Err(Error::input(
+            &json,
+            format!("is not the part.json of {}; {rerun}", partition.dir_name()),
+        ));
+    }
+    if manifest.version != env!("CARGO_PKG_VERSION") {
+        return Err(Error::input(
+            &json,
+            format!(
+                "was written by histoshard {}, this is {}: merge with the version the workers ran",
+                manifest.version,
+                env!("CARGO_PKG_VERSION")
+            ),
+        ));
+    }
+    let expected: Vec<(&str, u64)> = manifest
+        .expected_shards()
+        .iter()
+        .map(|s| (s.file.as_str(), s.records))
+        .collect();
+    let listed: Vec<(&str, u64)> = manifest
+        .shards
+        .iter()
+        .map(|s| (s.file.as_str(), s.records))
+        .collect();
+    if listed != expected {
+        return Err(Error::input(
+            &json,
+            format!("lists other shards than the plan gives worker {i}; {rerun}"),
+        ));
+    }
+    for s in &manifest.shards {
+        let path = dir.join(&s.file);
+        match size_of(&path) {
+            Some(b) if b == s.bytes => {}
+            Some(b) => {
+                return Err(Error::input(
+                    &path,
+                    format!("is {b} bytes, part.json says {}; {rerun}", s.bytes),
+                ));
+            }
+            // Moved by an interrupted merge.
+            None if size_of(&out.join(&s.file)) == Some(s.bytes) => {}
+            None => {
+                return Err(Error::input(
+                    &path,
+                    format!("missing (part {i} lists it); rerun worker {i}"),
+                ));
+            }
+        }
+    }
+    let rows_path = dir.join(parts::ROWS_FILE);
+    if parts::file_sha256(&rows_path)? != manifest.rows_sha256 {
+        return Err(Error::input(
+            &rows_path,
+            format!("does not match its part.json (checksum); {rerun}"),
+        ));
+    }
+    let df = manifest::read_parquet(&rows_path)?;
+    let rows = ManifestRow::from_dataframe(&df)
+        .map_err(|e| Error::input(&rows_path, format!("not a histoshard rows table: {e}")))?;
+    let shard_records: u64 = manifest.shards.iter().map(|s| s.records).sum();
+    if rows.len() as u64 != manifest.rows || manifest.rows != shard_records {
+        return Err(Error::input(
+            &rows_path,
+            format!(
+                "holds {} rows, its shards {shard_records} records; {rerun}",
+                rows.len()
+            ),
+        ));
+    }
+    Ok(Part {
+        partition,
+        dir,
+        manifest,
+        rows,
+        _lock: lock,
+    })
+}
+
+/// Refuses parts from more than one plan, naming one that differs from the
+/// plan most parts share, and the options in which they differ.
+fn check_one_plan(parts: &[Part]) -> Result<()> {
+    let mut votes: BTreeMap<&str, (usize, u32)> = BTreeMap::new();
+    for p in parts {
+        let v = votes
+            .entry(p.manifest.plan.as_str())
+            .or_insert((0, p.partition.index));
+        v.0 += 1;
+    }
+    let Some((common, _)) = votes
+        .iter()
+        .max_by_key(|(_, (count, first))| (*count, std::cmp::Reverse(*first)))
+    else {
+        return Ok(());
+    };
+    let Some(reference) = parts.iter().find(|p| p.manifest.plan == *common) else {
+        return Ok(());
+    };
+    let Some(odd) = parts.iter().find(|p| p.manifest.plan != *common) else {
+        return Ok(());
+    };
+    let why = match differing_options(
+        &odd.manifest.report.config,
+        &reference.manifest.report.config,
+    ) {
+        d if !d.is_empty() => format!("its options differ in {}", d.join(", ")),
+        _ if odd.manifest.fingerprint != reference.manifest.fingerprint => {
+            "its input files differ".to_string()
+        }
+        _ => "the same options and file names, but other input contents".to_string(),
+    };
+    Err(Error::input(
+        odd.dir.join(parts::PART_FILE),
+        format!(
+            "from another plan than {} ({why}); rerun worker {} with the same options and input as the others (--overwrite)",
+            reference.partition.dir_name(),
+            odd.partition.index
+        ),
+    ))
+}
+
+/// The keys whose values differ between two `config` objects.
+fn differing_options(a: &serde_json::Value, b: &serde_json::Value) -> Vec<String> {
+    let (Some(a), Some(b)) = (a.as_object(), b.as_object()) else {
+        return Vec::new();
+    };
+    let keys: BTreeSet<&String> = a.keys().chain(b.keys()).collect();
+    keys.into_iter()
+        .filter(|k| a.get(*k) != b.get(*k))
+        .map(|k| k.replace('_', "-"))
+        .collect()
+}
+
+/// The plan's `images.parquet`, which worker 0 wrote.
+fn read_images(part: &Part) -> Result<Vec<ImageRow>> {
+    let path = part.dir.join(manifest::IMAGES_PARQUET);
+    let rerun = "rerun worker 0 (with --overwrite)";
+    let Some(sha) = &part.manifest.images_sha256 else {
+        return Err(Error::input(
+            part.dir.join(parts::PART_FILE),
+            format!("lists no images table; {rerun}"),
+        ));
+    };
+    if !path.is_file() || parts::file_sha256(&path)? != *sha {
+        return Err(Error::input(
+            &path,
+            format!("missing or not the one part.json lists; {rerun}"),
+        ));
+    }
+    let df = manifest::read_parquet(&path)?;
+    ImageRow::from_dataframe(&df)
+        .map_err(|e| Error::input(&path, format!("not a histoshard images table: {e}")))
+}
+
+/// The merge's own timings, and every worker's.
+fn merge_timings(parts: &[Part], records: u64, own: Timings) -> RunTimings {
+    let workers: Vec<WorkerTimings> = parts
+        .iter()
+        .map(|p| WorkerTimings {
+            worker: p.partition.index,
+            host: p.manifest.host.clone(),
+            shards: p.manifest.shards.len(),
+            records: p.manifest.rows,
+            run: p.manifest.timings.clone(),
+        })
+        .collect();
+    // As if the workers ran side by side: the slowest, then the merge.
+    let slowest = workers
+        .iter()
+        .map(|w| w.run.timings_s.total)
+        .fold(0.0, f64::max);
+    RunTimings {
+        resumed_shards: workers.iter().map(|w| w.run.resumed_shards).sum(),
+        records_per_s: records as f64 / (slowest + own.total).max(1e-9),
+        timings_s: own,
+        workers,
+    }
+}
+
+fn size_of(path: &Path) -> Option<u64> {
+    std::fs::symlink_metadata(path)
+        .ok()
+        .filter(|m| m.is_file())
+        .map(|m| m.len())
+}
+
+/// Removes the merged parts, and their folder when nothing else is left in it.
+fn remove_parts(dir: &Path, parts: &[Part]) -> Result<()> {
+    for p in parts {
+        std::fs::remove_dir_all(&p.dir).map_err(|e| Error::io(&p.dir, e))?;
+    }
+    let _ = std::fs::remove_dir(dir.join(parts::PARTS_DIR));
+    Ok(())
+}
