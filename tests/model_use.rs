@@ -213,7 +213,13 @@ fn compare_writes_one_table_and_one_plot() {
     assert!(md.contains("| mlp |") && md.contains("| cnn |"), "{md}");
     assert!(md.contains("![comparison](comparison.svg)"));
     let svg = std::fs::read_to_string(out.join("comparison.svg")).unwrap();
-    assert!(svg.contains(">mlp<") && svg.contains(">cnn<"));
+    // Each model is the text of a label (plotters puts it on its own line).
+    let texts: Vec<&str> = svg
+        .split('>')
+        .filter_map(|t| t.split('<').next())
+        .map(str::trim)
+        .collect();
+    assert!(texts.contains(&"mlp") && texts.contains(&"cnn"), "{svg}");
     let mut r = csv::Reader::from_path(out.join("comparison.csv")).unwrap();
     assert_eq!(r.records().count(), 2);
     // The per-model config was used: a 4-wide cnn.

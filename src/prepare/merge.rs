@@ -19,7 +19,7 @@ use std::{
 };
 
 use super::{
-    PrepareReport, RunTimings,
+    PrepareOptions, PrepareReport, RunTimings,
     output::{Existing, Lock, OutputDir},
     parts::{self, PartManifest, Partition},
     report::{self, Timings, WorkerTimings},
@@ -342,8 +342,11 @@ fn check_one_plan(parts: &[Part]) -> Result<()> {
     ))
 }
 
-/// The keys whose values differ between two `config` objects.
-fn differing_options(a: &serde_json::Value, b: &serde_json::Value) -> Vec<String> {
+/// The options (as flag names) whose values differ between two runs.
+fn differing_options(a: &PrepareOptions, b: &PrepareOptions) -> Vec<String> {
+    let (Ok(a), Ok(b)) = (serde_json::to_value(a), serde_json::to_value(b)) else {
+        return Vec::new();
+    };
     let (Some(a), Some(b)) = (a.as_object(), b.as_object()) else {
         return Vec::new();
     };

@@ -37,6 +37,7 @@ use crate::{
     atomic,
     dataset::{self, Dataset},
     error::{Error, Result},
+    patch::stain::StainNormalizer,
     preprocess,
     progress::Progress,
     shard::{
