@@ -676,6 +676,10 @@ fn the_head_stage_leaves_the_backbone_untouched_and_fine_tuning_moves_it() {
             "0.001",
             "--bn-stats",
             "train",
+            // The default re-estimates batch-norm statistics first; this
+            // test is about what the head stage itself touches.
+            "--adapt-bn",
+            "false",
             "--device",
             "flex",
         ]);
