@@ -27,7 +27,7 @@ out=${2:-bench-glas}
 seeds=${SEEDS:-1 2 3}
 model=${HS_MODEL:-efficientnet-lite0}
 epochs=${HS_EPOCHS:---freeze-epochs 4 --epochs 3}
-recipe="--model $model $epochs ${HS_ARGS:-}"
+recipe="--model $model $epochs ${HS_ARGS:-}${PREP_ARGS:+ (prepare ${PREP_ARGS})}"
 tools=${TOOLS:-histoshard pytorch}
 threads=${THREADS:-$(nproc)}
 export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$HOME/.cache/histoshard-target}
@@ -52,7 +52,8 @@ for seed in $seeds; do
         rm -rf "$run"
         t0=$(now)
         # shellcheck disable=SC2086
-        "$bin" -q --threads "$threads" train --data "$shards" --output "$run" --seed "$seed" --cv 5 $recipe
+        "$bin" -q --threads "$threads" train --data "$shards" --output "$run" --seed "$seed" --cv 5 \
+            --model "$model" $epochs ${HS_ARGS:-}
         t1=$(now)
         "$py" - "$run/cv.json" "$seed" "$t0" "$t1" "$recipe" >>"$results" <<'PY'
 import json, sys
