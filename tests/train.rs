@@ -19,6 +19,27 @@ fn col(rows: &[csv::StringRecord], header: &[&str], name: &str) -> Vec<f64> {
     rows.iter().map(|r| r[i].parse().unwrap()).collect()
 }
 
+/// `train` arguments for 3 epochs of a small MLP on `data` into `run`.
+fn three_mlp_epochs(data: &Path, run: &Path) -> Vec<String> {
+    [
+        "train",
+        "--data",
+        s(data),
+        "--output",
+        s(run),
+        "--model",
+        "mlp",
+        "--input-size",
+        "8",
+        "--epochs",
+        "3",
+        "--batch-size",
+        "8",
+    ]
+    .map(String::from)
+    .to_vec()
+}
+
 /// The smallest toy set the tests train on: 4 train images, 1 val, 1 test.
 fn write_tiny_toy(data: &Path) {
     let spec = ToySpec {
@@ -545,25 +566,7 @@ fn trains_without_a_validation_split_keeping_the_last_epoch() {
     };
     write_toy_dataset(&data, &spec).unwrap();
     let run = dir.path().join("run");
-    let args = |run: &Path| {
-        [
-            "train",
-            "--data",
-            s(&data),
-            "--output",
-            s(run),
-            "--model",
-            "mlp",
-            "--input-size",
-            "8",
-            "--epochs",
-            "3",
-            "--batch-size",
-            "8",
-        ]
-        .map(String::from)
-        .to_vec()
-    };
+    let args = |run: &Path| three_mlp_epochs(&data, run);
     // Not quiet: the summary line says which epoch was kept and why.
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_histoshard"))
         .args(args(&run))
@@ -711,22 +714,8 @@ fn keeps_the_last_epoch_by_default_and_the_best_with_early_stopping() {
     write_tiny_toy(&data);
     let train = |name: &str, extra: &[&str]| {
         let run = dir.path().join(name);
-        let mut args = vec![
-            "train",
-            "--data",
-            s(&data),
-            "--output",
-            s(&run),
-            "--model",
-            "mlp",
-            "--input-size",
-            "8",
-            "--epochs",
-            "3",
-            "--batch-size",
-            "8",
-        ];
-        args.extend_from_slice(extra);
+        let mut args = three_mlp_epochs(&data, &run);
+        args.extend(extra.iter().map(|a| a.to_string()));
         let out = std::process::Command::new(env!("CARGO_BIN_EXE_histoshard"))
             .args(&args)
             .output()
