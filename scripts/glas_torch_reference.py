@@ -82,6 +82,31 @@ def tiles(path, scale, patch):
             for x in range(0, a.shape[1] - patch + 1, patch)]
 
 
+def shard_tiles(shards, fold):
+    """An ablation: histoshard's own prepared patches instead of the script's
+    tiles. ``(train, held_out)``: every record outside ``fold`` (augmented
+    copies included) as ``(array, label)``, and the held-out fold's patches as
+    cut as ``{image: (label, [arrays])}``."""
+    import io
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "python"))
+    from histoshard.records import parse_example
+    train, held = [], {}
+    with open(Path(shards) / "manifest.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    for row in rows:
+        with open(Path(shards) / row["shard"], "rb") as sh:
+            sh.seek(int(row["byte_offset"]) + 12)
+            record = sh.read(int(row["record_bytes"]))
+        png = bytes(parse_example(record)["image/encoded"][1][0])
+        a = np.asarray(Image.open(io.BytesIO(png)).convert("RGB"))
+        label = int(row["label"])
+        if int(float(row["fold"])) != fold:
+            train.append((a, label))
+        elif int(row["aug_index"]) == 0:
+            held.setdefault(row["source_image"], (label, []))[1].append(a)
+    return train, held
+
+
 def to_tensor(arrays):
     x = torch.from_numpy(np.stack(arrays).astype(np.float32)).permute(0, 3, 1, 2)
     return (x - 127.0) / 128.0
@@ -114,9 +139,13 @@ def build_model(weights, patch):
             image_size=[patch, patch])
 
 
-def run_epochs(model, params, lr, x, y, epochs, batch, rng):
+def run_epochs(model, params, lr, x, y, epochs, batch, rng, bn="train"):
     opt = torch.optim.Adam(params, lr=lr)
     model.train()
+    if bn == "eval":  # an ablation: batch norm on its running statistics
+        for m in model.modules():
+            if isinstance(m, torch.nn.BatchNorm2d):
+                m.eval()
     for _ in range(epochs):
         order = rng.permutation(len(y))
         for i in range(0, len(order), batch):
@@ -144,6 +173,12 @@ def main():
     ap.add_argument("--epochs", type=int, default=3)
     ap.add_argument("--batch-size", type=int, default=16)
     ap.add_argument("--threads", type=int, default=os.cpu_count())
+    ap.add_argument("--head-bn", choices=["train", "eval"], default="train",
+                    help="ablation: batch norm during the head epochs (train = the script)")
+    ap.add_argument("--tiles-from", help="ablation: train and score on the patches of "
+                    "this histoshard prepare output (with --fold) instead of the script's tiles")
+    ap.add_argument("--ft-bn", choices=["train", "eval"], default="train",
+                    help="ablation: batch norm while fine-tuning everything")
     a = ap.parse_args()
     if (a.fold is None) == (a.test_dir is None):
         sys.exit("glas_torch_reference: give --folds-from with --fold, or --test-dir")
@@ -166,6 +201,12 @@ def main():
         test = [(Path(a.test_dir), n, l) for n, (l, _) in sorted(test_grades.items())]
 
     xs, ys = [], []
+    held = None
+    if a.tiles_from:
+        train_tiles, held = shard_tiles(a.tiles_from, a.fold)
+        xs = [t for t, _ in train_tiles]
+        ys = [l for _, l in train_tiles]
+        train_names = []
     for name in train_names:
         for t in tiles(Path(a.glas) / f"{name}.bmp", a.scale, a.patch):
             xs.append(t)
@@ -183,17 +224,19 @@ def main():
         p.requires_grad = False
     for p in head:
         p.requires_grad = True
-    run_epochs(model, head, 1e-3, x, y, a.head_epochs, a.batch_size, rng)
+    run_epochs(model, head, 1e-3, x, y, a.head_epochs, a.batch_size, rng, a.head_bn)
     for p in model.parameters():
         p.requires_grad = True
-    run_epochs(model, model.parameters(), 1e-4, x, y, a.epochs, a.batch_size, rng)
+    run_epochs(model, model.parameters(), 1e-4, x, y, a.epochs, a.batch_size, rng, a.ft_bn)
     train_seconds = time.time() - started
 
     model.eval()
     patch_scores, patch_labels, images = [], [], {}
     with torch.no_grad():
         for folder, name, label in test:
-            t = tiles(folder / f"{name}.bmp", a.scale, a.patch)
+            if held is not None and name not in held:
+                continue  # every patch of it fell to prepare's tissue filter
+            t = held[name][1] if held is not None else tiles(folder / f"{name}.bmp", a.scale, a.patch)
             p = F.softmax(model(to_tensor(t)), dim=1)[:, 1].tolist()
             patch_scores += p
             patch_labels += [label] * len(p)
@@ -205,6 +248,9 @@ def main():
         "fold": a.fold,
         "seed": a.seed,
         "threads": a.threads,
+        "head_bn": a.head_bn,
+        "ft_bn": a.ft_bn,
+        "tiles_from": a.tiles_from,
         "train_tiles": len(ys),
         "patches": len(patch_scores),
         "images": len(images),

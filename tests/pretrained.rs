@@ -695,86 +695,94 @@ fn the_head_stage_leaves_the_backbone_untouched_and_fine_tuning_moves_it() {
     assert!(moved[1] > 1e-3, "fine-tuning did not change the backbone");
 }
 
-/// Fine-tuning the last blocks with frozen batch-norm statistics from cached
-/// prefix activations gives the weights of the plain loop, which runs every
-/// patch through the whole network each epoch (compared through the
-/// metrics and the predictions of new images).
+/// Fine-tuning the last blocks from cached prefix activations gives the
+/// weights of the plain loop, which runs every patch through the whole
+/// network each epoch (compared through the metrics and the predictions of
+/// new images), whether the trainable blocks' batch norms keep their
+/// statistics or normalise with the batch's.
 #[test]
 #[ignore = "needs scripts/fetch_weights.sh; scripts/test.sh runs it"]
 fn the_prefix_cache_gives_the_weights_of_the_uncached_loop() {
     let dir = tempfile::tempdir().unwrap();
     let (_, data) = common::prepared_toy(dir.path(), 10, 5);
-    let mut outputs = Vec::new();
-    for cache in ["true", "false"] {
-        let run = dir.path().join(format!("cache-{cache}"));
-        // Not through common::run, which adds --quiet: the log says which path ran.
-        let output = std::process::Command::new(env!("CARGO_BIN_EXE_histoshard"))
-            .args([
-                "-v",
-                "train",
-                "--data",
-                data.to_str().unwrap(),
-                "--output",
-                run.to_str().unwrap(),
-                "--model",
-                "efficientnet-lite0",
-                "--freeze-epochs",
-                "1",
-                "--epochs",
-                "2",
-                "--batch-size",
-                "8",
-                "--unfreeze",
-                "last:3",
-                "--cache-prefix",
-                cache,
-                "--device",
-                "flex",
-            ])
-            .output()
-            .unwrap();
-        let log = String::from_utf8_lossy(&output.stderr);
-        assert!(output.status.success(), "{log}");
-        assert_eq!(
-            log.contains("from cached activations"),
-            cache == "true",
-            "{log}"
-        );
-        let pred = predict_toy_images(dir.path(), &run);
-        // The last column: the probability of the last class.
-        let probs: Vec<f64> = csv::Reader::from_path(&pred)
-            .unwrap()
-            .records()
-            .map(|x| {
-                let x = x.unwrap();
-                x[x.len() - 1].parse().unwrap()
-            })
-            .collect();
-        let mut m = csv::Reader::from_path(run.join("metrics.csv")).unwrap();
-        let mh = m.headers().unwrap().clone();
-        let col = |name: &str| mh.iter().position(|h| h == name).unwrap();
-        let rows: Vec<csv::StringRecord> = m.records().map(|x| x.unwrap()).collect();
-        let losses: Vec<f64> = rows
+    for bn in ["frozen", "train"] {
+        let mut outputs = Vec::new();
+        for cache in ["true", "false"] {
+            let run = dir.path().join(format!("{bn}-cache-{cache}"));
+            // Not through common::run, which adds --quiet: the log says which path ran.
+            let output = std::process::Command::new(env!("CARGO_BIN_EXE_histoshard"))
+                .args([
+                    "-v",
+                    "train",
+                    "--data",
+                    data.to_str().unwrap(),
+                    "--output",
+                    run.to_str().unwrap(),
+                    "--model",
+                    "efficientnet-lite0",
+                    "--freeze-epochs",
+                    "1",
+                    "--epochs",
+                    "2",
+                    "--batch-size",
+                    "8",
+                    "--unfreeze",
+                    "last:3",
+                    "--cache-prefix",
+                    cache,
+                    "--bn-stats",
+                    bn,
+                    "--device",
+                    "flex",
+                ])
+                .output()
+                .unwrap();
+            let log = String::from_utf8_lossy(&output.stderr);
+            assert!(output.status.success(), "{log}");
+            assert_eq!(
+                log.contains("from cached activations"),
+                cache == "true",
+                "{log}"
+            );
+            let pred = predict_toy_images(dir.path(), &run);
+            // The last column: the probability of the last class.
+            let probs: Vec<f64> = csv::Reader::from_path(&pred)
+                .unwrap()
+                .records()
+                .map(|x| {
+                    let x = x.unwrap();
+                    x[x.len() - 1].parse().unwrap()
+                })
+                .collect();
+            let mut m = csv::Reader::from_path(run.join("metrics.csv")).unwrap();
+            let mh = m.headers().unwrap().clone();
+            let col = |name: &str| mh.iter().position(|h| h == name).unwrap();
+            let rows: Vec<csv::StringRecord> = m.records().map(|x| x.unwrap()).collect();
+            let losses: Vec<f64> = rows
+                .iter()
+                .flat_map(|r| {
+                    [
+                        r[col("train_loss")].parse().unwrap(),
+                        r[col("val_loss")].parse::<f64>().unwrap(),
+                    ]
+                })
+                .collect();
+            outputs.push((probs, losses));
+        }
+        let (cached, plain) = (&outputs[0], &outputs[1]);
+        assert_eq!(cached.0.len(), 2);
+        assert_eq!(cached.1.len(), 6);
+        for (a, b) in cached
+            .0
             .iter()
-            .flat_map(|r| {
-                [
-                    r[col("train_loss")].parse().unwrap(),
-                    r[col("val_loss")].parse::<f64>().unwrap(),
-                ]
-            })
-            .collect();
-        outputs.push((probs, losses));
-    }
-    let (cached, plain) = (&outputs[0], &outputs[1]);
-    assert_eq!(cached.0.len(), 2);
-    assert_eq!(cached.1.len(), 6);
-    for (a, b) in cached
-        .0
-        .iter()
-        .zip(&plain.0)
-        .chain(cached.1.iter().zip(&plain.1))
-    {
-        assert!((a - b).abs() < 1e-3, "cached {cached:?}\nplain {plain:?}");
+            .zip(&plain.0)
+            .chain(cached.1.iter().zip(&plain.1))
+        {
+            assert!(
+                (a - b).abs() < 1e-3,
+                "--bn-stats {bn}: cached {cached:?}\nplain {plain:?}"
+            );
+        }
     }
 }
 

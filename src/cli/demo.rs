@@ -50,6 +50,11 @@ pub struct Args {
     /// Augmented copies per train patch.
     #[arg(long, default_value_t = 1)]
     augment: u32,
+    /// Share of the training patients held out as a validation split (for
+    /// the validation curves only: every model keeps its last epoch, so by
+    /// default all training images train, as in cross-validation).
+    #[arg(long, value_parser = super::finite::<f64>, default_value_t = 0.0)]
+    val_fraction: f64,
     /// Epochs per from-scratch model; pretrained models fine-tune for a third of them.
     #[arg(long, default_value_t = 8)]
     epochs: usize,
@@ -100,6 +105,7 @@ pub fn run(a: Args, g: &Global) -> anyhow::Result<ExitCode> {
     p.patch_size = a.patch_size;
     p.stride = a.patch_size;
     p.augment = a.augment;
+    p.val_fraction = a.val_fraction;
     p.folds = a.cv;
     p.seed = a.seed;
     p.threads = g.threads;

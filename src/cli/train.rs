@@ -151,7 +151,7 @@ pub struct Args {
     /// [default: true].
     #[arg(long)]
     adapt_bn: Option<bool>,
-    /// Pretrained models: with `--unfreeze last:N --bn-stats frozen`, compute
+    /// Pretrained models: with `--unfreeze last:N`, compute
     /// the frozen blocks below the trainable ones once per patch and fine-tune
     /// from those activations (same result, less work) [default: true].
     #[arg(long)]

@@ -1,8 +1,9 @@
 //! Fine-tuning from cached activations. When fine-tuning trains only the last
-//! N blocks of a backbone and every batch norm keeps its statistics
-//! (`--unfreeze last:N --bn-stats frozen`), everything below those blocks is
-//! a fixed function of the record — augmentation is baked into the shards —
-//! so its output is computed once per record, kept in memory, and every
+//! N blocks of a backbone (`--unfreeze last:N`), everything below those
+//! blocks is a fixed function of the record — the frozen blocks keep their
+//! batch-norm statistics whatever `--bn-stats` says (it applies to the
+//! trainable blocks), and augmentation is baked into the shards — so its
+//! output is computed once per record, kept in memory, and every
 //! epoch runs only the trainable blocks and the head. The batches are the
 //! ones the image loader would give (the same stream, read without decoding
 //! pixels), so the weights are those of the uncached loop up to float
@@ -29,11 +30,11 @@ use crate::{error::Error, progress::Progress};
 
 /// The number of trainable tail blocks when `cfg`'s fine-tuning can run from
 /// cached activations of `model`; `None` when it cannot (the whole backbone
-/// trains, batch-norm statistics update, patches are augmented on the fly, or
-/// the architecture has no prefix split).
+/// trains, patches are augmented on the fly, or the architecture has no
+/// prefix split).
 pub fn tail_blocks(cfg: &TrainConfig, model: &Model) -> Option<usize> {
     let t = cfg.transfer.as_ref()?;
-    if !t.cache_prefix || t.bn != super::transfer::BnPolicy::Frozen || cfg.augment.is_some() {
+    if !t.cache_prefix || cfg.augment.is_some() {
         return None;
     }
     let Model::EfficientNet(m) = model else {
