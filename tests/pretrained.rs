@@ -865,3 +865,45 @@ fn weights_by_url_are_downloaded_checked_and_trained_from() {
         "{run_json}"
     );
 }
+
+/// The bytes a fixed-seed transfer-learning run exports, against the digests
+/// recorded in `tests/data/pretrained_digests.txt`: EfficientNet-Lite0 from
+/// its ImageNet weights, batch-norm adaptation, an epoch of the head on
+/// cached features and one of fine-tuning the last block from the prefix
+/// cache, one thread on the pure-Rust backend. After an intended change,
+/// rerun with `HISTOSHARD_BLESS=1` and say why in the commit.
+#[test]
+#[ignore = "needs scripts/fetch_weights.sh; scripts/test.sh runs it"]
+fn transfer_learning_exports_match_the_recorded_digests() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_, data) = common::prepared_toy(dir.path(), 6, 9);
+    let run = dir.path().join("run");
+    common::ok(&[
+        "--threads",
+        "1",
+        "train",
+        "--data",
+        data.to_str().unwrap(),
+        "--output",
+        run.to_str().unwrap(),
+        "--model",
+        "efficientnet-lite0",
+        "--freeze-epochs",
+        "1",
+        "--epochs",
+        "1",
+        "--batch-size",
+        "4",
+        "--unfreeze",
+        "last:1",
+        "--seed",
+        "11",
+        "--device",
+        "flex",
+    ]);
+    common::check_digests(
+        &common::exported_outputs(&run),
+        "pretrained_digests.txt",
+        "the exported transfer-learning run",
+    );
+}
