@@ -880,29 +880,12 @@ fn transfer_learning_exports_match_the_recorded_digests() {
     let dir = tempfile::tempdir().unwrap();
     let (_, data) = common::prepared_toy(dir.path(), 6, 9);
     let run = dir.path().join("run");
-    common::ok(&[
-        "--threads",
-        "1",
-        "train",
-        "--data",
-        data.to_str().unwrap(),
-        "--output",
-        run.to_str().unwrap(),
-        "--model",
-        "efficientnet-lite0",
-        "--freeze-epochs",
-        "1",
-        "--epochs",
-        "1",
-        "--batch-size",
-        "4",
-        "--unfreeze",
-        "last:1",
-        "--seed",
-        "11",
-        "--device",
-        "flex",
-    ]);
+    let (d, r) = (data.to_str().unwrap(), run.to_str().unwrap());
+    let mut args = vec!["--threads", "1", "train", "--data", d, "--output", r];
+    args.extend(["--model", "efficientnet-lite0", "--device", "flex"]);
+    args.extend(["--freeze-epochs", "1", "--epochs", "1", "--seed", "11"]);
+    args.extend(["--unfreeze", "last:1", "--batch-size", "4"]);
+    common::ok(&args);
     common::check_digests(
         &common::exported_outputs(&run),
         "pretrained_digests.txt",

@@ -157,14 +157,7 @@ pub fn train(
         train_data.class_counts(),
         info.val_records
     );
-    let session = Session::new(
-        run_dir,
-        &info,
-        &train_data,
-        val_data.as_ref(),
-        &base,
-        progress,
-    );
+    let session = Session::new(run_dir, &info, &train_data, &val_data, &base, progress);
     let start = begin(&session, opts)?;
     let opts = opts.after(start.state.epochs_done);
     fit(&session, start, &opts)
@@ -224,14 +217,9 @@ pub(super) fn begin(session: &Session, opts: &RunOptions) -> TrainResult<Start> 
 }
 
 pub(super) fn fit(session: &Session, start: Start, opts: &RunOptions) -> TrainResult<TrainOutcome> {
-    let Session {
-        run_dir,
-        info,
-        train_data,
-        val_data,
-        base,
-        progress,
-    } = *session;
+    let (run_dir, info, base) = (session.run_dir, session.info, session.base);
+    let (train_data, val_data) = (session.train_data, session.val_data);
+    let progress = session.progress;
     let cfg = &info.config;
     let k = info.num_classes;
     let device = base.clone().autodiff();

@@ -67,14 +67,7 @@ pub fn resume(run_dir: &Path, opts: &RunOptions, progress: &Progress) -> TrainRe
         )
         .into());
     }
-    let session = Session::new(
-        run_dir,
-        &info,
-        &train_data,
-        val_data.as_ref(),
-        &base,
-        progress,
-    );
+    let session = Session::new(run_dir, &info, &train_data, &val_data, &base, progress);
     let start = match state {
         Some(state) if !start_over => {
             let mut history = EpochMetrics::load_all(run_dir)?;

@@ -39,7 +39,7 @@ impl<'a> Session<'a> {
         run_dir: &'a Path,
         info: &'a RunInfo,
         train_data: &'a Dataset,
-        val_data: Option<&'a Dataset>,
+        val_data: &'a Option<Dataset>,
         base: &'a Device,
         progress: &'a Progress,
     ) -> Self {
@@ -47,7 +47,7 @@ impl<'a> Session<'a> {
             run_dir,
             info,
             train_data,
-            val_data,
+            val_data: val_data.as_ref(),
             base,
             progress,
         }
