@@ -38,4 +38,7 @@ pub mod synth;
 pub mod train;
 pub mod verify;
 
+#[cfg(test)]
+mod import_graph;
+
 pub use error::{Error, Result};

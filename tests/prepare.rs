@@ -132,7 +132,6 @@ fn byte_identical_for_any_thread_count() {
 /// `HISTOSHARD_BLESS=1` to record the new digests, and say why in the commit.
 #[test]
 fn output_bytes_match_the_recorded_digests() {
-    use sha2::{Digest, Sha256};
     let t = tempfile::tempdir().unwrap();
     let input = synth(t.path(), 6, 11);
     let out = t.path().join("out");
@@ -179,19 +178,10 @@ fn output_bytes_match_the_recorded_digests() {
         "prepare.json (normalised)".into(),
         report.clone().into_bytes(),
     );
-    let got: String = files
-        .iter()
-        .map(|(name, bytes)| format!("{}  {name}\n", hex::encode(Sha256::digest(bytes))))
-        .collect();
-    let recorded =
-        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/prepare_digests.txt");
-    if std::env::var_os("HISTOSHARD_BLESS").is_some() {
-        std::fs::write(&recorded, &got).unwrap();
-    }
-    let want = std::fs::read_to_string(&recorded).unwrap();
-    assert!(
-        got == want,
-        "prepare's output changed:\n--- recorded\n{want}--- now\n{got}--- prepare.json (normalised)\n{report}"
+    common::check_digests(
+        &files,
+        "prepare_digests.txt",
+        &format!("prepare's output (prepare.json normalised:\n{report})"),
     );
 }
 

@@ -17,7 +17,7 @@ use std::{
 use burn::tensor::{Device, Tensor, TensorData};
 use histoshard::train::{
     learner::DeviceChoice,
-    models::{EfficientNetConfig, LiteVariant, Model, pretrained},
+    models::{Backbone, EfficientNetConfig, LiteVariant, Model, pretrained},
 };
 
 const TOLERANCE: f32 = 1e-4;
@@ -96,7 +96,7 @@ fn lite_logits_match_pytorch_on_every_backend() {
         (LiteVariant::Lite2, 1, 260),
     ];
     for (variant, n, side) in cases {
-        let weights = pretrained::resolve_weights(variant, None).unwrap();
+        let weights = pretrained::resolve_weights(variant.kind(), None).unwrap();
         let x = input(n, side);
         let (input_path, logits_path, features_path) = (
             dir.path().join("in.f32"),
@@ -130,7 +130,7 @@ fn lite_logits_match_pytorch_on_every_backend() {
             let model = EfficientNetConfig::new(variant)
                 .with_num_classes(1000)
                 .init(&device);
-            let model = pretrained::load_efficientnet(model, &weights, true).unwrap();
+            let model = model.load_imagenet(&weights, true).unwrap();
             let images =
                 Tensor::<4>::from_data(TensorData::new(x.clone(), [n, 3, side, side]), &device);
             let features = model.features(images.clone());
@@ -190,15 +190,15 @@ fn torchvision_net(arch: &str, weights: &Path, device: &Device) -> Model {
         "resnet18" | "resnet50" => {
             let depth = if arch == "resnet50" { 50 } else { 18 };
             let m = ResNetConfig::new(depth).with_num_classes(1000).init(device);
-            Model::ResNet(pretrained::load_resnet(m, weights, true).unwrap())
+            Model::ResNet(m.load_imagenet(weights, true).unwrap())
         }
         "mobilenet_v2" => {
             let m = MobileNetV2Config::new().with_num_classes(1000).init(device);
-            Model::MobileNetV2(pretrained::load_mobilenet_v2(m, weights, true).unwrap())
+            Model::MobileNetV2(m.load_imagenet(weights, true).unwrap())
         }
         "inception_v3" => {
             let m = InceptionV3Config::new().with_num_classes(1000).init(device);
-            Model::InceptionV3(pretrained::load_inception_v3(m, weights, true).unwrap())
+            Model::InceptionV3(m.load_imagenet(weights, true).unwrap())
         }
         _ => panic!("no such torchvision network here: {arch}"),
     }
@@ -275,10 +275,14 @@ fn torchvision_logits_match_on_every_backend() {
         dir.path().join("mobilenet_v2.pth"),
     );
     let errors = [
-        pretrained::load_mobilenet_v2(MobileNetV2Config::new().init(&device), &inception, false)
+        MobileNetV2Config::new()
+            .init(&device)
+            .load_imagenet(&inception, false)
             .err()
             .map(|e| (e.to_string(), "inception_v3.pth")),
-        pretrained::load_inception_v3(InceptionV3Config::new().init(&device), &mobilenet, false)
+        InceptionV3Config::new()
+            .init(&device)
+            .load_imagenet(&mobilenet, false)
             .err()
             .map(|e| (e.to_string(), "mobilenet_v2.pth")),
     ];
@@ -342,11 +346,11 @@ fn inception_normalisation_matches_torchvision_transform_input() {
 #[test]
 #[ignore = "needs scripts/fetch_weights.sh; scripts/test.sh runs it"]
 fn weights_of_another_network_are_refused_by_name() {
-    let weights = pretrained::resolve_weights(LiteVariant::Lite0, None).unwrap();
+    let weights = pretrained::resolve_weights(LiteVariant::Lite0.kind(), None).unwrap();
     let device = devices()[0].1.clone();
     // Lite2 is wider: the Lite0 file must not load into it.
     let model = EfficientNetConfig::new(LiteVariant::Lite2).init(&device);
-    let Err(err) = pretrained::load_efficientnet(model, &weights, false) else {
+    let Err(err) = model.load_imagenet(&weights, false) else {
         panic!("lite0 weights loaded into lite2");
     };
     let err = err.to_string();
@@ -613,13 +617,11 @@ struct Lite0Probe {
 impl Lite0Probe {
     fn new() -> Self {
         let device = DeviceChoice::Flex.device().unwrap();
-        let weights = pretrained::resolve_weights(LiteVariant::Lite0, None).unwrap();
-        let imagenet = pretrained::load_efficientnet(
-            EfficientNetConfig::new(LiteVariant::Lite0).init(&device),
-            &weights,
-            false,
-        )
-        .unwrap();
+        let weights = pretrained::resolve_weights(LiteVariant::Lite0.kind(), None).unwrap();
+        let imagenet = EfficientNetConfig::new(LiteVariant::Lite0)
+            .init(&device)
+            .load_imagenet(&weights, false)
+            .unwrap();
         let x = Tensor::<4>::from_data(TensorData::new(input(2, 64), [2, 3, 64, 64]), &device);
         let mut probe = Self {
             device,
@@ -871,5 +873,30 @@ fn weights_by_url_are_downloaded_checked_and_trained_from() {
     assert!(
         run_json.contains(common::s(&cache.join(&name))),
         "{run_json}"
+    );
+}
+
+/// The bytes a fixed-seed transfer-learning run exports, against the digests
+/// recorded in `tests/data/pretrained_digests.txt`: EfficientNet-Lite0 from
+/// its ImageNet weights, batch-norm adaptation, an epoch of the head on
+/// cached features and one of fine-tuning the last block from the prefix
+/// cache, one thread on the pure-Rust backend. After an intended change,
+/// rerun with `HISTOSHARD_BLESS=1` and say why in the commit.
+#[test]
+#[ignore = "needs scripts/fetch_weights.sh; scripts/test.sh runs it"]
+fn transfer_learning_exports_match_the_recorded_digests() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_, data) = common::prepared_toy(dir.path(), 6, 9);
+    let run = dir.path().join("run");
+    let (d, r) = (data.to_str().unwrap(), run.to_str().unwrap());
+    let mut args = vec!["--threads", "1", "train", "--data", d, "--output", r];
+    args.extend(["--model", "efficientnet-lite0", "--device", "flex"]);
+    args.extend(["--freeze-epochs", "1", "--epochs", "1", "--seed", "11"]);
+    args.extend(["--unfreeze", "last:1", "--batch-size", "4"]);
+    common::ok(&args);
+    common::check_digests(
+        &common::exported_outputs(&run),
+        "pretrained_digests.txt",
+        "the exported transfer-learning run",
     );
 }

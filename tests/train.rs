@@ -770,3 +770,32 @@ fn keeps_the_last_epoch_by_default_and_the_best_with_early_stopping() {
         "the same seed and data: the same lowest epoch"
     );
 }
+
+/// The bytes a fixed-seed run exports, against the digests recorded in
+/// `tests/data/train_digests.txt`: a cnn and an mlp, one thread on the
+/// pure-Rust backend, trained on real `prepare` output and exported as
+/// safetensors (plus `model.json` and the untimed `metrics.csv`). Training
+/// is bit-deterministic run to run, so any change of arithmetic, data order
+/// or initialisation fails here; after an intended one, rerun with
+/// `HISTOSHARD_BLESS=1` and say why in the commit.
+#[test]
+fn exported_weights_match_the_recorded_digests() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_, data) = common::prepared_toy(dir.path(), 6, 9);
+    let mut outputs = std::collections::BTreeMap::new();
+    for (model, extra) in [
+        ("cnn", ["--width", "4", "--depth", "2"]),
+        ("mlp", ["--input-size", "8", "--hidden", "16"]),
+    ] {
+        let run = dir.path().join(model);
+        let mut args = vec!["--threads", "1", "train", "--data", s(&data)];
+        args.extend(["--output", s(&run), "--model", model, "--device", "flex"]);
+        args.extend(["--epochs", "2", "--batch-size", "4", "--seed", "11"]);
+        args.extend(extra);
+        ok(&args);
+        for (name, bytes) in common::exported_outputs(&run) {
+            outputs.insert(format!("{model}/{name}"), bytes);
+        }
+    }
+    common::check_digests(&outputs, "train_digests.txt", "the exported training run");
+}

@@ -1,6 +1,10 @@
 use std::{path::PathBuf, process::ExitCode};
 
-use histoshard::train::{classify, learner::DeviceChoice, models::ModelKind};
+use histoshard::train::{
+    classify,
+    learner::DeviceChoice,
+    models::{LiteVariant, ModelKind},
+};
 
 use super::Global;
 
@@ -24,7 +28,7 @@ pub struct Args {
 }
 
 pub fn run(a: Args, _g: &Global) -> anyhow::Result<ExitCode> {
-    let Some(variant) = a.model.lite_variant() else {
+    let Some(variant) = LiteVariant::of_kind(a.model) else {
         anyhow::bail!(
             "{} has no ImageNet head; classify takes efficientnet-lite0/1/2",
             a.model

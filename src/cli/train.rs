@@ -9,10 +9,7 @@ use histoshard::{
             self, Balance, DeviceChoice, Keep, OptimizerKind, RunOptions, Schedule, TrainConfig,
             TrainOutcome,
         },
-        models::{
-            EfficientNetConfig, InceptionV3Config, MobileNetV2Config, ModelKind, ModelSpec,
-            ResNetConfig,
-        },
+        models::{ModelKind, ModelSpec},
         transfer::{BnPolicy, Unfreeze},
     },
 };
@@ -167,7 +164,7 @@ pub fn run(a: Args, g: &Global) -> anyhow::Result<ExitCode> {
         data: a.data.clone(),
     };
     if let Some(run) = &a.resume {
-        let outcome = learner::resume(run, &opts, &super::progress(g.quiet))?;
+        let outcome = histoshard::train::resume::resume(run, &opts, &super::progress(g.quiet))?;
         print_outcome(&outcome, run, g);
         return Ok(ExitCode::SUCCESS);
     }
@@ -230,9 +227,6 @@ pub(super) fn apply_args(cfg: &mut TrainConfig, a: &Args, file: &Args) -> anyhow
             if let Some(v) = a.hidden.clone().or(file.hidden.clone()) {
                 c.hidden = v;
             }
-            if let Some(v) = a.dropout.or(file.dropout) {
-                c.dropout = v;
-            }
         }
         ModelSpec::Cnn(c) => {
             if let Some(v) = a.width.or(file.width) {
@@ -244,18 +238,11 @@ pub(super) fn apply_args(cfg: &mut TrainConfig, a: &Args, file: &Args) -> anyhow
             if let Some(v) = a.stem_stride.or(file.stem_stride) {
                 c.stem_stride = v;
             }
-            if let Some(v) = a.dropout.or(file.dropout) {
-                c.dropout = v;
-            }
         }
-        ModelSpec::EfficientNet(EfficientNetConfig { dropout, .. })
-        | ModelSpec::ResNet(ResNetConfig { dropout, .. })
-        | ModelSpec::MobileNetV2(MobileNetV2Config { dropout, .. })
-        | ModelSpec::InceptionV3(InceptionV3Config { dropout, .. }) => {
-            if let Some(v) = a.dropout.or(file.dropout) {
-                *dropout = v;
-            }
-        }
+        _ => {}
+    }
+    if let Some(v) = a.dropout.or(file.dropout) {
+        cfg.model.set_dropout(v);
     }
     match &mut cfg.transfer {
         Some(t) => {

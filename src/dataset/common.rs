@@ -1,7 +1,7 @@
 //! Helpers shared by the loaders: reading CSV tables with real line numbers,
 //! keeping paths from inside files within the input root, checking image
 //! headers, and assembling the final [`Dataset`]. Listing and walking folders
-//! is [`super::walk`].
+//! is [`super::walk`] (which also holds the file-name tests re-exported here).
 
 use std::collections::hash_map::Entry;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
@@ -10,29 +10,9 @@ use std::path::{Component, Path, PathBuf};
 
 use rayon::prelude::*;
 
+pub use super::walk::{IMAGE_EXTENSIONS, ext_lower, is_image_file_name};
 use super::{BBox, Dataset, Layout, Sample, Skipped, image_io};
 use crate::error::{Error, IoContext, Result};
-
-/// Image extensions every loader accepts (compared case-insensitively).
-pub const IMAGE_EXTENSIONS: [&str; 6] = ["png", "jpg", "jpeg", "bmp", "tif", "tiff"];
-
-/// Whether `path` ends in one of [`IMAGE_EXTENSIONS`] (case-insensitive).
-pub fn is_image_file_name(path: &Path) -> bool {
-    ext_lower(path).is_some_and(|e| IMAGE_EXTENSIONS.contains(&e.as_str()))
-}
-
-/// The extension of `path`, lowercased, when it has one that is UTF-8.
-pub fn ext_lower(path: &Path) -> Option<String> {
-    path.extension()
-        .and_then(|e| e.to_str())
-        .map(|e| e.to_ascii_lowercase())
-}
-
-/// Whether the last component of `path` starts with a dot.
-pub fn is_hidden(path: &Path) -> bool {
-    path.file_name()
-        .is_some_and(|n| n.as_encoded_bytes().first() == Some(&b'.'))
-}
 
 /// `path`'s file name as UTF-8, or an error naming it (displayed lossily).
 pub fn utf8_name(path: &Path) -> Result<&str> {

@@ -8,8 +8,28 @@ use std::fs;
 use std::path::{Path, PathBuf};
 
 use super::Skipped;
-use super::common::{is_hidden, is_image_file_name};
 use crate::error::{Error, IoContext, Result};
+
+/// Image extensions every loader accepts (compared case-insensitively).
+pub const IMAGE_EXTENSIONS: [&str; 6] = ["png", "jpg", "jpeg", "bmp", "tif", "tiff"];
+
+/// Whether `path` ends in one of [`IMAGE_EXTENSIONS`] (case-insensitive).
+pub fn is_image_file_name(path: &Path) -> bool {
+    ext_lower(path).is_some_and(|e| IMAGE_EXTENSIONS.contains(&e.as_str()))
+}
+
+/// The extension of `path`, lowercased, when it has one that is UTF-8.
+pub fn ext_lower(path: &Path) -> Option<String> {
+    path.extension()
+        .and_then(|e| e.to_str())
+        .map(|e| e.to_ascii_lowercase())
+}
+
+/// Whether the last component of `path` starts with a dot.
+pub fn is_hidden(path: &Path) -> bool {
+    path.file_name()
+        .is_some_and(|n| n.as_encoded_bytes().first() == Some(&b'.'))
+}
 
 /// A folder the loaders never read: the output folder, when it lies inside
 /// the input (`-o input/out`). What `prepare` or `inspect` wrote there (a

@@ -26,6 +26,7 @@ use std::{
 };
 
 use super::report::MAX_REPORT_BYTES;
+pub use super::report::{REPORT_FILE, TIMINGS_FILE};
 use crate::{
     atomic,
     error::{Error, IoContext, Result},
@@ -38,10 +39,7 @@ use crate::{
 
 pub const LOCK_FILE: &str = ".histoshard.lock";
 pub const STATE_DIR: &str = ".histoshard-state";
-pub const REPORT_FILE: &str = "prepare.json";
 pub const SCHEMA_FILE: &str = "features.json";
-/// How long the run took (not part of what makes two data sets equal).
-pub const TIMINGS_FILE: &str = "prepare-timings.json";
 const JOURNAL_FILE: &str = "journal.json";
 /// Every file of a data set besides its shards.
 pub const FIXED_FILES: [&str; 6] = [

@@ -12,7 +12,7 @@ use std::{collections::BTreeMap, path::Path, time::Instant};
 
 use serde::{Deserialize, Serialize, Serializer};
 
-use super::{options::PrepareOptions, output, plan::ImagePlan};
+use super::{options::PrepareOptions, plan::ImagePlan};
 use crate::{
     atomic,
     dataset::{Dataset, Skipped},
@@ -24,6 +24,11 @@ use crate::{
 /// The layout of `prepare.json` this version writes and reads. Files written
 /// before the field existed read as version 0, which has the same fields.
 pub const FORMAT_VERSION: u32 = 1;
+
+/// The report's file in a prepared folder.
+pub const REPORT_FILE: &str = "prepare.json";
+/// How long the run took (not part of what makes two data sets equal).
+pub const TIMINGS_FILE: &str = "prepare-timings.json";
 
 /// Seconds spent per stage.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
@@ -235,14 +240,14 @@ impl PrepareReport {
 
     pub fn write(&self, dir: &Path) -> Result<()> {
         let text = serde_json::to_string_pretty(self).map_err(|e| Error::Config(e.to_string()))?;
-        atomic::write(&dir.join(output::REPORT_FILE), text.as_bytes())
+        atomic::write(&dir.join(REPORT_FILE), text.as_bytes())
     }
 }
 
 impl RunTimings {
     pub fn write(&self, dir: &Path) -> Result<()> {
         let text = serde_json::to_string_pretty(self).map_err(|e| Error::Config(e.to_string()))?;
-        atomic::write(&dir.join(output::TIMINGS_FILE), text.as_bytes())
+        atomic::write(&dir.join(TIMINGS_FILE), text.as_bytes())
     }
 }
 
@@ -253,7 +258,7 @@ pub const MAX_REPORT_BYTES: u64 = 64 << 20;
 /// Reads `prepare.json` of a prepared folder; one written by a newer
 /// histoshard, in a layout this one does not know, is refused by name.
 pub fn read(dir: &Path) -> Result<PrepareReport> {
-    let path = dir.join(output::REPORT_FILE);
+    let path = dir.join(REPORT_FILE);
     let text = crate::fsutil::read_text_limited(&path, MAX_REPORT_BYTES, "a prepare.json")?;
     let report: PrepareReport = serde_json::from_str(&text)
         .map_err(|e| Error::input(&path, format!("not a histoshard prepare.json: {e}")))?;

@@ -10,7 +10,7 @@ use image::{RgbImage, imageops::FilterType};
 use super::{
     error::TrainResult,
     infer::to_vec,
-    models::{EfficientNet, EfficientNetConfig, LiteVariant, efficientnet, pretrained},
+    models::{Backbone, EfficientNet, EfficientNetConfig, LiteVariant, efficientnet, pretrained},
 };
 use crate::{dataset::image_io, preprocess::to_chw};
 
@@ -45,11 +45,11 @@ pub fn imagenet_model(
     weights: Option<&Path>,
     device: &Device,
 ) -> TrainResult<EfficientNet> {
-    let path = pretrained::resolve_weights(variant, weights)?;
+    let path = pretrained::resolve_weights(variant.kind(), weights)?;
     let model = EfficientNetConfig::new(variant)
         .with_num_classes(1000)
         .init(device);
-    Ok(pretrained::load_efficientnet(model, &path, true)?)
+    Ok(model.load_imagenet(&path, true)?)
 }
 
 /// Top-`k` ImageNet classes of each image.

@@ -153,16 +153,13 @@ impl TrainConfig {
         if kind.is_pretrained() {
             // Chosen by patient-grouped cross-validation on the real GlaS
             // training images (docs/RESULTS.md): batch norm re-estimated on
-            // the tissue, and for EfficientNet only the last 5 blocks
-            // fine-tuned, over cached activations of the frozen ones.
-            let unfreeze = match kind {
-                ModelKind::EfficientnetLite0
-                | ModelKind::EfficientnetLite1
-                | ModelKind::EfficientnetLite2 => transfer::Unfreeze::Last(5),
-                _ => transfer::Unfreeze::All,
-            };
+            // the tissue, and the blocks fine-tuned that the model table says.
+            let unfreeze = kind
+                .info()
+                .unfreeze_last
+                .map_or(transfer::Unfreeze::All, transfer::Unfreeze::Last);
             cfg.transfer = Some(TransferConfig {
-                weights: pretrained::resolve_weights_for(kind, weights)?,
+                weights: pretrained::resolve_weights(kind, weights)?,
                 freeze_epochs: 5,
                 head_lr: 1e-3,
                 unfreeze,
@@ -193,17 +190,11 @@ impl TrainConfig {
         if self.total_epochs() == 0 {
             return bad("--epochs must be at least 1".into());
         }
-        match (&self.model, &self.transfer) {
-            (
-                ModelSpec::EfficientNet(_)
-                | ModelSpec::ResNet(_)
-                | ModelSpec::MobileNetV2(_)
-                | ModelSpec::InceptionV3(_),
-                None,
-            ) => {
+        match (self.model.kind().is_pretrained(), &self.transfer) {
+            (true, None) => {
                 return bad("a pretrained backbone needs its weights (--weights)".into());
             }
-            (ModelSpec::Mlp(_) | ModelSpec::Cnn(_), Some(_)) => {
+            (false, Some(_)) => {
                 return bad(
                     "--freeze-epochs, --unfreeze and --weights are for pretrained models".into(),
                 );

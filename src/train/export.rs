@@ -1,13 +1,11 @@
 //! `histoshard export`: a trained run as files another framework can use.
 //!
 //! - `model.safetensors`: the weights under PyTorch's names and layouts
-//!   (linear weights transposed, batch norm `weight`/`bias`), loadable with
-//!   `load_state_dict` into `efficientnet_lite_pytorch.EfficientNet` for the
-//!   EfficientNet-Lite models, `torchvision.models.resnet18/50` for the
-//!   ResNets, `torchvision.models.mobilenet_v2` and
-//!   `torchvision.models.inception_v3(aux_logits=False,
-//!   transform_input=False)` for those two, or into the `Cnn`/`Mlp` of
-//!   `scripts/histoshard_torch.py` for the from-scratch ones;
+//!   (linear weights transposed, batch norm `weight`/`bias`; each backbone's
+//!   `Backbone::pytorch_names`), loadable with `load_state_dict` into the
+//!   PyTorch network `model.json`'s `pytorch` names (`Architecture::
+//!   pytorch_recipe`: `efficientnet_lite_pytorch`, torchvision, or the
+//!   `Cnn`/`Mlp` of `scripts/histoshard_torch.py` for the from-scratch ones);
 //! - or `model.bpk`: burn's own format, for burn programs;
 //! - `model.json`: the architecture and the preprocessing (patch size, scale,
 //!   normalisation, class names, aggregation) — what `predict` also uses.
@@ -16,14 +14,14 @@ use std::path::{Path, PathBuf};
 
 use burn::{
     module::Module,
-    store::{BurnToPyTorchAdapter, ModuleSnapshot, SafetensorsStore},
+    store::{BurnToPyTorchAdapter, SafetensorsStore},
     tensor::Device,
 };
 use serde::Serialize;
 
 use super::{
     error::TrainResult,
-    models::{Model, ModelSpec, pretrained::escape},
+    models::{Model, ModelSpec},
     predict::Preprocessing,
     run::{RunInfo, load_run_model},
 };
@@ -88,7 +86,7 @@ pub fn export(
             ExportFormat::Burn => "burn".into(),
         },
         weights: file_name(&weights),
-        pytorch: pytorch_recipe(&info.config.model),
+        pytorch: info.config.model.pytorch_recipe(),
         parameters: model.num_params(),
         model: info.config.model.clone(),
         preprocessing: pre,
@@ -106,69 +104,15 @@ fn file_name(path: &Path) -> String {
         .unwrap_or_default()
 }
 
-fn pytorch_recipe(spec: &ModelSpec) -> String {
-    match spec {
-        ModelSpec::EfficientNet(c) => format!(
-            "efficientnet_lite_pytorch.EfficientNet.from_name('{}', num_classes={}); load_state_dict(strict=False: only num_batches_tracked is absent)",
-            c.variant.name(),
-            c.num_classes
-        ),
-        ModelSpec::ResNet(c) => format!(
-            "torchvision.models.resnet{}(num_classes={}); load_state_dict(strict=False: only num_batches_tracked is absent)",
-            c.depth, c.num_classes
-        ),
-        ModelSpec::MobileNetV2(c) => format!(
-            "torchvision.models.mobilenet_v2(num_classes={}); load_state_dict(strict=False: only num_batches_tracked is absent)",
-            c.num_classes
-        ),
-        // No auxiliary head was trained; the normalisation in `preprocessing`
-        // already is what transform_input=True would compute.
-        ModelSpec::InceptionV3(c) => format!(
-            "torchvision.models.inception_v3(num_classes={}, aux_logits=False, transform_input=False, init_weights=False); load_state_dict(strict=False: only num_batches_tracked is absent)",
-            c.num_classes
-        ),
-        ModelSpec::Cnn(_) | ModelSpec::Mlp(_) => {
-            "scripts/histoshard_torch.py: load_export(folder)".into()
-        }
-    }
-}
-
 /// Safetensors under PyTorch names, written to a temporary name first.
 fn write_safetensors(model: &Model, spec: &ModelSpec, path: &Path) -> TrainResult<()> {
     // The store creates the temporary file itself, refusing to replace one.
     let tmp: PathBuf = crate::atomic::free_tmp(path)?;
-    let mut store = SafetensorsStore::from_file(&tmp)
+    let store = SafetensorsStore::from_file(&tmp)
         .with_to_adapter(BurnToPyTorchAdapter)
         .metadata("histoshard_model", spec.kind().to_string());
-    let result = match model {
-        // `blocks.3.bn1.weight` → `_blocks.3._bn1.weight`, the efficientnet_lite_pytorch names.
-        Model::EfficientNet(m) => {
-            // Every module segment gains its underscore, the tensor's own name does not.
-            store = store.with_key_remapping(r"(^|\.)([a-z][a-z0-9_]*)\.", "${1}_${2}.");
-            m.save_into(&mut store)
-        }
-        // torchvision's Sequential shortcut names.
-        Model::ResNet(m) => {
-            store = store
-                // Our block enum's variant is not part of torchvision's names.
-                .with_key_remapping(r"\.(Basic|Bottleneck)\.", ".")
-                .with_key_remapping(r"\.downsample\.conv\.", ".downsample.0.")
-                .with_key_remapping(r"\.downsample\.bn\.", ".downsample.1.");
-            m.save_into(&mut store)
-        }
-        // Our part names → torchvision's `features.N…` Sequential indices.
-        Model::MobileNetV2(m) => {
-            for (ours, theirs) in m.torchvision_names() {
-                store = store.with_key_remapping(format!("^{}\\.", escape(&ours)), theirs + ".");
-            }
-            m.save_into(&mut store)
-        }
-        // The fields already carry torchvision's names.
-        Model::InceptionV3(m) => m.save_into(&mut store),
-        Model::Cnn(m) => m.save_into(&mut store),
-        Model::Mlp(m) => m.save_into(&mut store),
-    };
-    result
+    model
+        .save_pytorch(store)
         .map_err(|e| Error::output(path, format!("cannot write safetensors: {e}")))
         .and_then(|()| sort_header(&tmp))
         .inspect_err(|_| {

@@ -1,7 +1,9 @@
 //! The training loop: a plain loop over burn's autodiff and optimizer rather
 //! than burn-train's `Learner`, so that every random choice is ours (seeded)
 //! and every file it writes is ours (atomic; the files are [`super::run`]'s).
-//! Only `train` and `val` are read; `test` is never opened here.
+//! Only `train` and `val` are read; `test` is never opened here. A fresh
+//! run starts here ([`train`]); pretrained models first go through
+//! [`super::head_stage`]; [`super::resume`] continues a run with [`fit`].
 
 use std::{
     path::{Path, PathBuf},
@@ -10,25 +12,22 @@ use std::{
 
 use burn::{
     nn::loss::CrossEntropyLossConfig,
-    optim::{GradientsParams, ModuleOptimizer},
+    optim::GradientsParams,
     tensor::{Device, Int, Tensor, TensorData},
 };
 
 use super::{
-    checkpoint,
     data::{Batch, Dataset, LoaderConfig},
     error::{TrainError, TrainResult},
-    infer::{Predictions, images_tensor, predict, to_vec},
-    metrics::{self, argmax},
-    models::Model,
+    head_stage::head_stage,
+    infer::{images_tensor, predict, to_vec},
+    metrics::argmax,
     predict::Preprocessing,
     prefix_cache::{self, PrefixCache},
-    provenance::{self, DataIdentity},
-    run::{
-        BEST_MODEL, EpochMetrics, LAST_MODEL, LAST_OPTIM, RUN_JSON, RunInfo, TrainState,
-        checkpoint_err, load_model, save_model, save_optimizer,
-    },
-    transfer::{self, FeatureCache},
+    provenance::DataIdentity,
+    run::{EpochMetrics, RUN_JSON, RunInfo, TrainState},
+    session::{Session, Start, end_epoch, epoch_row},
+    transfer,
 };
 use crate::{
     error::{Error, IoContext},
@@ -55,7 +54,7 @@ fn labels_tensor(batch: &Batch, device: &Device) -> Tensor<1, Int> {
 #[derive(Clone, Debug, Default)]
 pub struct RunOptions {
     /// Train at most this many epochs in this invocation, then stop cleanly
-    /// (for time-limited jobs; continue with [`resume`]).
+    /// (for time-limited jobs; continue with [`super::resume::resume`]).
     pub stop_after: Option<usize>,
     /// Read the data from here instead of the folder in `run.json` (resume only).
     pub data: Option<PathBuf>,
@@ -63,7 +62,7 @@ pub struct RunOptions {
 
 impl RunOptions {
     /// What is left for [`fit`] after `done` epochs of this invocation.
-    fn after(&self, done: usize) -> Self {
+    pub(super) fn after(&self, done: usize) -> Self {
         Self {
             stop_after: self.stop_after.map(|n| n.saturating_sub(done)),
             ..self.clone()
@@ -158,34 +157,15 @@ pub fn train(
         train_data.class_counts(),
         info.val_records
     );
-    let session = Session {
-        run_dir,
-        info: &info,
-        train_data: &train_data,
-        val_data: val_data.as_ref(),
-        base: &base,
-        progress,
-    };
+    let session = Session::new(run_dir, &info, &train_data, &val_data, &base, progress);
     let start = begin(&session, opts)?;
     let opts = opts.after(start.state.epochs_done);
     fit(&session, start, &opts)
 }
 
-/// What every stage of one run reads: its folder, configuration, data, device.
-#[derive(Clone, Copy)]
-struct Session<'a> {
-    run_dir: &'a Path,
-    info: &'a RunInfo,
-    train_data: &'a Dataset,
-    /// `None` without a validation split: every epoch is kept.
-    val_data: Option<&'a Dataset>,
-    base: &'a Device,
-    progress: &'a Progress,
-}
-
 /// A fresh model (pretrained weights loaded), and for pretrained models
 /// the whole frozen-feature stage.
-fn begin(session: &Session, opts: &RunOptions) -> TrainResult<Start> {
+pub(super) fn begin(session: &Session, opts: &RunOptions) -> TrainResult<Start> {
     let Session {
         info,
         base,
@@ -236,224 +216,10 @@ fn begin(session: &Session, opts: &RunOptions) -> TrainResult<Start> {
     }
 }
 
-/// Stage 1 of transfer learning: cache the frozen backbone's features of
-/// train and val once, then train the new head on them for `epochs` (of
-/// `freeze_epochs`) epochs; each epoch is checkpointed like any other.
-fn head_stage(session: &Session, start: Start, epochs: usize) -> TrainResult<Start> {
-    let Session {
-        run_dir,
-        info,
-        train_data,
-        val_data,
-        base,
-        progress,
-    } = *session;
-    let cfg = &info.config;
-    let Some(t) = &cfg.transfer else {
-        return Ok(start);
-    };
-    let device = base.clone().autodiff();
-    let Start {
-        model,
-        mut optim,
-        mut state,
-        mut history,
-    } = start;
-    let mut net = transfer::backbone(model)?.freeze_backbone(0, true);
-    let loader = cfg.eval_loader();
-    let started = Instant::now();
-    let train_cache = FeatureCache::build(&net, train_data, &loader, base, progress, "features")?;
-    let val_cache = val_data
-        .map(|v| FeatureCache::build(&net, v, &loader, base, progress, "features"))
-        .transpose()?;
-    let mut cache_seconds = started.elapsed().as_secs_f64();
-    tracing::info!(
-        "frozen {} features of {} + {} patches cached in {cache_seconds:.1} s ({:.1} patches/s)",
-        cfg.model.kind(),
-        train_cache.len(),
-        val_cache.as_ref().map_or(0, FeatureCache::len),
-        (train_cache.len() + val_cache.as_ref().map_or(0, FeatureCache::len)) as f64
-            / cache_seconds.max(1e-9)
-    );
-    let loss_fn = CrossEntropyLossConfig::new()
-        .with_weights(info.class_weights.clone())
-        .init(&device);
-    for epoch in 1..=epochs {
-        device.seed(super::data::seed_of(&[cfg.seed, epoch as u64, 0xd0]));
-        let epoch_start = Instant::now();
-        let (trained, stats) = transfer::head_epoch(
-            net,
-            &mut optim,
-            &train_cache,
-            &loss_fn,
-            cfg.batch_size,
-            t.head_lr,
-            super::data::seed_of(&[cfg.seed, epoch as u64]),
-            &device,
-        )
-        .map_err(|e| match e {
-            TrainError::NonFiniteLoss {
-                batch, value, lr, ..
-            } => TrainError::NonFiniteLoss {
-                epoch,
-                batch,
-                value,
-                lr,
-            },
-            other => other,
-        })?;
-        let val = val_cache
-            .as_ref()
-            .map(|c| transfer::head_predictions(&trained, c, base))
-            .transpose()?;
-        // The first epoch pays for the feature pass.
-        let seconds = epoch_start.elapsed().as_secs_f64() + cache_seconds;
-        cache_seconds = 0.0;
-        let row = epoch_row(
-            epoch,
-            t.head_lr,
-            stats.loss / stats.seen.max(1) as f64,
-            stats.correct as f64 / stats.seen.max(1) as f64,
-            val.as_ref(),
-            stats.seen,
-            seconds,
-            "head",
-            info.num_classes,
-        );
-        let model = Model::from(trained);
-        let stop = end_epoch(run_dir, info, &model, &optim, &mut state, &mut history, row)?;
-        net = transfer::backbone(model)?;
-        if stop {
-            break;
-        }
-    }
-    Ok(Start {
-        model: net.into(),
-        // Stage 2 starts its own optimizer: the head's moments were for another learning rate.
-        optim: cfg.optimizer(),
-        state,
-        history,
-    })
-}
-
-/// Continues the run in `run_dir` after its last finished epoch, from its
-/// `last.bpk`, `last-optim.bpk` and `state.json`; because every random
-/// choice is seeded per epoch, the result equals an uninterrupted run.
-pub fn resume(run_dir: &Path, opts: &RunOptions, progress: &Progress) -> TrainResult<TrainOutcome> {
-    let mut opts = opts.clone();
-    let info = RunInfo::load(run_dir)?;
-    let cfg = &info.config;
-    // A run.json edited by hand, or written before its options were all checked.
-    cfg.validate()
-        .map_err(|e| Error::input(run_dir.join(RUN_JSON), e.to_string()))?;
-    let base = cfg.device.device()?;
-    let state = TrainState::load_if_any(run_dir)?;
-    // Finish or discard the checkpoint files a kill left half-committed.
-    checkpoint::settle(run_dir, state.as_ref().map(|s| s.epochs_done))?;
-    let freeze = cfg.freeze_epochs();
-    // Killed before its first epoch committed: start over. The frozen-feature
-    // stage is cheap and deterministic: redo it whole rather than resume inside it.
-    let start_over = state
-        .as_ref()
-        .is_none_or(|s| cfg.transfer.is_some() && s.epochs_done < freeze && !s.stopped_early);
-    let data_dir = opts.data.clone().unwrap_or_else(|| info.data.clone());
-    if let Some(then) = &info.data_identity {
-        let differences = then.differences(&DataIdentity::read(&data_dir)?);
-        if !differences.is_empty() {
-            return Err(provenance::mismatch(
-                &data_dir,
-                &format!(
-                    "is not the data set {} was trained on (resume with that data, or start a new run)",
-                    run_dir.display()
-                ),
-                &differences,
-            )
-            .into());
-        }
-    }
-    let train_data = Dataset::open(&data_dir, &cfg.train)?;
-    let val_data = Dataset::open_if_any(&data_dir, &cfg.val)?;
-    let val_len = val_data.as_ref().map_or(0, Dataset::len);
-    if train_data.len() != info.train_records || val_len != info.val_records {
-        return Err(Error::input(
-            &data_dir,
-            format!(
-                "is not the data the run started with ({} / {} train / val records, the run had {} / {})",
-                train_data.len(),
-                val_len,
-                info.train_records,
-                info.val_records
-            ),
-        )
-        .into());
-    }
-    let session = Session {
-        run_dir,
-        info: &info,
-        train_data: &train_data,
-        val_data: val_data.as_ref(),
-        base: &base,
-        progress,
-    };
-    let start = match state {
-        Some(state) if !start_over => {
-            let mut history = EpochMetrics::load_all(run_dir)?;
-            // Rows of an epoch that was killed before it committed.
-            history.retain(|row| row.epoch <= state.epochs_done);
-            let device = base.clone().autodiff();
-            let model = load_model(cfg.model.init(&device), &run_dir.join(LAST_MODEL))?;
-            let optim_path = run_dir.join(LAST_OPTIM);
-            // Right after the head stage, fine-tuning starts a fresh optimizer.
-            let optim = if cfg.transfer.is_some() && state.epochs_done <= freeze {
-                cfg.optimizer()
-            } else {
-                cfg.optimizer()
-                    .load(&optim_path)
-                    .map_err(|e| checkpoint_err(&optim_path, format!("{e:?}")))?
-            };
-            tracing::info!(
-                "resuming {} after epoch {} of {}",
-                run_dir.display(),
-                state.epochs_done,
-                cfg.total_epochs()
-            );
-            Start {
-                model,
-                optim,
-                state,
-                history,
-            }
-        }
-        _ => {
-            tracing::info!(
-                "resuming {}: no epoch committed, or inside the frozen-feature stage; starting over",
-                run_dir.display()
-            );
-            let start = begin(&session, &opts)?;
-            opts = opts.after(start.state.epochs_done);
-            start
-        }
-    };
-    fit(&session, start, &opts)
-}
-
-/// Where [`fit`] starts from.
-struct Start {
-    model: Model,
-    optim: ModuleOptimizer,
-    state: TrainState,
-    history: Vec<EpochMetrics>,
-}
-
-fn fit(session: &Session, start: Start, opts: &RunOptions) -> TrainResult<TrainOutcome> {
-    let Session {
-        run_dir,
-        info,
-        train_data,
-        val_data,
-        base,
-        progress,
-    } = *session;
+pub(super) fn fit(session: &Session, start: Start, opts: &RunOptions) -> TrainResult<TrainOutcome> {
+    let (run_dir, info, base) = (session.run_dir, session.info, session.base);
+    let (train_data, val_data) = (session.train_data, session.val_data);
+    let progress = session.progress;
     let cfg = &info.config;
     let k = info.num_classes;
     let device = base.clone().autodiff();
@@ -603,115 +369,4 @@ fn fit(session: &Session, start: Start, opts: &RunOptions) -> TrainResult<TrainO
         }
     }
     Ok(TrainOutcome { state, history })
-}
-
-/// The `metrics.csv` row of an epoch that trained on `seen` images in
-/// `train_seconds` and was validated with `val` (its columns NaN without one).
-#[allow(clippy::too_many_arguments)]
-fn epoch_row(
-    epoch: usize,
-    lr: f64,
-    train_loss: f64,
-    train_accuracy: f64,
-    val: Option<&Predictions>,
-    seen: usize,
-    train_seconds: f64,
-    stage: &str,
-    k: usize,
-) -> EpochMetrics {
-    let (val_loss, val_accuracy, val_balanced_accuracy, val_auc) = match val {
-        Some(val) => {
-            let predicted = val.predicted();
-            let confusion = metrics::Confusion::new(&val.labels, &predicted, k);
-            let positives: Vec<bool> = val.labels.iter().map(|&l| l == 1).collect();
-            (
-                val.loss(),
-                confusion.correct() as f64 / confusion.total().max(1) as f64,
-                confusion.balanced_accuracy(),
-                metrics::roc_auc(&val.scores(1), &positives).unwrap_or(f64::NAN),
-            )
-        }
-        None => (f64::NAN, f64::NAN, f64::NAN, f64::NAN),
-    };
-    EpochMetrics {
-        epoch,
-        lr,
-        train_loss,
-        train_accuracy,
-        val_loss,
-        val_accuracy,
-        val_balanced_accuracy,
-        val_auc,
-        train_images: seen,
-        seconds: train_seconds,
-        images_per_second: seen as f64 / train_seconds.max(1e-9),
-        stage: stage.to_string(),
-    }
-}
-
-/// Logs and checkpoints a finished epoch (model, optimizer, kept model,
-/// `metrics.csv`, plots, `state.json`); true when training should stop early.
-fn end_epoch(
-    run_dir: &Path,
-    info: &RunInfo,
-    model: &Model,
-    optim: &ModuleOptimizer,
-    state: &mut TrainState,
-    history: &mut Vec<EpochMetrics>,
-    row: EpochMetrics,
-) -> TrainResult<bool> {
-    let cfg = &info.config;
-    let epoch = row.epoch;
-    tracing::info!(
-        "epoch {epoch} ({}): train loss {:.4} acc {:.3} | val loss {:.4} acc {:.3} auc {:.3} | {:.1} img/s",
-        row.stage,
-        row.train_loss,
-        row.train_accuracy,
-        row.val_loss,
-        row.val_accuracy,
-        row.val_auc,
-        row.images_per_second
-    );
-    if info.val_records > 0 && !row.val_loss.is_finite() {
-        return Err(TrainError::NonFiniteLoss {
-            epoch,
-            batch: 0,
-            value: row.val_loss as f32,
-            lr: row.lr,
-        });
-    }
-    // Pending until `state.json` commits the epoch (see `checkpoint`).
-    let pending = |name| checkpoint::pending_path(run_dir, epoch, name);
-    save_model(model, &pending(LAST_MODEL))?;
-    save_optimizer(optim, &pending(LAST_OPTIM))?;
-    state.epochs_done = epoch;
-    let improved = row.val_loss.is_finite() && state.best_val_loss.is_none_or(|b| row.val_loss < b);
-    if improved {
-        state.best_val_loss = Some(row.val_loss);
-        state.epochs_without_improvement = 0;
-    } else {
-        state.epochs_without_improvement += 1;
-    }
-    if improved || cfg.keep == Keep::Last {
-        state.best_epoch = epoch;
-        save_model(model, &pending(BEST_MODEL))?;
-    }
-    history.push(row);
-    EpochMetrics::save_all(run_dir, history)?;
-    super::report::write_training_plots(run_dir, history)?;
-    if cfg
-        .early_stopping
-        .is_some_and(|p| state.epochs_without_improvement >= p)
-    {
-        state.stopped_early = true;
-    }
-    state.save(run_dir)?;
-    checkpoint::promote(run_dir, epoch)?;
-    if state.stopped_early {
-        tracing::info!(
-            "early stop after epoch {epoch}: no better val loss for {} epochs",
-            state.epochs_without_improvement
-        );
-    }
-    Ok(state.stopped_early)
 }

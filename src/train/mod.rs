@@ -7,9 +7,12 @@
 //! - [`cv`]: patient-grouped K-fold cross-validation, patch and image level.
 //! - [`config`]: a run's options, checks, schedule and optimizer.
 //! - [`data`]: manifest-driven streaming batches (shuffle buffer, prefetch, CRC faults named).
-//! - [`models`]: the model registry (`mlp`, `cnn`).
+//! - [`models`]: the model registry: one table row per `--model`, the `Architecture` and `Backbone` traits.
 //! - [`infer`]: a run's model on data: loading it, tensors in and out, [`infer::Predictions`].
-//! - [`learner`]: the training loop (fresh, resumed, frozen-feature head stage).
+//! - [`learner`]: the training loop of a fresh run.
+//! - [`head_stage`]: stage 1 of transfer learning, the new head on cached frozen features.
+//! - [`resume`]: `train --resume`, a run continued after its last committed epoch.
+//! - [`session`]: one run as its stages see it, and how each epoch ends (metrics row, checkpoint).
 //! - [`metrics`]: accuracy, AUC, … with confidence intervals.
 //! - [`evaluate`]: patch- and image-level evaluation of a run.
 //! - [`export`]: safetensors (PyTorch names) or burnpack, plus `model.json`.
@@ -19,7 +22,7 @@
 //! - [`provenance`]: which data a run was trained on; what `evaluate` and `--resume` accept.
 //! - [`run`]: the run folder's file names and typed files (`run.json`, `state.json`, checkpoints).
 //! - [`report`]: a run's plots (loss, accuracy, ROC points) and SVG writing.
-//! - [`transfer`]: frozen-feature head training, then fine-tuning, for pretrained backbones.
+//! - [`transfer`]: transfer-learning settings, stage-2 freezing, batch-norm re-estimation.
 //! - [`toy`]: a tiny two-class shard set for tests and timings.
 
 pub mod checkpoint;
@@ -32,6 +35,7 @@ pub mod device;
 pub mod error;
 pub mod evaluate;
 pub mod export;
+pub mod head_stage;
 pub mod infer;
 pub mod learner;
 pub mod metrics;
@@ -41,6 +45,8 @@ pub mod predict;
 pub mod prefix_cache;
 pub mod provenance;
 pub mod report;
+pub mod resume;
 pub mod run;
+mod session;
 pub mod toy;
 pub mod transfer;

@@ -9,7 +9,8 @@
 //! pixels), so the weights are those of the uncached loop up to float
 //! rounding (`tests/pretrained.rs`).
 //!
-//! EfficientNet-Lite only (the other backbones train uncached). Memory: the
+//! The backbones whose `Backbone::has_prefix` says so (EfficientNet-Lite;
+//! the others train uncached). Memory: the
 //! activations entering the trainable blocks, e.g. 112 × 7 × 7 floats (22 KB)
 //! a 112-px patch below Lite0's last 5 blocks; there is no spill to disk.
 
@@ -21,7 +22,7 @@ use burn::{
 use super::{
     config::TrainConfig,
     data::{Dataset, LoaderConfig},
-    error::TrainResult,
+    error::{TrainError, TrainResult},
     infer::{Predictions, images_tensor, softmax_rows, to_vec},
     models::Model,
     transfer::Unfreeze,
@@ -37,29 +38,25 @@ pub fn tail_blocks(cfg: &TrainConfig, model: &Model) -> Option<usize> {
     if !t.cache_prefix || cfg.augment.is_some() {
         return None;
     }
-    let Model::EfficientNet(m) = model else {
-        return None;
-    };
+    let blocks = model.prefix_blocks()?;
     match t.unfreeze {
-        Unfreeze::Last(n) if n < m.num_blocks() => Some(n),
+        Unfreeze::Last(n) if n < blocks => Some(n),
         Unfreeze::None => Some(0),
         Unfreeze::Last(_) | Unfreeze::All => None,
     }
 }
 
+fn no_prefix() -> TrainError {
+    Error::Config("no cached prefix for this architecture".into()).into()
+}
+
 fn prefix(model: &Model, images: Tensor<4>, tail: usize) -> TrainResult<Tensor<4>> {
-    match model {
-        Model::EfficientNet(m) => Ok(m.prefix(images, tail)),
-        _ => Err(Error::Config("no cached prefix for this architecture".into()).into()),
-    }
+    model.prefix(images, tail).ok_or_else(no_prefix)
 }
 
 /// Logits of `model` from cached prefix activations.
 pub fn logits(model: &Model, activations: Tensor<4>, tail: usize) -> TrainResult<Tensor<2>> {
-    match model {
-        Model::EfficientNet(m) => Ok(m.head(m.tail_features(activations, tail))),
-        _ => Err(Error::Config("no cached prefix for this architecture".into()).into()),
-    }
+    model.tail_logits(activations, tail).ok_or_else(no_prefix)
 }
 
 /// The frozen prefix's output for every record of one selection, by row.

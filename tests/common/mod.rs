@@ -235,3 +235,52 @@ pub fn serve(
     });
     (base, hits)
 }
+
+/// Checks `files` (name → bytes) against the SHA-256 digests recorded in
+/// `tests/data/<recorded>`; with `HISTOSHARD_BLESS=1` records them first.
+/// `what` names the output in the failure message.
+pub fn check_digests(files: &BTreeMap<String, Vec<u8>>, recorded: &str, what: &str) {
+    use sha2::{Digest, Sha256};
+    let got: String = files
+        .iter()
+        .map(|(name, bytes)| format!("{}  {name}\n", hex::encode(Sha256::digest(bytes))))
+        .collect();
+    let recorded = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/data")
+        .join(recorded);
+    if std::env::var_os("HISTOSHARD_BLESS").is_some() {
+        std::fs::write(&recorded, &got).unwrap();
+    }
+    let want = std::fs::read_to_string(&recorded).unwrap();
+    assert!(
+        got == want,
+        "{what} changed:\n--- recorded ({})\n{want}--- now\n{got}",
+        recorded.display()
+    );
+}
+
+/// What a fixed-seed run exports, for byte comparisons: `model.safetensors`,
+/// `model.json` without the tool's version, and `metrics.csv` without its
+/// timing columns. Exports `run`'s best.bpk into `run/export`.
+pub fn exported_outputs(run: &Path) -> BTreeMap<String, Vec<u8>> {
+    let out = run.join("export");
+    ok(&["export", "--run", s(run), "--output", s(&out)]);
+    let json: String = std::fs::read_to_string(out.join("model.json"))
+        .unwrap()
+        .lines()
+        .filter(|l| !l.trim_start().starts_with("\"histoshard\":"))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    let metrics: String = untimed(run)
+        .iter()
+        .map(|row| row.join(",") + "\n")
+        .collect();
+    BTreeMap::from([
+        (
+            "model.safetensors".to_string(),
+            std::fs::read(out.join("model.safetensors")).unwrap(),
+        ),
+        ("model.json (normalised)".to_string(), json.into_bytes()),
+        ("metrics.csv (untimed)".to_string(), metrics.into_bytes()),
+    ])
+}

@@ -14,6 +14,9 @@ use burn::{
     tensor::{Device, Tensor, activation::relu},
 };
 
+use super::{Architecture, ModelKind};
+use crate::error::{Error, Result};
+
 #[derive(Config, Debug)]
 pub struct CnnConfig {
     /// Channels of the first block.
@@ -90,6 +93,35 @@ impl CnnConfig {
             dropout: DropoutConfig::new(self.dropout).init(),
             head: LinearConfig::new(channels, self.num_classes).init(device),
         }
+    }
+}
+
+impl Architecture for CnnConfig {
+    super::architecture_fields!();
+
+    fn kind(&self) -> ModelKind {
+        ModelKind::Cnn
+    }
+
+    fn check(&self, side: Option<usize>) -> Result<()> {
+        if self.width == 0 || self.depth == 0 || self.stem_stride == 0 {
+            return Err(Error::Config(
+                "cnn width, depth and stem stride must be positive".into(),
+            ));
+        }
+        if let Some(side) = side {
+            let mut s = side.div_ceil(self.stem_stride);
+            for _ in 0..self.depth {
+                s /= 2;
+            }
+            if s == 0 {
+                return Err(Error::Config(format!(
+                    "cnn of depth {} (stem stride {}) needs patches larger than {side}×{side}",
+                    self.depth, self.stem_stride
+                )));
+            }
+        }
+        Ok(())
     }
 }
 

@@ -21,11 +21,17 @@ use burn::{
         conv::{Conv2d, Conv2dConfig},
         pool::{AdaptiveAvgPool2d, AdaptiveAvgPool2dConfig},
     },
+    store::SafetensorsStore,
     tensor::{Device, Tensor},
 };
 use serde::{Deserialize, Serialize};
+use std::path::Path;
 
-use super::layers::{relu6, set_trainable};
+use super::{
+    Architecture, Backbone, LOAD_STATE_DICT, ModelKind,
+    layers::{relu6, set_trainable},
+    pretrained::{load_checked, pth_store},
+};
 use crate::preprocess::Normalization;
 
 /// Which EfficientNet-Lite.
@@ -59,6 +65,22 @@ impl LiteVariant {
             LiteVariant::Lite1 => "efficientnet-lite1",
             LiteVariant::Lite2 => "efficientnet-lite2",
         }
+    }
+
+    /// The `--model` name of this variant.
+    pub fn kind(self) -> ModelKind {
+        match self {
+            LiteVariant::Lite0 => ModelKind::EfficientnetLite0,
+            LiteVariant::Lite1 => ModelKind::EfficientnetLite1,
+            LiteVariant::Lite2 => ModelKind::EfficientnetLite2,
+        }
+    }
+
+    /// The variant `kind` names, when it names one.
+    pub fn of_kind(kind: ModelKind) -> Option<Self> {
+        [LiteVariant::Lite0, LiteVariant::Lite1, LiteVariant::Lite2]
+            .into_iter()
+            .find(|v| v.kind() == kind)
     }
 }
 
@@ -189,6 +211,22 @@ fn bn(channels: usize, device: &Device) -> BatchNorm {
         .init(device)
 }
 
+impl Architecture for EfficientNetConfig {
+    super::architecture_fields!();
+
+    fn kind(&self) -> ModelKind {
+        self.variant.kind()
+    }
+
+    fn pytorch_recipe(&self) -> String {
+        format!(
+            "efficientnet_lite_pytorch.EfficientNet.from_name('{}', num_classes={}); {LOAD_STATE_DICT}",
+            self.variant.name(),
+            self.num_classes
+        )
+    }
+}
+
 impl BlockShape {
     fn init(&self, device: &Device) -> MbConv {
         let hidden = self.input * self.expand;
@@ -245,12 +283,6 @@ pub struct EfficientNet {
 }
 
 impl EfficientNet {
-    /// `[n, 3, h, w]` normalised images → `[n, 1280]` pooled features: what
-    /// the frozen-backbone stage caches.
-    pub fn features(&self, images: Tensor<4>) -> Tensor<2> {
-        self.tail_features(self.prefix(images, 0), 0)
-    }
-
     /// The stem and every block but the last `tail_blocks`: what stays
     /// frozen when fine-tuning trains only those (`--unfreeze last:N`).
     pub fn prefix(&self, images: Tensor<4>, tail_blocks: usize) -> Tensor<4> {
@@ -272,17 +304,25 @@ impl EfficientNet {
         self.pool.forward(x).flatten(1, 3)
     }
 
-    /// Pooled features → logits.
-    pub fn head(&self, features: Tensor<2>) -> Tensor<2> {
-        self.fc.forward(self.dropout.forward(features))
-    }
-
     /// `[n, 3, h, w]` → `[n, classes]` logits.
     pub fn forward(&self, images: Tensor<4>) -> Tensor<2> {
         self.head(self.features(images))
     }
+}
 
-    pub fn num_blocks(&self) -> usize {
+impl Backbone for EfficientNet {
+    /// `[n, 3, h, w]` normalised images → `[n, 1280]` pooled features: what
+    /// the frozen-backbone stage caches.
+    fn features(&self, images: Tensor<4>) -> Tensor<2> {
+        self.tail_features(self.prefix(images, 0), 0)
+    }
+
+    /// Pooled features → logits.
+    fn head(&self, features: Tensor<2>) -> Tensor<2> {
+        self.fc.forward(self.dropout.forward(features))
+    }
+
+    fn num_blocks(&self) -> usize {
         self.blocks.len()
     }
 
@@ -294,7 +334,7 @@ impl EfficientNet {
     /// batches are small).
     /// Starts from a wholly trainable network, so it also thaws what an
     /// earlier call froze.
-    pub fn freeze_backbone(self, trainable_blocks: usize, freeze_bn: bool) -> Self {
+    fn freeze_backbone(self, trainable_blocks: usize, freeze_bn: bool) -> Self {
         let this = self.unfreeze();
         let n = this.blocks.len();
         let keep_from = n.saturating_sub(trainable_blocks);
@@ -330,6 +370,34 @@ impl EfficientNet {
             },
             ..this
         }
+    }
+
+    fn load_imagenet(mut self, path: &Path, head: bool) -> crate::error::Result<Self> {
+        let store = pth_store(path, head, |key, _| !key.starts_with("fc."))
+            // `_blocks.3._bn1.weight` → `blocks.3.bn1.weight`
+            .with_key_remapping(r"(^|\.)_", "$1");
+        // Tensors of the file the network does not use are tolerated.
+        load_checked(&mut self, store, path, "EfficientNet-Lite", |_| true)?;
+        Ok(self)
+    }
+
+    /// `blocks.3.bn1.weight` → `_blocks.3._bn1.weight`, the
+    /// efficientnet_lite_pytorch names: every module segment gains its
+    /// underscore, the tensor's own name does not.
+    fn pytorch_names(&self, store: SafetensorsStore) -> SafetensorsStore {
+        store.with_key_remapping(r"(^|\.)([a-z][a-z0-9_]*)\.", "${1}_${2}.")
+    }
+
+    fn has_prefix(&self) -> bool {
+        true
+    }
+
+    fn split_prefix(&self, images: Tensor<4>, tail_blocks: usize) -> Option<Tensor<4>> {
+        Some(self.prefix(images, tail_blocks))
+    }
+
+    fn split_tail(&self, x: Tensor<4>, tail_blocks: usize) -> Option<Tensor<2>> {
+        Some(self.tail_features(x, tail_blocks))
     }
 }
 

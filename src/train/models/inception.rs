@@ -34,8 +34,13 @@ use burn::{
     },
     tensor::{Device, Tensor, activation::relu},
 };
+use std::path::Path;
 
-use super::layers::{ConvBn, ConvBnConfig, set_trainable};
+use super::{
+    Architecture, Backbone, LOAD_STATE_DICT, ModelKind,
+    layers::{ConvBn, ConvBnConfig, set_trainable},
+    pretrained::{load_checked, pth_store},
+};
 use crate::preprocess::Normalization;
 
 /// `(x − 0.5) / 0.5`: what torchvision's `transform_input=True` turns
@@ -358,10 +363,33 @@ impl InceptionV3Config {
     }
 }
 
+impl Architecture for InceptionV3Config {
+    super::architecture_fields!();
+
+    fn kind(&self) -> ModelKind {
+        ModelKind::InceptionV3
+    }
+
+    // No auxiliary head was trained; the normalisation in `preprocessing`
+    // already is what transform_input=True would compute.
+    fn pytorch_recipe(&self) -> String {
+        format!(
+            "torchvision.models.inception_v3(num_classes={}, aux_logits=False, transform_input=False, init_weights=False); {LOAD_STATE_DICT}",
+            self.num_classes
+        )
+    }
+}
+
 impl InceptionV3 {
+    pub fn forward(&self, images: Tensor<4>) -> Tensor<2> {
+        self.head(self.features(images))
+    }
+}
+
+impl Backbone for InceptionV3 {
     /// `[n, 3, h, w]` images normalised with [`NORMALIZATION`] → `[n, 2048]`
     /// pooled features.
-    pub fn features(&self, images: Tensor<4>) -> Tensor<2> {
+    fn features(&self, images: Tensor<4>) -> Tensor<2> {
         let mut x = run(&self.Conv2d_1a_3x3, images);
         x = run(&self.Conv2d_2a_3x3, x);
         x = self.maxpool1.forward(run(&self.Conv2d_2b_3x3, x));
@@ -384,16 +412,12 @@ impl InceptionV3 {
         self.avgpool.forward(x).flatten(1, 3)
     }
 
-    pub fn head(&self, features: Tensor<2>) -> Tensor<2> {
+    fn head(&self, features: Tensor<2>) -> Tensor<2> {
         self.fc.forward(self.dropout.forward(features))
     }
 
-    pub fn forward(&self, images: Tensor<4>) -> Tensor<2> {
-        self.head(self.features(images))
-    }
-
     /// The eleven `Mixed_*` blocks.
-    pub fn num_blocks(&self) -> usize {
+    fn num_blocks(&self) -> usize {
         BLOCKS
     }
 
@@ -401,7 +425,7 @@ impl InceptionV3 {
     /// `trainable_blocks` `Mixed_*` blocks and `fc` is frozen; the five stem
     /// convolutions train only when every block does. With `freeze_bn` the
     /// batch norms of the trainable part keep their ImageNet statistics too.
-    pub fn freeze_backbone(self, trainable_blocks: usize, freeze_bn: bool) -> Self {
+    fn freeze_backbone(self, trainable_blocks: usize, freeze_bn: bool) -> Self {
         let this = self.unfreeze();
         let keep_from = BLOCKS.saturating_sub(trainable_blocks);
         // Block i (0-based, in forward order) trains when i ≥ keep_from.
@@ -426,6 +450,19 @@ impl InceptionV3 {
             Mixed_7c: set_trainable(this.Mixed_7c, block(10), freeze_bn),
             ..this
         }
+    }
+
+    /// The fields carry torchvision's names, so nothing is renamed (on
+    /// export neither). The auxiliary classifier's `AuxLogits.*` tensors
+    /// (in every torchvision file; this network has no auxiliary head) are
+    /// skipped; any other tensor of the file left unused means it is not
+    /// Inception-v3 weights and is an error, like a missing one.
+    fn load_imagenet(mut self, path: &Path, head: bool) -> crate::error::Result<Self> {
+        let store = pth_store(path, head, |key, _| !key.starts_with("fc."));
+        load_checked(&mut self, store, path, "Inception-v3", |key| {
+            is_aux_logits(key) || key.ends_with(".num_batches_tracked")
+        })?;
+        Ok(self)
     }
 }
 

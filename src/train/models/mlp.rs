@@ -8,6 +8,9 @@ use burn::{
     tensor::{Device, Tensor, activation::relu},
 };
 
+use super::{Architecture, ModelKind};
+use crate::error::{Error, Result};
+
 /// `input_size² · 3` inputs → `hidden` ReLU layers (with dropout) → logits.
 #[derive(Config, Debug)]
 pub struct MlpConfig {
@@ -44,6 +47,27 @@ impl MlpConfig {
             dropout: DropoutConfig::new(self.dropout).init(),
             head: LinearConfig::new(width, self.num_classes).init(device),
         }
+    }
+}
+
+impl Architecture for MlpConfig {
+    super::architecture_fields!();
+
+    fn kind(&self) -> ModelKind {
+        ModelKind::Mlp
+    }
+
+    fn input_size(&self) -> Option<u32> {
+        Some(self.input_size as u32)
+    }
+
+    fn check(&self, _side: Option<usize>) -> Result<()> {
+        if self.input_size == 0 || self.hidden.contains(&0) {
+            return Err(Error::Config(
+                "mlp input size and hidden widths must be positive".into(),
+            ));
+        }
+        Ok(())
     }
 }
 

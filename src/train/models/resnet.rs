@@ -12,7 +12,14 @@ use burn::{
         conv::{Conv2d, Conv2dConfig},
         pool::{AdaptiveAvgPool2d, AdaptiveAvgPool2dConfig, MaxPool2d, MaxPool2dConfig},
     },
+    store::SafetensorsStore,
     tensor::{Device, Tensor, activation::relu},
+};
+use std::path::Path;
+
+use super::{
+    Architecture, Backbone, LOAD_STATE_DICT, ModelKind,
+    pretrained::{load_checked, pth_store},
 };
 
 use super::layers::set_trainable;
@@ -188,9 +195,42 @@ impl ResNetConfig {
     }
 }
 
+impl Architecture for ResNetConfig {
+    super::architecture_fields!();
+
+    fn kind(&self) -> ModelKind {
+        match self.depth {
+            50 => ModelKind::Resnet50,
+            _ => ModelKind::Resnet18,
+        }
+    }
+
+    fn check(&self, _side: Option<usize>) -> crate::error::Result<()> {
+        if ![18, 50].contains(&self.depth) {
+            return Err(crate::error::Error::Config(
+                "ResNet depth must be 18 or 50".into(),
+            ));
+        }
+        Ok(())
+    }
+
+    fn pytorch_recipe(&self) -> String {
+        format!(
+            "torchvision.models.resnet{}(num_classes={}); {LOAD_STATE_DICT}",
+            self.depth, self.num_classes
+        )
+    }
+}
+
 impl ResNet {
+    pub fn forward(&self, images: Tensor<4>) -> Tensor<2> {
+        self.head(self.features(images))
+    }
+}
+
+impl Backbone for ResNet {
     /// `[n, 3, h, w]` normalised images → pooled features.
-    pub fn features(&self, images: Tensor<4>) -> Tensor<2> {
+    fn features(&self, images: Tensor<4>) -> Tensor<2> {
         let mut x = self
             .maxpool
             .forward(relu(self.bn1.forward(self.conv1.forward(images))));
@@ -206,23 +246,19 @@ impl ResNet {
         self.avgpool.forward(x).flatten(1, 3)
     }
 
-    pub fn head(&self, features: Tensor<2>) -> Tensor<2> {
+    fn head(&self, features: Tensor<2>) -> Tensor<2> {
         self.fc.forward(self.dropout.forward(features))
     }
 
-    pub fn forward(&self, images: Tensor<4>) -> Tensor<2> {
-        self.head(self.features(images))
-    }
-
     /// Blocks of the four stages together.
-    pub fn num_blocks(&self) -> usize {
+    fn num_blocks(&self) -> usize {
         self.layer1.len() + self.layer2.len() + self.layer3.len() + self.layer4.len()
     }
 
     /// As `EfficientNet::freeze_backbone`: everything but the last
     /// `trainable_blocks` blocks (counted over all stages) and the classifier
     /// is frozen; the stem trains only when every block does.
-    pub fn freeze_backbone(self, trainable_blocks: usize, freeze_bn: bool) -> Self {
+    fn freeze_backbone(self, trainable_blocks: usize, freeze_bn: bool) -> Self {
         let this = self.unfreeze();
         let n = this.num_blocks();
         let keep_from = n.saturating_sub(trainable_blocks);
@@ -260,6 +296,24 @@ impl ResNet {
             layer4,
             ..this
         }
+    }
+
+    fn load_imagenet(mut self, path: &Path, head: bool) -> crate::error::Result<Self> {
+        let store = pth_store(path, head, |key, _| !key.starts_with("fc."))
+            // torchvision's Sequential shortcut: `downsample.0` conv, `downsample.1` batch norm.
+            .with_key_remapping(r"\.downsample\.0\.", ".downsample.conv.")
+            .with_key_remapping(r"\.downsample\.1\.", ".downsample.bn.");
+        load_checked(&mut self, store, path, "ResNet", |_| true)?;
+        Ok(self)
+    }
+
+    /// torchvision's Sequential shortcut names.
+    fn pytorch_names(&self, store: SafetensorsStore) -> SafetensorsStore {
+        store
+            // Our block enum's variant is not part of torchvision's names.
+            .with_key_remapping(r"\.(Basic|Bottleneck)\.", ".")
+            .with_key_remapping(r"\.downsample\.conv\.", ".downsample.0.")
+            .with_key_remapping(r"\.downsample\.bn\.", ".downsample.1.")
     }
 }
 
