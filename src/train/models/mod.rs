@@ -21,7 +21,9 @@ use burn::{
 use serde::{Deserialize, Serialize};
 
 pub use cnn::{Cnn, CnnConfig};
-pub use efficientnet::{EfficientNet, EfficientNetConfig, FEATURES, LiteVariant};
+pub use efficientnet::{
+    EfficientNet, EfficientNetConfig, FEATURES, FoldedEfficientNet, LiteVariant,
+};
 pub use inception::{InceptionV3, InceptionV3Config};
 pub use mlp::{Mlp, MlpConfig};
 pub use mobilenet::{MobileNetV2, MobileNetV2Config};
