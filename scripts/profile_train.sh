@@ -42,6 +42,9 @@ for device in ${DEVICES:-flex cpu}; do
     perf script -i "$work/$device.data" -F tid,period,ip,sym,dso --no-inline 2>/dev/null |
         python3 scripts/op_profile.py perf --steps "$steps" --unknown "${UNKNOWN:-0}"
     if [ -n "${KEEP:-}" ]; then cp "$work/$device.data" "$KEEP-$device.data"; fi
+    # oneDNN's perf map of that process.
+    pid=$(perf script -i "$work/$device.data" -F pid 2>/dev/null | head -1 | tr -d ' ')
+    [ -n "$pid" ] && rm -f "/tmp/perf-$pid.map"
     rm -f "$work/ctl"
 done
 echo -n "pytorch: "
