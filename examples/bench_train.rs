@@ -14,6 +14,19 @@
 //! `HISTOSHARD_DEFAULT_MALLOC=1` leaves glibc's allocator settings alone
 //! (what `train` changes: `src/alloc.rs`), to measure their effect.
 //!
+//! `HISTOSHARD_PERF_CTL=FIFO` writes `enable` to that perf control FIFO when
+//! the timed steps start and `disable` when they end, so that
+//! `perf record --control fifo:FIFO -D -1` samples only them
+//! (`scripts/profile_train.sh`). `HISTOSHARD_IN_POOL=1` runs the steps on a
+//! worker thread of flex's pool rather than the main thread.
+//!
+//! Features mode (`--features true`): the pooled-feature pass of the frozen
+//! backbone (what `train`'s feature cache, `evaluate` and `predict` run) on
+//! the inner backend, batch norm as it is against folded into the
+//! convolutions (`EfficientNet::folded`), alternated `--steps` times each
+//! after `--warmup`; one JSON line per variant, and their largest relative
+//! difference.
+//!
 //! Loader mode: one epoch of a prepared folder's `train` split through the
 //! trainer's streaming loader (read, CRC, shuffle buffer, PNG decode,
 //! normalise, batch), no model: the images per second it can feed.
@@ -21,6 +34,7 @@
 use std::time::Instant;
 
 use burn::{
+    module::Module,
     nn::loss::CrossEntropyLossConfig,
     optim::{AdamConfig, GradientsParams},
     tensor::{Int, Tensor, TensorData},
@@ -28,7 +42,7 @@ use burn::{
 use histoshard::train::{
     data::{Dataset, LoaderConfig, Selection},
     learner::{self, DeviceChoice},
-    models::{ModelKind, ModelSpec},
+    models::{Model, ModelKind, ModelSpec},
 };
 use rand::{Rng, SeedableRng};
 
@@ -42,6 +56,7 @@ struct Args {
     device: String,
     loader: Option<String>,
     workers: usize,
+    features: bool,
 }
 
 fn parse() -> Args {
@@ -55,6 +70,7 @@ fn parse() -> Args {
         device: "cpu".into(),
         loader: None,
         workers: 2,
+        features: false,
     };
     let argv: Vec<String> = std::env::args().skip(1).collect();
     for pair in argv.chunks(2) {
@@ -70,6 +86,7 @@ fn parse() -> Args {
             "--device" => a.device = value.clone(),
             "--loader" => a.loader = Some(value.clone()),
             "--workers" => a.workers = number(),
+            "--features" => a.features = value == "true",
             other => panic!("unknown flag {other}"),
         }
     }
@@ -84,6 +101,13 @@ fn main() {
     learner::set_compute_threads(a.threads);
     match &a.loader {
         Some(dir) => loader(&a, dir),
+        None if a.features => features(&a),
+        // The step on a worker of flex's rayon pool, which then runs its
+        // share of every parallel kernel itself: its call stacks say which
+        // operation a kernel serves (scripts/profile_train.sh).
+        None if std::env::var_os("HISTOSHARD_IN_POOL").is_some_and(|v| !v.is_empty()) => {
+            rayon::scope(|_| steps(&a))
+        }
         None => steps(&a),
     }
 }
@@ -138,8 +162,10 @@ fn steps(a: &Args) {
     let labels = Tensor::<1, Int>::from_data(TensorData::new(y, [a.batch]), &device);
     let mut started = Instant::now();
     let mut cpu_started = cpu_seconds();
+    let perf = std::env::var_os("HISTOSHARD_PERF_CTL");
     for step in 0..a.warmup + a.steps {
         if step == a.warmup {
+            perf_control(perf.as_deref(), "enable");
             started = Instant::now();
             cpu_started = cpu_seconds();
         }
@@ -151,6 +177,7 @@ fn steps(a: &Args) {
     }
     let s = started.elapsed().as_secs_f64();
     let cores = (cpu_seconds() - cpu_started) / s;
+    perf_control(perf.as_deref(), "disable");
     println!(
         "{{\"model\":\"{}\",\"device\":\"{}\",\"backend\":\"{}\",\"threads\":{},\"batch\":{},\"size\":{},\"steps\":{},\"img_per_s\":{:.2},\"ms_per_step\":{:.1},\"cores_used\":{cores:.2}}}",
         a.model,
@@ -163,6 +190,76 @@ fn steps(a: &Args) {
         (a.batch * a.steps) as f64 / s,
         1000.0 * s / a.steps as f64
     );
+}
+
+fn features(a: &Args) {
+    let choice: DeviceChoice = a.device.parse().expect("a device");
+    let base = choice.device().expect("the device exists");
+    base.seed(0);
+    // Built on the training device and copied to the inner backend, as the
+    // trainer's inference does.
+    let model =
+        ModelSpec::default_for(ModelKind::EfficientnetLite0, 2).init(&base.clone().autodiff());
+    let Model::EfficientNet(net) = model.valid() else {
+        panic!("EfficientNet-Lite0 is an EfficientNet");
+    };
+    let folded = net.folded();
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(0);
+    let n = a.batch * 3 * a.size * a.size;
+    let x: Vec<f32> = (0..n).map(|_| rng.random::<f32>() * 2.0 - 1.0).collect();
+    let images = Tensor::<4>::from_data(TensorData::new(x, [a.batch, 3, a.size, a.size]), &base);
+    let plain = |x: Tensor<4>| net.features(x);
+    let fold = |x: Tensor<4>| folded.features(x);
+    let passes: [(&str, &dyn Fn(Tensor<4>) -> Tensor<2>); 2] =
+        [("batch norm", &plain), ("folded", &fold)];
+    let read = |t: Tensor<2>| t.into_data().try_to_vec::<f32>().expect("f32 features");
+    let want = read(plain(images.clone()));
+    let got = read(fold(images.clone()));
+    let scale = want.iter().fold(0f32, |m, v| m.max(v.abs()));
+    let diff = want
+        .iter()
+        .zip(&got)
+        .fold(0f32, |m, (x, y)| m.max((x - y).abs()))
+        / scale;
+    for (_, pass) in passes {
+        for _ in 0..a.warmup {
+            read(pass(images.clone()));
+        }
+    }
+    let mut seconds = [0f64; 2];
+    let mut cpu = [0f64; 2];
+    for _ in 0..a.steps {
+        for (i, (_, pass)) in passes.iter().enumerate() {
+            let (t, c) = (Instant::now(), cpu_seconds());
+            read(pass(images.clone()));
+            seconds[i] += t.elapsed().as_secs_f64();
+            cpu[i] += cpu_seconds() - c;
+        }
+    }
+    for (i, (name, _)) in passes.iter().enumerate() {
+        println!(
+            "{{\"mode\":\"features\",\"pass\":\"{name}\",\"device\":\"{}\",\"threads\":{},\"batch\":{},\"size\":{},\"batches\":{},\"img_per_s\":{:.2},\"cores_used\":{:.2},\"max_rel_diff\":{diff:.2e}}}",
+            choice,
+            a.threads,
+            a.batch,
+            a.size,
+            a.steps,
+            (a.batch * a.steps) as f64 / seconds[i],
+            cpu[i] / seconds[i]
+        );
+    }
+}
+
+/// Sends `command` to perf's control FIFO, if there is one.
+fn perf_control(fifo: Option<&std::ffi::OsStr>, command: &str) {
+    use std::io::Write;
+    if let Some(path) = fifo {
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .open(path)
+            .expect("the perf control FIFO opens");
+        writeln!(f, "{command}").expect("perf reads its control FIFO");
+    }
 }
 
 /// CPU time of the whole process (every thread), user + system, in seconds.

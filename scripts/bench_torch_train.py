@@ -23,6 +23,10 @@ Prints one JSON line:
 ``{"model", "device", "threads", "batch", "size", "steps", "img_per_s",
 "ms_per_step", "cores_used" (process CPU time / wall), "torch_version"}``.
 
+``--profile`` then runs ``--steps`` more steps under ``torch.profiler`` and
+prints a second line: their self CPU time grouped into operations by
+``scripts/op_profile.py`` (``scripts/profile_train.sh`` runs both sides).
+
     python scripts/bench_torch_train.py                       # cnn, batch 32, 224², 2 threads
     python scripts/bench_torch_train.py --model efficientnet-lite0 --batch-size 16 --steps 5
     python scripts/bench_torch_train.py --device cuda
@@ -75,6 +79,8 @@ def main():
     p.add_argument("--depth", type=int, default=4, help="cnn: number of blocks")
     p.add_argument("--max-width", type=int, default=256, help="cnn: channel cap")
     p.add_argument("--stem-stride", type=int, default=1, help="cnn: stride of the first conv")
+    p.add_argument("--profile", action="store_true",
+                   help="then profile --steps more steps, grouped by operation (second JSON line)")
     a = p.parse_args()
     if a.steps < 1 or a.batch_size < 1 or a.size < 1 or a.warmup < 0:
         p.error("--steps, --batch-size and --size must be positive, --warmup not negative")
@@ -132,6 +138,22 @@ def main():
         "cores_used": round(cpu / seconds, 2),
         "torch_version": torch.__version__,
     }))
+
+    if a.profile:
+        import os
+        import sys
+
+        sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+        import op_profile
+        from torch.profiler import ProfilerActivity, profile
+
+        with profile(activities=[ProfilerActivity.CPU], record_shapes=True) as prof:
+            for _ in range(a.steps):
+                step()
+            sync()
+        total, by_group, leftovers = op_profile.torch_groups(prof, a.steps)
+        args = argparse.Namespace(steps=a.steps, unknown=int(os.environ.get("OP_PROFILE_UNKNOWN", "0")))
+        op_profile.report(args, "torch.profiler", total, by_group, leftovers, unit_ms=1e-3)
 
 
 if __name__ == "__main__":

@@ -149,6 +149,51 @@ fn lite_logits_match_pytorch_on_every_backend() {
     }
 }
 
+#[test]
+#[ignore = "needs scripts/fetch_weights.sh; scripts/test.sh runs it"]
+fn folded_batch_norm_keeps_the_imagenet_logits() {
+    // Inference folds every batch norm into the convolution before it
+    // (`EfficientNet::folded`): with the real weights and running statistics
+    // the logits and features must stay those of the network as loaded.
+    let cases = [
+        (LiteVariant::Lite0, 2usize, 224usize),
+        (LiteVariant::Lite0, 1, 161),
+        (LiteVariant::Lite2, 1, 260),
+    ];
+    let relative = |got: &[f32], want: &[f32]| {
+        let scale = want.iter().fold(0f32, |m, v| m.max(v.abs()));
+        max_abs_diff(got, want) / scale
+    };
+    for (variant, n, side) in cases {
+        let weights = pretrained::resolve_weights(variant.kind(), None).unwrap();
+        let x = input(n, side);
+        for (choice, device) in devices() {
+            let model = EfficientNetConfig::new(variant)
+                .with_num_classes(1000)
+                .init(&device);
+            let model = model.load_imagenet(&weights, true).unwrap();
+            let folded = model.folded();
+            let images =
+                Tensor::<4>::from_data(TensorData::new(x.clone(), [n, 3, side, side]), &device);
+            let read = |t: Tensor<2>| t.into_data().try_to_vec::<f32>().unwrap();
+            let want_logits = read(model.forward(images.clone()));
+            let got_logits = read(folded.forward(images.clone()));
+            let want_features = read(model.features(images.clone()));
+            let got_features = read(folded.features(images));
+            let dl = relative(&got_logits, &want_logits);
+            let df = relative(&got_features, &want_features);
+            let name = variant.name();
+            println!(
+                "{name} {choice} {n}×{side}² folded: max |Δ| / max |x| features {df:.2e}, logits {dl:.2e}"
+            );
+            assert!(
+                df <= TOLERANCE && dl <= TOLERANCE,
+                "{name} {choice} at {side}²: folding moved the features by {df}, the logits by {dl} of their scale"
+            );
+        }
+    }
+}
+
 /// Runs `scripts/torchvision_reference.py`: torchvision's `arch` with seeded
 /// random weights (saved to `weights`) on `x` (`[n, 3, side, side]`); its logits.
 fn torchvision_reference(

@@ -20,7 +20,7 @@ use rand_chacha::ChaCha8Rng;
 use super::{
     data::{Dataset, LoaderConfig, seed_of},
     error::{TrainError, TrainResult},
-    infer::{Predictions, images_tensor, softmax_rows, to_vec},
+    infer::{Inference, Predictions, images_tensor, softmax_rows, to_vec},
     metrics,
     models::{Model, Pretrained},
     session::{Session, Start, end_epoch, epoch_row},
@@ -155,8 +155,8 @@ impl FeatureCache {
         self.labels.is_empty()
     }
 
-    /// Runs the frozen backbone over `data` once (inference mode, `loader`
-    /// must not shuffle).
+    /// Runs the frozen backbone over `data` once (inference: batch norm
+    /// folded where [`Inference`] can, no graph; `loader` must not shuffle).
     pub fn build(
         model: &Pretrained,
         data: &Dataset,
@@ -166,7 +166,7 @@ impl FeatureCache {
         stage: &str,
     ) -> TrainResult<Self> {
         let device = device.clone().without_autodiff();
-        let model = model.valid();
+        let model = Inference::of_pretrained(model);
         let bar = progress.bar(stage, data.len() as u64, "patches");
         let mut out = FeatureCache {
             width: 0,
@@ -176,7 +176,7 @@ impl FeatureCache {
         };
         for batch in data.stream(loader, 0)? {
             let batch = batch?;
-            let f = model.features(images_tensor(&batch, &device));
+            let f = model.features(images_tensor(&batch, &device))?;
             out.width = f.dims()[1];
             out.features.extend(to_vec(f)?);
             out.labels.extend_from_slice(&batch.labels);

@@ -2,6 +2,13 @@
 //! selection — what `evaluate`, cross-validation, `predict`, transfer
 //! learning and validation during training share. (A run's kept model is
 //! loaded by [`super::run::load_run_model`].)
+//!
+//! Inference runs an [`Inference`] copy of the model: on the inner
+//! (non-autodiff) backend, so no graph is recorded, and for EfficientNet-Lite
+//! with every batch norm folded into the convolution before it
+//! (docs/BENCHMARKS.md has the speed-up). The folded network gives the same
+//! logits up to float rounding (`models::efficientnet` tests and
+//! `tests/pretrained.rs`).
 
 use burn::{
     module::Module,
@@ -12,7 +19,7 @@ use super::{
     data::{Batch, Dataset, LoaderConfig},
     error::TrainResult,
     metrics::argmax,
-    models::Model,
+    models::{FoldedEfficientNet, Model, Pretrained},
 };
 use crate::{error::Error, progress::Progress};
 
@@ -39,6 +46,73 @@ pub fn softmax_rows(logits: &[f32], k: usize) -> Vec<Vec<f64>> {
             exps.into_iter().map(|e| e / sum).collect()
         })
         .collect()
+}
+
+/// A model for inference only: its inner-backend copy (`valid()`: batch
+/// norm uses its running statistics, dropout is off, nothing records a
+/// graph), with EfficientNet-Lite's batch norms folded into its convolutions.
+/// The other architectures run as they are.
+#[derive(Clone, Debug)]
+#[allow(clippy::large_enum_variant)]
+pub enum Inference {
+    Folded(FoldedEfficientNet),
+    Plain(Model),
+}
+
+impl Inference {
+    pub fn new(model: &Model) -> Self {
+        match model.valid() {
+            Model::EfficientNet(m) => Inference::Folded(m.folded()),
+            other => Inference::Plain(other),
+        }
+    }
+
+    pub fn of_pretrained(model: &Pretrained) -> Self {
+        match model.valid() {
+            Pretrained::EfficientNet(m) => Inference::Folded(m.folded()),
+            other => Inference::Plain(other.into()),
+        }
+    }
+
+    /// `[n, 3, h, w]` normalised images → `[n, classes]` logits.
+    pub fn forward(&self, images: Tensor<4>) -> Tensor<2> {
+        match self {
+            Inference::Folded(m) => m.forward(images),
+            Inference::Plain(m) => m.forward(images),
+        }
+    }
+
+    /// Pooled backbone features (pretrained architectures only).
+    pub fn features(&self, images: Tensor<4>) -> TrainResult<Tensor<2>> {
+        match self {
+            Inference::Folded(m) => Ok(m.features(images)),
+            Inference::Plain(m) => m.features(images).ok_or_else(|| {
+                Error::Config("this architecture has no pooled features".into()).into()
+            }),
+        }
+    }
+
+    /// The frozen prefix: everything below the last `tail` blocks.
+    pub fn prefix(&self, images: Tensor<4>, tail: usize) -> TrainResult<Tensor<4>> {
+        match self {
+            Inference::Folded(m) => Ok(m.prefix(images, tail)),
+            Inference::Plain(m) => m.prefix(images, tail).ok_or_else(no_prefix),
+        }
+    }
+
+    /// Logits from [`prefix`](Self::prefix)'s output: the last `tail`
+    /// blocks, the head convolution, pooling and the classifier.
+    pub fn tail_logits(&self, activations: Tensor<4>, tail: usize) -> TrainResult<Tensor<2>> {
+        match self {
+            Inference::Folded(m) => Ok(m.head(m.tail_features(activations, tail))),
+            Inference::Plain(m) => m.tail_logits(activations, tail).ok_or_else(no_prefix),
+        }
+    }
+}
+
+/// No prefix split: only EfficientNet-Lite has one.
+pub fn no_prefix() -> super::error::TrainError {
+    Error::Config("no cached prefix for this architecture".into()).into()
 }
 
 /// Class probabilities of every record of a selection, in data order.
@@ -88,7 +162,7 @@ pub fn predict(
     stage: &str,
 ) -> TrainResult<Predictions> {
     let device = device.clone().without_autodiff();
-    let model = model.valid();
+    let model = Inference::new(model);
     let k = data.num_classes();
     let bar = progress.bar(stage, data.len() as u64, "patches");
     let mut out = Predictions::default();

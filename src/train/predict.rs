@@ -19,8 +19,7 @@ use serde::{Deserialize, Serialize};
 
 use super::{
     error::TrainResult,
-    infer::to_vec,
-    models::Model,
+    infer::{Inference, to_vec},
     run::{self, PREPROCESSING_JSON, RunInfo, load_run_model},
 };
 use crate::{
@@ -211,7 +210,8 @@ pub struct ImagePrediction {
 
 /// A trained model and how to feed it.
 pub struct Predictor {
-    model: Model,
+    /// Batch norm folded, on the inner backend of `device`.
+    model: Inference,
     pre: Preprocessing,
     stain: Option<StainNormalizer>,
     device: Device,
@@ -231,10 +231,10 @@ impl Predictor {
         let (model, _) = load_run_model(run, &info, checkpoint, device)?;
         let stain = pre.stain()?;
         Ok(Self {
-            model,
+            model: Inference::new(&model),
             pre,
             stain,
-            device: device.clone(),
+            device: device.clone().without_autodiff(),
             batch_size: batch_size.max(1),
         })
     }

@@ -14,20 +14,17 @@
 //! activations entering the trainable blocks, e.g. 112 × 7 × 7 floats (22 KB)
 //! a 112-px patch below Lite0's last 5 blocks; there is no spill to disk.
 
-use burn::{
-    module::Module,
-    tensor::{Device, Tensor, TensorData},
-};
+use burn::tensor::{Device, Tensor, TensorData};
 
 use super::{
     config::TrainConfig,
     data::{Dataset, LoaderConfig},
-    error::{TrainError, TrainResult},
-    infer::{Predictions, images_tensor, softmax_rows, to_vec},
+    error::TrainResult,
+    infer::{Inference, Predictions, images_tensor, no_prefix, softmax_rows, to_vec},
     models::Model,
     transfer::Unfreeze,
 };
-use crate::{error::Error, progress::Progress};
+use crate::progress::Progress;
 
 /// The number of trainable tail blocks when `cfg`'s fine-tuning can run from
 /// cached activations of `model`; `None` when it cannot (the whole backbone
@@ -46,15 +43,7 @@ pub fn tail_blocks(cfg: &TrainConfig, model: &Model) -> Option<usize> {
     }
 }
 
-fn no_prefix() -> TrainError {
-    Error::Config("no cached prefix for this architecture".into()).into()
-}
-
-fn prefix(model: &Model, images: Tensor<4>, tail: usize) -> TrainResult<Tensor<4>> {
-    model.prefix(images, tail).ok_or_else(no_prefix)
-}
-
-/// Logits of `model` from cached prefix activations.
+/// Logits of `model` (training device) from cached prefix activations.
 pub fn logits(model: &Model, activations: Tensor<4>, tail: usize) -> TrainResult<Tensor<2>> {
     model.tail_logits(activations, tail).ok_or_else(no_prefix)
 }
@@ -69,7 +58,8 @@ pub struct PrefixCache {
 }
 
 impl PrefixCache {
-    /// Runs `model`'s prefix over `data` once (inference mode).
+    /// Runs `model`'s prefix over `data` once (inference: batch norm folded,
+    /// no graph).
     pub fn build(
         model: &Model,
         tail: usize,
@@ -79,7 +69,7 @@ impl PrefixCache {
         progress: &Progress,
     ) -> TrainResult<Self> {
         let device = device.clone().without_autodiff();
-        let model = model.valid();
+        let model = Inference::new(model);
         let bar = progress.bar("prefix", data.len() as u64, "patches");
         let mut cache = PrefixCache {
             tail,
@@ -89,7 +79,7 @@ impl PrefixCache {
         };
         for batch in data.stream(loader, 0)? {
             let batch = batch?;
-            let x = prefix(&model, images_tensor(&batch, &device), tail)?;
+            let x = model.prefix(images_tensor(&batch, &device), tail)?;
             let [_, c, h, w] = x.dims();
             if cache.values.is_empty() {
                 cache.shape = [c, h, w];
@@ -142,11 +132,11 @@ impl PrefixCache {
         device: &Device,
     ) -> TrainResult<Predictions> {
         let device = device.clone().without_autodiff();
-        let model = model.valid();
+        let model = Inference::new(model);
         let rows: Vec<usize> = (0..self.labels.len()).collect();
         let mut out = Predictions::default();
         for chunk in rows.chunks(batch_size.max(1)) {
-            let logits = logits(&model, self.batch(chunk, &device), self.tail)?;
+            let logits = model.tail_logits(self.batch(chunk, &device), self.tail)?;
             let k = logits.dims()[1];
             let flat = to_vec(logits)?;
             out.probabilities.extend(softmax_rows(&flat, k));

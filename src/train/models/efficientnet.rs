@@ -29,7 +29,7 @@ use std::path::Path;
 
 use super::{
     Architecture, Backbone, LOAD_STATE_DICT, ModelKind,
-    layers::{relu6, set_trainable},
+    layers::{fold_batch_norm, relu6, set_trainable},
     pretrained::{load_checked, pth_store},
 };
 use crate::preprocess::Normalization;
@@ -268,6 +268,40 @@ impl MbConv {
         x = self.bn2.forward(self.project_conv.forward(x));
         if self.residual { x + input } else { x }
     }
+
+    fn folded(&self) -> FoldedMbConv {
+        FoldedMbConv {
+            expand_conv: self
+                .expand_conv
+                .as_ref()
+                .zip(self.bn0.as_ref())
+                .map(|(conv, bn)| fold_batch_norm(conv, bn)),
+            depthwise_conv: fold_batch_norm(&self.depthwise_conv, &self.bn1),
+            project_conv: fold_batch_norm(&self.project_conv, &self.bn2),
+            residual: self.residual,
+        }
+    }
+}
+
+/// An [`MbConv`] with its batch norms folded into its convolutions.
+#[derive(Clone, Debug)]
+struct FoldedMbConv {
+    expand_conv: Option<Conv2d>,
+    depthwise_conv: Conv2d,
+    project_conv: Conv2d,
+    residual: bool,
+}
+
+impl FoldedMbConv {
+    fn forward(&self, input: Tensor<4>) -> Tensor<4> {
+        let mut x = input.clone();
+        if let Some(conv) = &self.expand_conv {
+            x = relu6(conv.forward(x));
+        }
+        x = relu6(self.depthwise_conv.forward(x));
+        x = self.project_conv.forward(x);
+        if self.residual { x + input } else { x }
+    }
 }
 
 #[derive(Module, Debug)]
@@ -307,6 +341,20 @@ impl EfficientNet {
     /// `[n, 3, h, w]` → `[n, classes]` logits.
     pub fn forward(&self, images: Tensor<4>) -> Tensor<2> {
         self.head(self.features(images))
+    }
+
+    /// The inference network: every batch norm (with its running
+    /// statistics) folded into the convolution before it, no dropout. Fold
+    /// the inner-backend copy (`valid()`); the same logits up to float
+    /// rounding.
+    pub fn folded(&self) -> FoldedEfficientNet {
+        FoldedEfficientNet {
+            conv_stem: fold_batch_norm(&self.conv_stem, &self.bn0),
+            blocks: self.blocks.iter().map(MbConv::folded).collect(),
+            conv_head: fold_batch_norm(&self.conv_head, &self.bn1),
+            pool: self.pool.clone(),
+            fc: self.fc.clone(),
+        }
     }
 }
 
@@ -401,6 +449,53 @@ impl Backbone for EfficientNet {
     }
 }
 
+/// [`EfficientNet`] for inference, batch norm folded into the convolutions
+/// ([`EfficientNet::folded`]); the same methods.
+#[derive(Clone, Debug)]
+pub struct FoldedEfficientNet {
+    conv_stem: Conv2d,
+    blocks: Vec<FoldedMbConv>,
+    conv_head: Conv2d,
+    pool: AdaptiveAvgPool2d,
+    fc: Linear,
+}
+
+impl FoldedEfficientNet {
+    /// See [`EfficientNet::features`].
+    pub fn features(&self, images: Tensor<4>) -> Tensor<2> {
+        self.tail_features(self.prefix(images, 0), 0)
+    }
+
+    /// See [`EfficientNet::prefix`].
+    pub fn prefix(&self, images: Tensor<4>, tail_blocks: usize) -> Tensor<4> {
+        let mut x = relu6(self.conv_stem.forward(images));
+        for b in &self.blocks[..self.blocks.len().saturating_sub(tail_blocks)] {
+            x = b.forward(x);
+        }
+        x
+    }
+
+    /// See [`EfficientNet::tail_features`].
+    pub fn tail_features(&self, x: Tensor<4>, tail_blocks: usize) -> Tensor<2> {
+        let mut x = x;
+        for b in &self.blocks[self.blocks.len().saturating_sub(tail_blocks)..] {
+            x = b.forward(x);
+        }
+        let x = relu6(self.conv_head.forward(x));
+        self.pool.forward(x).flatten(1, 3)
+    }
+
+    /// Pooled features → logits (no dropout: inference).
+    pub fn head(&self, features: Tensor<2>) -> Tensor<2> {
+        self.fc.forward(features)
+    }
+
+    /// `[n, 3, h, w]` → `[n, classes]` logits.
+    pub fn forward(&self, images: Tensor<4>) -> Tensor<2> {
+        self.head(self.features(images))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -442,6 +537,85 @@ mod tests {
             last.input * hidden + hidden * 9 + hidden * last.output + last.output * FEATURES;
         assert_eq!(count(&tail), convs + FEATURES * 2 + 2);
         assert_eq!(count(&tail.freeze_backbone(16, false)), all);
+    }
+
+    /// Random affine parameters and running statistics, so that folding
+    /// has something to fold.
+    fn randomise(bn: &mut BatchNorm, seed: u64) {
+        use burn::{
+            module::{Param, RunningState},
+            tensor::TensorData,
+        };
+        let d = bn.gamma.val().device();
+        let [n] = bn.gamma.dims();
+        let mut state = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
+        let mut uniform = |lo: f32, hi: f32| -> Tensor<1> {
+            let v: Vec<f32> = (0..n)
+                .map(|_| {
+                    state ^= state << 13;
+                    state ^= state >> 7;
+                    state ^= state << 17;
+                    lo + (hi - lo) * ((state >> 40) as f32 / (1u64 << 24) as f32)
+                })
+                .collect();
+            Tensor::from_data(TensorData::new(v, [n]), &d)
+        };
+        bn.gamma = Param::from_tensor(uniform(0.5, 1.5));
+        bn.beta = Param::from_tensor(uniform(-0.5, 0.5));
+        bn.running_mean = RunningState::new(uniform(-0.5, 0.5));
+        bn.running_var = RunningState::new(uniform(0.3, 2.0));
+    }
+
+    fn max_relative_difference(a: Tensor<2>, b: Tensor<2>) -> f32 {
+        let a: Vec<f32> = a.into_data().try_to_vec().unwrap();
+        let b: Vec<f32> = b.into_data().try_to_vec().unwrap();
+        assert_eq!(a.len(), b.len());
+        let scale = a.iter().fold(0f32, |m, v| m.max(v.abs())).max(1e-6);
+        a.iter()
+            .zip(&b)
+            .fold(0f32, |m, (x, y)| m.max((x - y).abs()))
+            / scale
+    }
+
+    #[test]
+    fn folded_batch_norm_gives_the_same_logits() {
+        use burn::tensor::Distribution;
+        let d = Device::default();
+        let mut m = EfficientNetConfig::new(LiteVariant::Lite0).init(&d);
+        let mut seed = 1;
+        let mut next = || {
+            seed += 1;
+            seed
+        };
+        randomise(&mut m.bn0, next());
+        randomise(&mut m.bn1, next());
+        for b in &mut m.blocks {
+            if let Some(bn) = &mut b.bn0 {
+                randomise(bn, next());
+            }
+            randomise(&mut b.bn1, next());
+            randomise(&mut b.bn2, next());
+        }
+        let folded = m.folded();
+        // An even size (asymmetric SAME padding at stride 2) and an odd one.
+        for [h, w] in [[64, 48], [57, 71]] {
+            let x = Tensor::<4>::random([3, 3, h, w], Distribution::Uniform(-1.0, 1.0), &d);
+            let logits = m.forward(x.clone());
+            let spread: f32 = (logits.clone().max() - logits.clone().min()).into_scalar();
+            assert!(spread > 1e-3, "degenerate logits at {h}×{w}");
+            let diff = max_relative_difference(logits, folded.forward(x.clone()));
+            assert!(
+                diff < 1e-4,
+                "logits at {h}×{w} differ by {diff:e} of their range"
+            );
+            let diff = max_relative_difference(m.features(x.clone()), folded.features(x.clone()));
+            assert!(diff < 1e-4, "features at {h}×{w} differ by {diff:e}");
+            // The prefix cache's split: prefix then tail.
+            let split = m.tail_features(m.prefix(x.clone(), 5), 5);
+            let folded_split = folded.tail_features(folded.prefix(x, 5), 5);
+            let diff = max_relative_difference(split, folded_split);
+            assert!(diff < 1e-4, "prefix + tail at {h}×{w} differ by {diff:e}");
+        }
     }
 
     #[test]

@@ -1,6 +1,7 @@
 //! Building blocks shared by the backbones: a bias-free convolution followed
 //! by batch norm (MobileNetV2, Inception-v3), ReLU6 (MobileNetV2,
-//! EfficientNet-Lite), and a way to freeze every batch norm of a sub-network.
+//! EfficientNet-Lite), a way to freeze every batch norm of a sub-network, and
+//! batch norm folded into the convolution before it, for inference.
 
 use burn::{
     module::{Flag, Module, ModuleMapper, Param},
@@ -20,6 +21,35 @@ use burn::{
 pub fn relu6<const D: usize>(x: Tensor<D>) -> Tensor<D> {
     let above_six = relu(x.clone().sub_scalar(6.0));
     relu(x) - above_six
+}
+
+/// `conv` then `bn` normalising with its running statistics (inference), as
+/// one convolution with a bias: per output channel, with s = γ / √(var + ε),
+/// the weights times s and the bias (b − mean)·s + β (b = 0 without one).
+/// The same function up to float rounding, one pass over the activations
+/// fewer. Computed on the tensors' own device, which should be the inner
+/// (non-autodiff) one: the result is for inference only.
+pub fn fold_batch_norm(conv: &Conv2d, bn: &BatchNorm) -> Conv2d {
+    let weight = conv.weight.val();
+    let [out, ..] = weight.dims();
+    let scale = bn
+        .gamma
+        .val()
+        .div(bn.running_var.value().add_scalar(bn.epsilon).sqrt());
+    let bias = match &conv.bias {
+        Some(b) => b.val() - bn.running_mean.value(),
+        None => bn.running_mean.value().neg(),
+    };
+    let bias = bias * scale.clone() + bn.beta.val();
+    Conv2d {
+        weight: Param::from_tensor(weight * scale.reshape([out, 1, 1, 1])),
+        bias: Some(Param::from_tensor(bias)),
+        stride: conv.stride,
+        kernel_size: conv.kernel_size,
+        dilation: conv.dilation,
+        groups: conv.groups,
+        padding: conv.padding.clone(),
+    }
 }
 
 /// A convolution without bias, then batch norm; the activation is the

@@ -67,7 +67,9 @@ use burn::{
 use serde::{Deserialize, Serialize};
 
 pub use cnn::{Cnn, CnnConfig};
-pub use efficientnet::{EfficientNet, EfficientNetConfig, FEATURES, LiteVariant};
+pub use efficientnet::{
+    EfficientNet, EfficientNetConfig, FEATURES, FoldedEfficientNet, LiteVariant,
+};
 pub use inception::{InceptionV3, InceptionV3Config};
 pub use mlp::{Mlp, MlpConfig};
 pub use mobilenet::{MobileNetV2, MobileNetV2Config};
@@ -468,6 +470,14 @@ macro_rules! architectures {
                 match self {
                     $(Model::$s(_) => None,)+
                     $(Model::$p(m) => m.has_prefix().then(|| m.num_blocks()),)+
+                }
+            }
+
+            /// Pooled backbone features; `None` for the from-scratch models.
+            pub fn features(&self, images: Tensor<4>) -> Option<Tensor<2>> {
+                match self {
+                    $(Model::$s(_) => None,)+
+                    $(Model::$p(m) => Some(m.features(images)),)+
                 }
             }
 
