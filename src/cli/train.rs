@@ -43,22 +43,22 @@ pub struct Args {
     output: Option<PathBuf>,
     #[arg(long, value_parser = super::choice::choice::<ModelKind>())]
     model: Option<ModelKind>,
-    /// Epochs [default: 20].
+    /// Epochs [default: 20; 3 of fine-tuning for pretrained models].
     #[arg(long)]
     epochs: Option<usize>,
-    /// [default: 32]
+    /// [default: 32; 16 for pretrained models]
     #[arg(long)]
     batch_size: Option<usize>,
-    /// Peak learning rate [default: 0.001].
+    /// Peak learning rate [default: 0.001; 0.0001 for pretrained models].
     #[arg(long, value_parser = super::finite::<f64>)]
     lr: Option<f64>,
-    /// [default: adamw]
+    /// [default: adamw; adam for pretrained models]
     #[arg(long, value_parser = super::choice::choice::<OptimizerKind>())]
     optimizer: Option<OptimizerKind>,
-    /// [default: 0.0001]
+    /// [default: 0.0001; 0 for pretrained models]
     #[arg(long, value_parser = super::finite::<f64>)]
     weight_decay: Option<f64>,
-    /// Learning-rate schedule [default: cosine].
+    /// Learning-rate schedule [default: cosine; none for pretrained models].
     #[arg(long, value_parser = super::choice::choice::<Schedule>())]
     schedule: Option<Schedule>,
     /// Epochs between steps of the step schedule [default: 10].
@@ -77,7 +77,7 @@ pub struct Args {
     /// Seed of initialisation, shuffling and augmentation [default: 42].
     #[arg(long)]
     seed: Option<u64>,
-    /// Class imbalance: loss weights, oversampling, or none [default: weights].
+    /// Class imbalance: loss weights, oversampling, or none [default: weights; none for pretrained models].
     #[arg(long, value_parser = super::choice::choice::<Balance>())]
     balance: Option<Balance>,
     /// Augment training patches on the fly (off by default: prepare may have augmented already).
@@ -128,7 +128,7 @@ pub struct Args {
     #[arg(long)]
     weights: Option<PathBuf>,
     /// Pretrained models: epochs of the new head on cached frozen features,
-    /// before `--epochs` of fine-tuning [default: 5].
+    /// before `--epochs` of fine-tuning [default: 4].
     #[arg(long)]
     freeze_epochs: Option<usize>,
     /// Pretrained models: learning rate of the frozen-feature stage [default: 0.001].
@@ -136,10 +136,10 @@ pub struct Args {
     head_lr: Option<f64>,
     /// Pretrained models: what fine-tuning trains: all, none or last:N blocks
     /// (MBConv / residual / inverted residual blocks, Inception's Mixed_* blocks)
-    /// [default: last:5 for EfficientNet-Lite, all for the others].
+    /// [default: all].
     #[arg(long)]
     unfreeze: Option<String>,
-    /// Pretrained models: batch-norm statistics while fine-tuning [default: frozen].
+    /// Pretrained models: batch-norm statistics while fine-tuning [default: train].
     #[arg(long, value_parser = super::choice::choice::<BnPolicy>())]
     bn_stats: Option<BnPolicy>,
     /// Pretrained models: before the frozen-feature stage, re-estimate every

@@ -201,7 +201,7 @@ const EFFICIENTNET_LITE0: ModelInfo = ModelInfo {
     dropout: 0.2,
     features: efficientnet::FEATURES,
     blocks: 16,
-    unfreeze_last: Some(5),
+    unfreeze_last: None,
     spec: |n| {
         ModelSpec::EfficientNet(EfficientNetConfig::new(LiteVariant::Lite0).with_num_classes(n))
     },
