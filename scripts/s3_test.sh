@@ -209,7 +209,7 @@ limit=$((total / 2))
 proxy_port=$(free_port)
 "$py" "$tmp/proxy.py" "$proxy_port" "$port" "$limit" >"$tmp/proxy.log" 2>&1 &
 pids+=($!)
-for _ in $(seq 1 50); do grep -q ready "$tmp/proxy.log" && break; sleep 0.1; done
+for _ in $(seq 1 50); do grep -qs ready "$tmp/proxy.log" && break; sleep 0.1; done
 AWS_ENDPOINT_URL="http://127.0.0.1:$proxy_port" "$bin" prepare "${opts[@]}" -o s3://hs-cut/glas \
     >/dev/null 2>"$tmp/cut.err"
 one_error "$tmp/cut.err" $? "s3://hs-cut/glas"

@@ -155,36 +155,36 @@ mod imp {
                 retry.max_retries = n;
                 retry.retry_timeout = Duration::from_secs(60);
             }
-            let built: std::result::Result<Arc<dyn ObjectStore>, object_store::Error> =
-                match scheme {
-                    ObjectStoreScheme::Local => Ok(Arc::new(
-                        object_store::local::LocalFileSystem::new().with_automatic_cleanup(true),
-                    )),
-                    ObjectStoreScheme::AmazonS3 => object_store::aws::AmazonS3Builder::from_env()
+            let built: std::result::Result<Arc<dyn ObjectStore>, object_store::Error> = match scheme
+            {
+                ObjectStoreScheme::Local => Ok(Arc::new(
+                    object_store::local::LocalFileSystem::new().with_automatic_cleanup(true),
+                )),
+                ObjectStoreScheme::AmazonS3 => object_store::aws::AmazonS3Builder::from_env()
+                    .with_url(url)
+                    .with_retry(retry)
+                    .build()
+                    .map(|s| Arc::new(s) as _),
+                ObjectStoreScheme::GoogleCloudStorage => {
+                    object_store::gcp::GoogleCloudStorageBuilder::from_env()
                         .with_url(url)
                         .with_retry(retry)
                         .build()
-                        .map(|s| Arc::new(s) as _),
-                    ObjectStoreScheme::GoogleCloudStorage => {
-                        object_store::gcp::GoogleCloudStorageBuilder::from_env()
-                            .with_url(url)
-                            .with_retry(retry)
-                            .build()
-                            .map(|s| Arc::new(s) as _)
-                    }
-                    ObjectStoreScheme::MicrosoftAzure => {
-                        object_store::azure::MicrosoftAzureBuilder::from_env()
-                            .with_url(url)
-                            .with_retry(retry)
-                            .build()
-                            .map(|s| Arc::new(s) as _)
-                    }
-                    other => {
-                        return Err(err(format!(
-                            "unsupported store {other:?} (s3://, gs://, az:// and file:/// are)"
-                        )));
-                    }
-                };
+                        .map(|s| Arc::new(s) as _)
+                }
+                ObjectStoreScheme::MicrosoftAzure => {
+                    object_store::azure::MicrosoftAzureBuilder::from_env()
+                        .with_url(url)
+                        .with_retry(retry)
+                        .build()
+                        .map(|s| Arc::new(s) as _)
+                }
+                other => {
+                    return Err(err(format!(
+                        "unsupported store {other:?} (s3://, gs://, az:// and file:/// are)"
+                    )));
+                }
+            };
             let store = built.map_err(|e| err(one_line(&e)))?;
             let rt = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
@@ -452,7 +452,7 @@ mod imp {
                     .iter()
                     .any(|k| detail.contains(k)) =>
                 {
-                    "network error (the server is unreachable or cut the connection); nothing was completed that looks complete — rerun".into()
+                    "network error (the server is unreachable or cut the connection; nothing at the prefix looks complete: run the same command again)".into()
                 }
                 _ => String::new(),
             },
@@ -497,7 +497,9 @@ mod imp {
             std::fs::write(&small, b"hello").unwrap();
             // Larger than a part: a multipart upload.
             let big = dir.path().join("big.bin");
-            let bytes: Vec<u8> = (0..(part_size() * 2 + 123)).map(|i| (i % 251) as u8).collect();
+            let bytes: Vec<u8> = (0..(part_size() * 2 + 123))
+                .map(|i| (i % 251) as u8)
+                .collect();
             std::fs::write(&big, &bytes).unwrap();
             store
                 .upload_all(&[(small.as_path(), "a.bin"), (big.as_path(), "b.bin")], 2)
@@ -508,7 +510,10 @@ mod imp {
             store.download("b.bin", &back).unwrap();
             assert_eq!(std::fs::read(&back).unwrap(), bytes);
             let err = store.download("nope.bin", &back).unwrap_err().to_string();
-            assert!(err.contains("nope.bin") && err.contains("not found"), "{err}");
+            assert!(
+                err.contains("nope.bin") && err.contains("not found"),
+                "{err}"
+            );
             store.delete("a.bin").unwrap();
             store.delete("a.bin").unwrap();
             assert_eq!(store.list().unwrap().len(), 1);
@@ -522,7 +527,13 @@ mod tests {
 
     #[test]
     fn urls_and_paths() {
-        for u in ["s3://b/p", "gs://b", "az://c/p", "file:///tmp/x", "s3a://b/"] {
+        for u in [
+            "s3://b/p",
+            "gs://b",
+            "az://c/p",
+            "file:///tmp/x",
+            "s3a://b/",
+        ] {
             assert!(is_url(Path::new(u)), "{u}");
         }
         for p in ["out", "/tmp/out", "./s3:/x", "a://", "://x", "1s://x"] {

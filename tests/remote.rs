@@ -38,9 +38,10 @@ fn hs_fails(args: &[&str], cache: &Path, env: &[(&str, &str)], needles: &[&str])
 }
 
 fn prepare<'a>(input: &'a str, out: &'a str, extra: &[&'a str]) -> Vec<&'a str> {
-    let mut a = vec![
-        "prepare", "-i", input, "-o", out, "--augment", "1", "--shards", "2",
-    ];
+    let mut a = vec!["prepare", "-i", input, "-o", out, "--augment", "1"];
+    if !extra.contains(&"--shards") {
+        a.extend_from_slice(&["--shards", "2"]);
+    }
     a.extend_from_slice(extra);
     a
 }
@@ -118,7 +119,10 @@ fn an_upload_cut_short_leaves_nothing_that_looks_complete_and_a_rerun_finishes_i
     assert!(!success, "{err}");
     let remote = bucket.join("ds");
     let there = names(&remote);
-    assert!(!there.contains(&"manifest.parquet".to_string()), "{there:?}");
+    assert!(
+        !there.contains(&"manifest.parquet".to_string()),
+        "{there:?}"
+    );
     assert!(there.iter().any(|n| n.ends_with(".tfrecord")), "{there:?}");
     // Every object there is whole: the same bytes as the local run's file.
     let local_files = files(&local);
@@ -213,7 +217,11 @@ fn another_data_set_foreign_objects_and_bad_urls_are_refused() {
         &["ftp://host/x", "unsupported scheme"],
     );
     hs_fails(
-        &prepare(s(&input), &url, &["--worker-index", "0", "--num-workers", "2"]),
+        &prepare(
+            s(&input),
+            &url,
+            &["--worker-index", "0", "--num-workers", "2"],
+        ),
         &cache,
         &[],
         &["shared folder"],

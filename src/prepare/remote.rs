@@ -291,10 +291,11 @@ pub fn fetch(url: &str, fresh: bool) -> Result<PathBuf> {
         .chain(shard_files(&report))
         .collect();
     let sidecar = dir.join(FETCHED_FILE);
-    let mut fetched: Fetched = fsutil::read_limited(&sidecar, super::MAX_REPORT_BYTES, "a fetch record")
-        .ok()
-        .and_then(|b| serde_json::from_slice(&b).ok())
-        .unwrap_or_default();
+    let mut fetched: Fetched =
+        fsutil::read_limited(&sidecar, super::MAX_REPORT_BYTES, "a fetch record")
+            .ok()
+            .and_then(|b| serde_json::from_slice(&b).ok())
+            .unwrap_or_default();
     // Files of another version of the data set go first.
     let keep: BTreeSet<&str> = wanted.iter().map(String::as_str).collect();
     for entry in std::fs::read_dir(&dir).at(&dir)? {
@@ -356,10 +357,11 @@ pub fn fetch_input(url: &str) -> Result<PathBuf> {
     std::fs::create_dir_all(&dir).at(&dir)?;
     // Beside the folder, not in it: the input's layout sees only the objects.
     let sidecar = dir.with_extension("fetched.json");
-    let mut fetched: Fetched = fsutil::read_limited(&sidecar, super::MAX_REPORT_BYTES, "a fetch record")
-        .ok()
-        .and_then(|b| serde_json::from_slice(&b).ok())
-        .unwrap_or_default();
+    let mut fetched: Fetched =
+        fsutil::read_limited(&sidecar, super::MAX_REPORT_BYTES, "a fetch record")
+            .ok()
+            .and_then(|b| serde_json::from_slice(&b).ok())
+            .unwrap_or_default();
     // Objects removed from the store since the last fetch go here too.
     let listed: BTreeSet<&str> = objects.iter().map(|o| o.name.as_str()).collect();
     let gone: Vec<String> = fetched
