@@ -258,3 +258,41 @@ fn an_unreachable_s3_server_fails_before_any_work() {
     assert!(started.elapsed().as_secs() < 60);
     assert_eq!(names(&cache.join("staging")), Vec::<String>::new());
 }
+
+#[cfg(feature = "train")]
+#[test]
+fn train_reads_a_data_set_at_a_url_as_it_reads_the_folder() {
+    let dir = tempfile::tempdir().unwrap();
+    let cache = dir.path().join("cache");
+    let (input, data) = prepared_toy(dir.path(), 6, 3);
+    let url = format!("file://{}/bucket/toy", dir.path().display());
+    let toy = ["--patch-size", "32", "--min-tissue", "0"];
+    let mut args = vec!["prepare", "-i", s(&input), "-o", &url];
+    args.extend_from_slice(&toy);
+    hs_ok(&args, &cache);
+    let train = |data: &str, run: &Path| {
+        hs_ok(
+            &[
+                "train",
+                "--data",
+                data,
+                "--output",
+                s(run),
+                "--model",
+                "mlp",
+                "--input-size",
+                "8",
+                "--epochs",
+                "2",
+                "--batch-size",
+                "8",
+            ],
+            &cache,
+        );
+    };
+    let (from_url, from_dir) = (dir.path().join("run-url"), dir.path().join("run-dir"));
+    train(&url, &from_url);
+    train(s(&data), &from_dir);
+    assert_eq!(untimed(&from_url), untimed(&from_dir));
+    assert!(!untimed(&from_url).is_empty());
+}
