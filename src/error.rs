@@ -29,6 +29,10 @@ pub enum Error {
     /// Options that contradict each other or are out of range.
     #[error("invalid option: {0}")]
     Config(String),
+    /// An object store refused or failed a request (missing bucket, refused
+    /// credentials, network error), or a URL cannot be used.
+    #[error("{url}: {message}")]
+    Remote { url: String, message: String },
     /// The output folder cannot be used as asked (holds another data set, locked, ...).
     #[error("{}: {message}", path.display())]
     Output { path: PathBuf, message: String },

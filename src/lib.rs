@@ -31,6 +31,7 @@ pub mod patch;
 pub mod prepare;
 pub mod preprocess;
 pub mod progress;
+pub mod remote;
 pub mod shard;
 pub mod split;
 pub mod synth;

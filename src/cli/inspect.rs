@@ -6,7 +6,7 @@ use super::Global;
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
-    /// A folder written by `histoshard prepare`.
+    /// A folder written by `histoshard prepare`, or its URL (`s3://bucket/prefix`, …: fetched into the cache; the sheet is written there unless --sheet).
     dir: PathBuf,
     /// Thumbnails per class on the contact sheet.
     #[arg(long, default_value_t = 8)]
@@ -28,7 +28,8 @@ pub fn run(a: Args, _g: &Global) -> anyhow::Result<ExitCode> {
         thumb: a.thumb,
         sheet: a.sheet,
     };
-    let inspection = inspect::inspect(&a.dir, &opts)?;
+    let dir = super::data_dir(&a.dir, false)?;
+    let inspection = inspect::inspect(&dir, &opts)?;
     for (title, df) in &inspection.tables {
         println!("{title}\n{df}\n");
     }

@@ -171,6 +171,25 @@ fn finite<T: std::str::FromStr + Into<f64> + Copy>(s: &str) -> Result<T, String>
     }
 }
 
+/// A data set named on the command line: a local folder as it is; a URL
+/// (`s3://bucket/prefix`, …) fetched into the local cache (every file again
+/// with `fresh`), whose folder is returned.
+fn data_dir(arg: &std::path::Path, fresh: bool) -> anyhow::Result<std::path::PathBuf> {
+    if !histoshard::remote::is_url(arg) {
+        return Ok(arg.to_path_buf());
+    }
+    #[cfg(feature = "object-store")]
+    {
+        let url = arg.to_string_lossy();
+        Ok(histoshard::prepare::remote::fetch(&url, fresh)?)
+    }
+    #[cfg(not(feature = "object-store"))]
+    {
+        let _ = fresh;
+        Err(histoshard::remote::unsupported(arg).into())
+    }
+}
+
 /// Flags every subcommand sees.
 pub struct Global {
     pub quiet: bool,

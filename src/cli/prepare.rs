@@ -23,10 +23,10 @@ pub struct Args {
     #[arg(long)]
     #[serde(skip)]
     config: Option<PathBuf>,
-    /// The labelled images: a Warwick-QU folder, VOC XML folder, CSV file, or a folder per class.
+    /// The labelled images: a Warwick-QU folder, VOC XML folder, CSV file, or a folder per class; or a URL of one (`s3://bucket/prefix`, …: downloaded into the local cache first).
     #[arg(long, short)]
     input: Option<PathBuf>,
-    /// Folder for shards, manifest and prepare.json.
+    /// Folder for shards, manifest and prepare.json; or a URL (`s3://bucket/prefix`, `gs://`, `az://`, `file:///`): prepared in a local staging folder, then uploaded, manifest.parquet last.
     #[arg(long, short)]
     output: Option<PathBuf>,
     /// Input layout (default: detected).
@@ -163,9 +163,22 @@ pub fn run(a: Args, g: &Global) -> anyhow::Result<ExitCode> {
     };
     let env = |k: &str| std::env::var(k).ok();
     let partition = prepare::Partition::resolve(a.worker_index, a.num_workers, &env)?;
-    let opts = a.resolve(file, g.threads)?;
+    let mut opts = a.resolve(file, g.threads)?;
+    let remote_output = histoshard::remote::is_url(&opts.output);
+    if remote_output && partition.is_some() {
+        bail!(
+            "{}: workers (--worker-index/--num-workers) write their parts to a folder all of them see, not to object storage; give them a shared folder and merge there",
+            opts.output.display()
+        );
+    }
+    if histoshard::remote::is_url(&opts.input) {
+        opts.input = fetch_input(&opts.input)?;
+    }
     if let Some(part) = partition {
         return super::merge::run_worker(&opts, part, g);
+    }
+    if remote_output {
+        return upload(&opts, g);
     }
     let report = prepare::run(&opts, &super::progress(g.quiet))?;
     if !g.quiet {
@@ -186,4 +199,48 @@ pub fn run(a: Args, g: &Global) -> anyhow::Result<ExitCode> {
         );
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// `prepare --input URL`: the objects under the URL, downloaded into the cache.
+fn fetch_input(url: &std::path::Path) -> anyhow::Result<PathBuf> {
+    #[cfg(feature = "object-store")]
+    {
+        Ok(prepare::remote::fetch_input(&url.to_string_lossy())?)
+    }
+    #[cfg(not(feature = "object-store"))]
+    {
+        Err(histoshard::remote::unsupported(url).into())
+    }
+}
+
+/// `prepare --output URL`: prepared in the staging folder, then uploaded.
+fn upload(opts: &PrepareOptions, g: &Global) -> anyhow::Result<ExitCode> {
+    #[cfg(feature = "object-store")]
+    {
+        let url = opts.output.to_string_lossy();
+        match prepare::remote::prepare_to(&url, opts, &super::progress(g.quiet))? {
+            prepare::remote::Uploaded::AlreadyThere(r) if !g.quiet => println!(
+                "{url} already holds this data set ({} records); nothing to do",
+                r.records_total
+            ),
+            prepare::remote::Uploaded::Done {
+                report,
+                objects,
+                bytes,
+                upload_s,
+            } if !g.quiet => println!(
+                "{} records in {} shards → {url} ({objects} objects, {:.1} MB uploaded in {upload_s:.1}s)",
+                report.records_total,
+                report.shards.values().map(Vec::len).sum::<usize>(),
+                bytes as f64 / 1e6
+            ),
+            _ => {}
+        }
+        Ok(ExitCode::SUCCESS)
+    }
+    #[cfg(not(feature = "object-store"))]
+    {
+        let _ = g;
+        Err(histoshard::remote::unsupported(&opts.output).into())
+    }
 }

@@ -35,7 +35,7 @@ pub struct Args {
     #[arg(long)]
     #[serde(skip)]
     stop_after: Option<usize>,
-    /// A folder written by `histoshard prepare`.
+    /// A folder written by `histoshard prepare`, or its URL (`s3://bucket/prefix`, `gs://`, `az://`, `file:///`: fetched into the local cache first).
     #[arg(long)]
     data: Option<PathBuf>,
     /// Run folder for run.json, metrics.csv and checkpoints.
@@ -159,9 +159,15 @@ pub fn run(a: Args, g: &Global) -> anyhow::Result<ExitCode> {
     if let Some(t) = g.threads {
         learner::set_compute_threads(t);
     }
+    // A URL is fetched into the cache once; the run reads (and records) that folder.
+    let data_arg = a
+        .data
+        .as_deref()
+        .map(|d| super::data_dir(d, false))
+        .transpose()?;
     let opts = RunOptions {
         stop_after: a.stop_after,
-        data: a.data.clone(),
+        data: data_arg.clone(),
     };
     if let Some(run) = &a.resume {
         let outcome = histoshard::train::resume::resume(run, &opts, &super::progress(g.quiet))?;
@@ -173,11 +179,12 @@ pub fn run(a: Args, g: &Global) -> anyhow::Result<ExitCode> {
         None => Args::default(),
     };
     let (Some(data), Some(output)) = (
-        a.data.clone().or(file.data.clone()),
+        data_arg.or(file.data.clone()),
         a.output.clone().or(file.output.clone()),
     ) else {
         bail!("train needs --data and --output (as flags or in the config file)");
     };
+    let data = super::data_dir(&data, false)?;
     histoshard::atomic::check_folder(&output)?;
     let Some(kind) = a.model.or(file.model) else {
         bail!("train needs --model (mlp, cnn, efficientnet-lite0, resnet18, mobilenet_v2, …)");

@@ -6,7 +6,7 @@ use super::Global;
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
-    /// A folder written by `histoshard prepare`.
+    /// A folder written by `histoshard prepare`, or its URL (`s3://bucket/prefix`, `gs://`, `az://`, `file:///`: downloaded whole, then checked).
     dir: PathBuf,
     /// Also write `record_id,pixel_sha256` of every decoded patch to this CSV.
     #[arg(long)]
@@ -17,7 +17,8 @@ pub fn run(a: Args, g: &Global) -> anyhow::Result<ExitCode> {
     let opts = VerifyOptions {
         pixel_digests: a.pixel_digests,
     };
-    let report = verify::verify(&a.dir, &opts, &super::progress(g.quiet))?;
+    let local = super::data_dir(&a.dir, true)?;
+    let report = verify::verify(&local, &opts, &super::progress(g.quiet))?;
     for f in &report.faults {
         eprintln!("fault: {f}");
     }

@@ -11,6 +11,8 @@ pub mod output;
 pub mod parts;
 pub mod plan;
 pub mod png_fast;
+#[cfg(feature = "object-store")]
+pub mod remote;
 pub mod render;
 mod report;
 pub mod rle_deflate;
@@ -258,6 +260,15 @@ fn read_input(opts: &PrepareOptions) -> Result<(Dataset, Vec<String>)> {
         warnings.push(w);
     }
     Ok((ds, warnings))
+}
+
+/// The fingerprint a run with `opts` gets (options, input names and sizes),
+/// from a listing of the input alone: no image is decoded. For deciding
+/// before the work whether a destination already holds this data set.
+pub fn options_fingerprint(opts: &PrepareOptions) -> Result<String> {
+    opts.validate()?;
+    let ds = dataset::load(&opts.input, opts.layout, Some(&opts.output))?;
+    fingerprint(opts, &ds)
 }
 
 /// The global plan, the same on every worker: the split, every image's

@@ -1,0 +1,431 @@
+//! A data set on object storage (`s3://bucket/prefix`, `gs://`, `az://`,
+//! `file:///`), through [`crate::remote::Store`].
+//!
+//! **Writing** (`prepare --output URL`, [`prepare_to`]): the data set is
+//! prepared into a local staging folder (`cache/staging/<hash of URL and
+//! fingerprint>`, so a rerun resumes it as any output folder), then uploaded
+//! file by file, each whole and atomically (one PUT, or a multipart upload
+//! visible only once completed). The order makes "complete" mean the same as
+//! in a local folder, where `manifest.parquet` is written last:
+//! 1. `.histoshard-upload.json` (the fingerprint and every name this upload
+//!    and the data set it replaces write), so a later run knows these objects
+//!    are histoshard's;
+//! 2. a replaced data set's `manifest.parquet` is deleted: from here on the
+//!    prefix holds no complete data set;
+//! 3. the shards, then `features.json`, `images.parquet`, `manifest.csv`,
+//!    `prepare-timings.json`, `prepare.json`, and last `manifest.parquet`;
+//! 4. the replaced set's shards this one does not have, and the journal.
+//!
+//! An upload cut short (a network error, a refused request, a kill) leaves
+//! no `manifest.parquet`, so nothing at the prefix looks complete; readers
+//! refuse it, and the rerun uploads again from the staging folder (kept when
+//! the upload fails, removed once it succeeds).
+//!
+//! **Reading** (`verify`, `inspect`, `train --data URL`, [`fetch`]): the
+//! files of the data set (those `prepare.json` lists) are downloaded into
+//! `cache/datasets/<hash of URL>`, each through a temporary name; a file
+//! whose size and entity tag match what was fetched before is kept.
+//! The local code then reads that folder.
+
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    path::{Path, PathBuf},
+    time::Instant,
+};
+
+use tracing::info;
+
+use super::{
+    PrepareOptions, PrepareReport,
+    output::{FIXED_FILES, REPORT_FILE},
+};
+use crate::{
+    atomic,
+    error::{Error, IoContext as _, Result},
+    fsutil,
+    progress::Progress,
+    remote::{self, Object, Store},
+    shard::manifest::MANIFEST_PARQUET,
+};
+
+/// The upload's journal object, present only while an upload is under way
+/// (or was cut short).
+pub const UPLOAD_JOURNAL: &str = ".histoshard-upload.json";
+/// Beside a fetched data set: what was fetched (name → size, entity tag).
+const FETCHED_FILE: &str = ".histoshard-fetched.json";
+/// Shards uploaded at once.
+const CONCURRENCY: usize = 4;
+
+#[derive(serde::Serialize, serde::Deserialize)]
+struct Journal {
+    fingerprint: String,
+    files: Vec<String>,
+}
+
+/// What [`prepare_to`] did.
+pub enum Uploaded {
+    /// Prepared (or found in staging) and uploaded.
+    Done {
+        report: Box<PrepareReport>,
+        objects: usize,
+        bytes: u64,
+        upload_s: f64,
+    },
+    /// The prefix already holds this data set: nothing done.
+    AlreadyThere(Box<PrepareReport>),
+}
+
+fn is_shard_name(name: &str) -> bool {
+    name.ends_with(".tfrecord") || name.ends_with(".tfrecord.gz")
+}
+
+/// A bare object name: nothing read from a record may point elsewhere.
+fn is_plain_name(name: &str) -> bool {
+    !name.is_empty() && name != "." && name != ".." && !name.contains(['/', '\\', '\0'])
+}
+
+fn shard_files(report: &PrepareReport) -> Vec<String> {
+    report
+        .shards
+        .values()
+        .flatten()
+        .map(|s| s.file.clone())
+        .filter(|f| is_plain_name(f) && is_shard_name(f))
+        .collect()
+}
+
+/// A scratch folder for small objects read back (`prepare.json`, the journal).
+fn scratch() -> Result<tempfile_dir::TempDir> {
+    tempfile_dir::TempDir::new()
+}
+
+/// `prepare.json` at the prefix, if it is there and is histoshard's.
+fn remote_report(store: &Store, names: &BTreeMap<String, Object>) -> Result<Option<PrepareReport>> {
+    if !names.contains_key(REPORT_FILE) {
+        return Ok(None);
+    }
+    let dir = scratch()?;
+    store.download(REPORT_FILE, &dir.path().join(REPORT_FILE))?;
+    Ok(super::read_report(dir.path())
+        .ok()
+        .filter(|r| r.tool == "histoshard"))
+}
+
+fn remote_journal(store: &Store, names: &BTreeMap<String, Object>) -> Result<Option<Journal>> {
+    if !names.contains_key(UPLOAD_JOURNAL) {
+        return Ok(None);
+    }
+    let dir = scratch()?;
+    let path = dir.path().join("journal.json");
+    store.download(UPLOAD_JOURNAL, &path)?;
+    let bytes = fsutil::read_limited(&path, super::MAX_REPORT_BYTES, "an upload journal")?;
+    Ok(serde_json::from_slice::<Journal>(&bytes).ok().map(|mut j| {
+        j.files.retain(|f| is_plain_name(f));
+        j
+    }))
+}
+
+/// `prepare` with `--output URL`: checks the destination (reachable, and not
+/// holding another data set unless `--overwrite`) before any work, prepares
+/// into the staging folder, uploads (see the module's comment).
+pub fn prepare_to(url: &str, opts: &PrepareOptions, progress: &Progress) -> Result<Uploaded> {
+    let store = Store::open(url)?;
+    // The first request: a missing bucket or refused credentials fail here, before the work.
+    let names: BTreeMap<String, Object> = store
+        .list()?
+        .into_iter()
+        .map(|o| (o.name.clone(), o))
+        .collect();
+    let mut local = opts.clone();
+    local.output = remote::cache_dir("staging", url);
+    let fingerprint = super::options_fingerprint(&local)?;
+    local.output = remote::cache_dir("staging", &format!("{url}\n{fingerprint}"));
+    local.overwrite = false;
+
+    let report = remote_report(&store, &names)?;
+    let journal = remote_journal(&store, &names)?;
+    let complete = report.is_some() && names.contains_key(MANIFEST_PARQUET);
+    let mut recorded: BTreeSet<String> = BTreeSet::new();
+    if let Some(j) = &journal {
+        recorded.extend(j.files.iter().cloned());
+    }
+    if let Some(r) = &report {
+        recorded.extend(FIXED_FILES.iter().map(|f| f.to_string()));
+        recorded.extend(shard_files(r));
+    }
+    let in_the_way: Vec<&str> = names
+        .keys()
+        .filter(|n| {
+            (FIXED_FILES.contains(&n.as_str()) || is_shard_name(n)) && !recorded.contains(*n)
+        })
+        .map(String::as_str)
+        .collect();
+    if !in_the_way.is_empty() {
+        let shown: Vec<&str> = in_the_way.iter().take(8).copied().collect();
+        return Err(Error::Remote {
+            url: store.url().to_string(),
+            message: format!(
+                "holds objects histoshard did not record writing that are in the way: {}{}; move them or choose another prefix",
+                shown.join(", "),
+                match in_the_way.len() - shown.len() {
+                    0 => String::new(),
+                    more => format!(" and {more} more"),
+                }
+            ),
+        });
+    }
+    if !opts.overwrite {
+        if let Some(j) = &journal
+            && j.fingerprint != fingerprint
+        {
+            return Err(Error::Remote {
+                url: store.url().to_string(),
+                message: "holds an upload of another data set that did not finish; rerun that one, or pass --overwrite to replace it".into(),
+            });
+        }
+        if let Some(r) = &report
+            && complete
+        {
+            if r.fingerprint == fingerprint && journal.is_none() {
+                info!("{} already holds this data set; nothing to do", store.url());
+                return Ok(Uploaded::AlreadyThere(Box::new(r.clone())));
+            }
+            if r.fingerprint != fingerprint {
+                return Err(Error::Remote {
+                    url: store.url().to_string(),
+                    message: "already holds a histoshard data set made with other options or inputs (prepare.json); pass --overwrite to replace it, or choose another prefix".into(),
+                });
+            }
+        }
+    }
+
+    let prepared = super::run(&local, progress)?;
+    let started = Instant::now();
+    let shards = shard_files(&prepared);
+    let new: BTreeSet<String> = FIXED_FILES
+        .iter()
+        .map(|f| f.to_string())
+        .chain(shards.iter().cloned())
+        .collect();
+    let journal = Journal {
+        fingerprint: fingerprint.clone(),
+        files: new.union(&recorded).cloned().collect(),
+    };
+    let scratch = scratch()?;
+    let journal_path = scratch.path().join("journal.json");
+    let text = serde_json::to_vec_pretty(&journal).map_err(|e| Error::Config(e.to_string()))?;
+    atomic::write(&journal_path, &text)?;
+    store.upload(&journal_path, UPLOAD_JOURNAL)?;
+    if names.contains_key(MANIFEST_PARQUET) {
+        store.delete(MANIFEST_PARQUET)?;
+    }
+    let paths: Vec<PathBuf> = shards.iter().map(|f| local.output.join(f)).collect();
+    let files: Vec<(&Path, &str)> = paths
+        .iter()
+        .zip(&shards)
+        .map(|(p, f)| (p.as_path(), f.as_str()))
+        .collect();
+    let mut bytes = store.upload_all(&files, CONCURRENCY)?;
+    // The tables in the order a local run writes them; manifest.parquet last.
+    for name in FIXED_FILES {
+        if name == MANIFEST_PARQUET {
+            crate::failpoint::reached("before-remote-manifest", 1);
+        }
+        bytes += store.upload(&local.output.join(name), name)?;
+    }
+    for stale in recorded.difference(&new) {
+        store.delete(stale)?;
+    }
+    store.delete(UPLOAD_JOURNAL)?;
+    let upload_s = started.elapsed().as_secs_f64();
+    info!(
+        "uploaded {} objects ({:.1} MB) to {} in {upload_s:.1}s",
+        new.len(),
+        bytes as f64 / 1e6,
+        store.url()
+    );
+    std::fs::remove_dir_all(&local.output).at(&local.output)?;
+    Ok(Uploaded::Done {
+        report: Box::new(prepared),
+        objects: new.len(),
+        bytes,
+        upload_s,
+    })
+}
+
+/// What a fetched folder holds: name → (size, entity tag).
+type Fetched = BTreeMap<String, (u64, Option<String>)>;
+
+/// Downloads the data set at `url` into its cache folder and returns the
+/// folder. Refused (one line, naming the URL) when the prefix holds no
+/// complete data set. With `fresh`, every file is downloaded again (what
+/// `verify` checks is then the bytes in the store); otherwise a file whose
+/// size and entity tag are those fetched before is kept.
+pub fn fetch(url: &str, fresh: bool) -> Result<PathBuf> {
+    let store = Store::open(url)?;
+    let names: BTreeMap<String, Object> = store
+        .list()?
+        .into_iter()
+        .map(|o| (o.name.clone(), o))
+        .collect();
+    if !names.contains_key(MANIFEST_PARQUET) || !names.contains_key(REPORT_FILE) {
+        return Err(Error::Remote {
+            url: store.url().to_string(),
+            message: format!(
+                "no complete histoshard data set here (no {}): an upload that did not finish, or not a data set's prefix",
+                if names.contains_key(REPORT_FILE) {
+                    MANIFEST_PARQUET
+                } else {
+                    REPORT_FILE
+                }
+            ),
+        });
+    }
+    let dir = remote::cache_dir("datasets", store.url());
+    std::fs::create_dir_all(&dir).at(&dir)?;
+    store.download(REPORT_FILE, &dir.join(REPORT_FILE))?;
+    let report = super::read_report(&dir)?;
+    let wanted: Vec<String> = FIXED_FILES
+        .iter()
+        .map(|f| f.to_string())
+        .chain(shard_files(&report))
+        .collect();
+    let sidecar = dir.join(FETCHED_FILE);
+    let mut fetched: Fetched =
+        fsutil::read_limited(&sidecar, super::MAX_REPORT_BYTES, "a fetch record")
+            .ok()
+            .and_then(|b| serde_json::from_slice(&b).ok())
+            .unwrap_or_default();
+    // Files of another version of the data set go first.
+    let keep: BTreeSet<&str> = wanted.iter().map(String::as_str).collect();
+    for entry in std::fs::read_dir(&dir).at(&dir)? {
+        let entry = entry.at(&dir)?;
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if (FIXED_FILES.contains(&name.as_str()) || is_shard_name(&name))
+            && !keep.contains(name.as_str())
+        {
+            std::fs::remove_file(entry.path()).at(entry.path())?;
+            fetched.remove(&name);
+        }
+    }
+    let (mut got, mut kept) = (0usize, 0usize);
+    for name in &wanted {
+        let Some(object) = names.get(name) else {
+            if name == super::output::TIMINGS_FILE {
+                continue;
+            }
+            return Err(Error::Remote {
+                url: store.url_of(name),
+                message: "missing: prepare.json lists it, the store does not have it (the data set is damaged; prepare it again)".into(),
+            });
+        };
+        let path = dir.join(name);
+        let same = fetched.get(name) == Some(&(object.size, object.e_tag.clone()))
+            && std::fs::metadata(&path).is_ok_and(|m| m.len() == object.size);
+        if name != REPORT_FILE && (fresh || !same) {
+            fetched.remove(name);
+            store.download(name, &path)?;
+            got += 1;
+        } else {
+            kept += 1;
+        }
+        fetched.insert(name.clone(), (object.size, object.e_tag.clone()));
+    }
+    let text = serde_json::to_vec(&fetched).map_err(|e| Error::Config(e.to_string()))?;
+    atomic::write(&sidecar, &text)?;
+    info!(
+        "{}: {got} files downloaded, {kept} already here → {}",
+        store.url(),
+        dir.display()
+    );
+    Ok(dir)
+}
+
+/// Downloads every object under `url` (sub-prefixes too) into a cache folder
+/// for `prepare --input URL`, keeping files whose size and entity tag are
+/// those fetched before; returns the folder.
+pub fn fetch_input(url: &str) -> Result<PathBuf> {
+    let store = Store::open(url)?;
+    let objects = store.list_all()?;
+    if objects.is_empty() {
+        return Err(Error::Remote {
+            url: store.url().to_string(),
+            message: "no objects here: nothing to prepare".into(),
+        });
+    }
+    let dir = remote::cache_dir("inputs", store.url());
+    std::fs::create_dir_all(&dir).at(&dir)?;
+    // Beside the folder, not in it: the input's layout sees only the objects.
+    let sidecar = dir.with_extension("fetched.json");
+    let mut fetched: Fetched =
+        fsutil::read_limited(&sidecar, super::MAX_REPORT_BYTES, "a fetch record")
+            .ok()
+            .and_then(|b| serde_json::from_slice(&b).ok())
+            .unwrap_or_default();
+    // Objects removed from the store since the last fetch go here too.
+    let listed: BTreeSet<&str> = objects.iter().map(|o| o.name.as_str()).collect();
+    let gone: Vec<String> = fetched
+        .keys()
+        .filter(|n| !listed.contains(n.as_str()))
+        .cloned()
+        .collect();
+    for name in gone {
+        let path = dir.join(&name);
+        if name.split('/').all(is_plain_name) && path.is_file() {
+            std::fs::remove_file(&path).at(&path)?;
+        }
+        fetched.remove(&name);
+    }
+    for o in &objects {
+        if o.name.split('/').any(|p| !is_plain_name(p)) {
+            continue;
+        }
+        let path = dir.join(&o.name);
+        let same = fetched.get(&o.name) == Some(&(o.size, o.e_tag.clone()))
+            && std::fs::metadata(&path).is_ok_and(|m| m.len() == o.size);
+        if !same {
+            if let Some(parent) = path.parent() {
+                std::fs::create_dir_all(parent).at(parent)?;
+            }
+            fetched.remove(&o.name);
+            store.download(&o.name, &path)?;
+        }
+        fetched.insert(o.name.clone(), (o.size, o.e_tag.clone()));
+    }
+    let text = serde_json::to_vec(&fetched).map_err(|e| Error::Config(e.to_string()))?;
+    atomic::write(&sidecar, &text)?;
+    Ok(dir)
+}
+
+/// A temporary folder removed when dropped (no extra crate in the library).
+mod tempfile_dir {
+    use std::path::{Path, PathBuf};
+
+    use crate::error::{IoContext as _, Result};
+
+    pub struct TempDir(PathBuf);
+
+    impl TempDir {
+        pub fn new() -> Result<Self> {
+            use std::sync::atomic::{AtomicU64, Ordering};
+            static N: AtomicU64 = AtomicU64::new(0);
+            let path = std::env::temp_dir().join(format!(
+                "histoshard-{}-{}",
+                std::process::id(),
+                N.fetch_add(1, Ordering::Relaxed)
+            ));
+            std::fs::create_dir_all(&path).at(&path)?;
+            Ok(Self(path))
+        }
+
+        pub fn path(&self) -> &Path {
+            &self.0
+        }
+    }
+
+    impl Drop for TempDir {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+}

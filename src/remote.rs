@@ -1,0 +1,544 @@
+//! Objects on object storage — `s3://bucket/prefix`, `gs://…`, `az://…` and
+//! `file:///…` — through the `object_store` crate (cargo feature
+//! `object-store`, on by default; the wheel is built without it).
+//!
+//! This module moves whole files between a local folder and a prefix and
+//! knows nothing of data sets (that is `prepare::remote`):
+//! - [`Store::list`]: the objects directly under the prefix;
+//! - [`Store::upload`]: one local file to one object, whole and atomically —
+//!   a file up to [`part_size`] in one PUT, a larger one as a multipart upload
+//!   that becomes visible only when completed and is aborted on any error, so
+//!   an object with a final name is always a whole file;
+//! - [`Store::download`]: one object to a local file, through a hidden
+//!   temporary name renamed when whole ([`crate::atomic`]).
+//!
+//! Credentials and endpoints come from the usual environment variables, read
+//! by `object_store`'s builders: `AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY`,
+//! `AWS_SESSION_TOKEN`, `AWS_REGION`, `AWS_ENDPOINT_URL` (an S3-compatible
+//! server), `AWS_ALLOW_HTTP`; `GOOGLE_SERVICE_ACCOUNT`/`GOOGLE_APPLICATION_CREDENTIALS`;
+//! `AZURE_STORAGE_ACCOUNT_NAME`, `AZURE_STORAGE_ACCOUNT_KEY`, …. Requests are
+//! retried by `object_store` (`HISTOSHARD_STORE_RETRIES` times, default 10).
+//!
+//! Every error is one line naming the URL and the cause: a bucket that does
+//! not exist, credentials refused, the server unreachable or the connection
+//! cut (`Error::Remote`).
+
+use std::path::{Path, PathBuf};
+
+use crate::error::Error;
+
+/// Whether `arg` is a URL (`scheme://…`) rather than a local path: a scheme of
+/// ASCII letters, digits, `+`, `-` or `.` before `://`.
+pub fn is_url(arg: &Path) -> bool {
+    let Some(s) = arg.to_str() else {
+        return false;
+    };
+    match s.split_once("://") {
+        Some((scheme, _)) => {
+            !scheme.is_empty()
+                && scheme.starts_with(|c: char| c.is_ascii_alphabetic())
+                && scheme
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || "+-.".contains(c))
+        }
+        None => false,
+    }
+}
+
+/// Where histoshard keeps fetched data sets and staged uploads:
+/// `HISTOSHARD_CACHE`, else `$XDG_CACHE_HOME/histoshard`, else
+/// `~/.cache/histoshard`, else the temporary folder's `histoshard/`.
+pub fn cache_root() -> PathBuf {
+    let var = |k: &str| std::env::var_os(k).filter(|v| !v.is_empty());
+    if let Some(dir) = var("HISTOSHARD_CACHE") {
+        return PathBuf::from(dir);
+    }
+    if let Some(dir) = var("XDG_CACHE_HOME") {
+        return PathBuf::from(dir).join("histoshard");
+    }
+    if let Some(home) = var("HOME") {
+        return PathBuf::from(home).join(".cache/histoshard");
+    }
+    std::env::temp_dir().join("histoshard")
+}
+
+/// `cache_root()/kind/<16 hex digits of sha256(key)>`: one folder per URL (and
+/// whatever else `key` holds).
+pub fn cache_dir(kind: &str, key: &str) -> PathBuf {
+    use sha2::{Digest, Sha256};
+    let digest = hex::encode(Sha256::digest(key.as_bytes()));
+    cache_root().join(kind).join(&digest[..16])
+}
+
+/// The refusal for a URL in a build without object storage (the wheel).
+pub fn unsupported(url: &Path) -> Error {
+    Error::Remote {
+        url: url.display().to_string(),
+        message: "this histoshard was built without object storage (cargo feature `object-store`); use a local path, or a build with the feature".into(),
+    }
+}
+
+/// Size of a multipart upload's parts (and the largest file sent in one PUT):
+/// `HISTOSHARD_UPLOAD_PART_MB` (at least 5, S3's minimum), default 8 MiB.
+pub fn part_size() -> usize {
+    let mb = std::env::var("HISTOSHARD_UPLOAD_PART_MB")
+        .ok()
+        .and_then(|v| v.trim().parse::<usize>().ok())
+        .unwrap_or(8)
+        .clamp(5, 4096);
+    mb << 20
+}
+
+/// An object under the prefix: its name relative to the prefix, size and entity tag.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Object {
+    pub name: String,
+    pub size: u64,
+    pub e_tag: Option<String>,
+}
+
+#[cfg(feature = "object-store")]
+pub use self::imp::Store;
+
+#[cfg(feature = "object-store")]
+mod imp {
+    use std::{io::Read as _, io::Write as _, path::Path, sync::Arc, time::Duration};
+
+    use futures_util::{StreamExt as _, TryStreamExt as _};
+    use object_store::{
+        ObjectStore, ObjectStoreExt as _, ObjectStoreScheme, RetryConfig, WriteMultipart,
+        path::Path as ObjectPath,
+    };
+
+    use super::{Object, part_size};
+    use crate::{
+        atomic,
+        error::{Error, IoContext as _, Result},
+        fsutil,
+    };
+
+    /// A prefix on an object store, with the runtime its requests run on.
+    pub struct Store {
+        url: String,
+        store: Arc<dyn ObjectStore>,
+        prefix: ObjectPath,
+        rt: tokio::runtime::Runtime,
+    }
+
+    impl std::fmt::Debug for Store {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.debug_struct("Store").field("url", &self.url).finish()
+        }
+    }
+
+    impl Store {
+        /// The store and prefix `url` names, configured from the environment.
+        /// Nothing is sent yet: a missing bucket or refused credentials show
+        /// at the first request ([`Store::list`]).
+        pub fn open(url: &str) -> Result<Self> {
+            let err = |m: String| Error::Remote {
+                url: url.to_string(),
+                message: m,
+            };
+            let parsed = url::Url::parse(url).map_err(|e| err(format!("not a URL: {e}")))?;
+            let (scheme, prefix) = ObjectStoreScheme::parse(&parsed).map_err(|_| {
+                err(format!(
+                    "unsupported scheme {:?} (s3://, gs://, az:// and file:/// are)",
+                    parsed.scheme()
+                ))
+            })?;
+            let mut retry = RetryConfig::default();
+            if let Some(n) = std::env::var("HISTOSHARD_STORE_RETRIES")
+                .ok()
+                .and_then(|v| v.trim().parse().ok())
+            {
+                retry.max_retries = n;
+                retry.retry_timeout = Duration::from_secs(60);
+            }
+            let built: std::result::Result<Arc<dyn ObjectStore>, object_store::Error> = match scheme
+            {
+                ObjectStoreScheme::Local => Ok(Arc::new(
+                    object_store::local::LocalFileSystem::new().with_automatic_cleanup(true),
+                )),
+                ObjectStoreScheme::AmazonS3 => object_store::aws::AmazonS3Builder::from_env()
+                    .with_url(url)
+                    .with_retry(retry)
+                    .build()
+                    .map(|s| Arc::new(s) as _),
+                ObjectStoreScheme::GoogleCloudStorage => {
+                    object_store::gcp::GoogleCloudStorageBuilder::from_env()
+                        .with_url(url)
+                        .with_retry(retry)
+                        .build()
+                        .map(|s| Arc::new(s) as _)
+                }
+                ObjectStoreScheme::MicrosoftAzure => {
+                    object_store::azure::MicrosoftAzureBuilder::from_env()
+                        .with_url(url)
+                        .with_retry(retry)
+                        .build()
+                        .map(|s| Arc::new(s) as _)
+                }
+                other => {
+                    return Err(err(format!(
+                        "unsupported store {other:?} (s3://, gs://, az:// and file:/// are)"
+                    )));
+                }
+            };
+            let store = built.map_err(|e| err(one_line(&e)))?;
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .map_err(|e| err(format!("cannot start the I/O runtime: {e}")))?;
+            Ok(Self {
+                url: url.trim_end_matches('/').to_string(),
+                store,
+                prefix,
+                rt,
+            })
+        }
+
+        /// The URL, without a trailing `/`.
+        pub fn url(&self) -> &str {
+            &self.url
+        }
+
+        /// `URL/name`, for messages.
+        pub fn url_of(&self, name: &str) -> String {
+            format!("{}/{name}", self.url)
+        }
+
+        /// The object `name` (`a/b.png`: parts joined) under the prefix.
+        fn path_of(&self, name: &str) -> ObjectPath {
+            name.split('/')
+                .filter(|p| !p.is_empty())
+                .fold(self.prefix.clone(), |path, part| path.join(part))
+        }
+
+        /// The error for `e`, met while doing `what` to `name` (or the prefix).
+        fn fail(&self, name: Option<&str>, what: &str, e: &object_store::Error) -> Error {
+            let bucket = url::Url::parse(&self.url)
+                .ok()
+                .and_then(|u| u.host_str().map(str::to_string))
+                .unwrap_or_default();
+            Error::Remote {
+                url: name.map_or_else(|| self.url.clone(), |n| self.url_of(n)),
+                message: format!("{what}: {}", classify(e, &bucket)),
+            }
+        }
+
+        /// The objects directly under the prefix (not in sub-prefixes), by name.
+        /// The first request of every command: a bucket that does not exist,
+        /// refused credentials or an unreachable server fail here.
+        pub fn list(&self) -> Result<Vec<Object>> {
+            let listed = self
+                .rt
+                .block_on(self.store.list_with_delimiter(Some(&self.prefix)))
+                .map_err(|e| self.fail(None, "cannot list", &e))?;
+            let mut objects: Vec<Object> = listed
+                .objects
+                .into_iter()
+                .filter_map(|m| {
+                    let name = m.location.filename()?.to_string();
+                    Some(Object {
+                        name,
+                        size: m.size,
+                        e_tag: m.e_tag,
+                    })
+                })
+                .collect();
+            objects.sort_by(|a, b| a.name.cmp(&b.name));
+            Ok(objects)
+        }
+
+        /// Every object under the prefix, sub-prefixes included, with names
+        /// relative to the prefix (`a/b.png`).
+        pub fn list_all(&self) -> Result<Vec<Object>> {
+            let metas: Vec<object_store::ObjectMeta> = self
+                .rt
+                .block_on(self.store.list(Some(&self.prefix)).try_collect())
+                .map_err(|e| self.fail(None, "cannot list", &e))?;
+            let base: Vec<_> = self.prefix.parts().collect();
+            let mut objects: Vec<Object> = metas
+                .into_iter()
+                .filter_map(|m| {
+                    let parts: Vec<_> = m.location.parts().collect();
+                    let rel = parts.get(base.len()..)?;
+                    if rel.is_empty() || parts[..base.len()] != base[..] {
+                        return None;
+                    }
+                    let name: Vec<&str> = rel.iter().map(|p| p.as_ref()).collect();
+                    Some(Object {
+                        name: name.join("/"),
+                        size: m.size,
+                        e_tag: m.e_tag,
+                    })
+                })
+                .collect();
+            objects.sort_by(|a, b| a.name.cmp(&b.name));
+            Ok(objects)
+        }
+
+        /// Downloads object `name` to `local`, written under a hidden
+        /// temporary name and renamed when whole.
+        pub fn download(&self, name: &str, local: &Path) -> Result<u64> {
+            let path = self.path_of(name);
+            let (mut file, tmp) = atomic::create_tmp(local)?;
+            let got = self.rt.block_on(async {
+                let mut stream = self
+                    .store
+                    .get(&path)
+                    .await
+                    .map_err(|e| self.fail(Some(name), "cannot read", &e))?
+                    .into_stream();
+                let mut bytes = 0u64;
+                while let Some(chunk) = stream.next().await {
+                    let chunk = chunk.map_err(|e| self.fail(Some(name), "cannot read", &e))?;
+                    file.write_all(&chunk).at(&tmp)?;
+                    bytes += chunk.len() as u64;
+                }
+                Ok::<_, Error>(bytes)
+            });
+            drop(file);
+            match got {
+                Ok(bytes) => atomic::commit(&tmp, local).map(|()| bytes),
+                Err(e) => {
+                    let _ = std::fs::remove_file(&tmp);
+                    Err(e)
+                }
+            }
+        }
+
+        /// Uploads `local` as object `name`, whole or not at all: one PUT up
+        /// to [`part_size`], else a multipart upload (visible only once
+        /// completed; aborted on any error).
+        pub fn upload(&self, local: &Path, name: &str) -> Result<u64> {
+            self.rt.block_on(self.upload_async(local, name))
+        }
+
+        /// [`Store::upload`] of several files, up to `concurrency` at once;
+        /// the first error stops the rest (an upload cut short is never completed).
+        pub fn upload_all(&self, files: &[(&Path, &str)], concurrency: usize) -> Result<u64> {
+            self.rt.block_on(async {
+                futures_util::stream::iter(files.iter().map(|(l, n)| self.upload_async(l, n)))
+                    .buffer_unordered(concurrency.max(1))
+                    .try_fold(0u64, |sum, b| async move { Ok(sum + b) })
+                    .await
+            })
+        }
+
+        async fn upload_async(&self, local: &Path, name: &str) -> Result<u64> {
+            let part = part_size();
+            let path = self.path_of(name);
+            let mut file = fsutil::open_regular(local)?;
+            let len = file.metadata().at(local)?.len();
+            if len <= part as u64 {
+                let mut bytes = Vec::with_capacity(len as usize);
+                file.read_to_end(&mut bytes).at(local)?;
+                let n = bytes.len() as u64;
+                self.store
+                    .put(&path, bytes.into())
+                    .await
+                    .map_err(|e| self.fail(Some(name), "upload failed", &e))?;
+                return Ok(n);
+            }
+            let upload = self
+                .store
+                .put_multipart(&path)
+                .await
+                .map_err(|e| self.fail(Some(name), "upload failed", &e))?;
+            let mut writer = WriteMultipart::new_with_chunk_size(upload, part);
+            let mut buf = vec![0u8; part];
+            let mut sent = 0u64;
+            let result: Result<()> = async {
+                loop {
+                    let n = read_full(&mut file, &mut buf).at(local)?;
+                    if n == 0 {
+                        return Ok(());
+                    }
+                    writer
+                        .wait_for_capacity(2)
+                        .await
+                        .map_err(|e| self.fail(Some(name), "upload failed", &e))?;
+                    writer.write(&buf[..n]);
+                    sent += n as u64;
+                }
+            }
+            .await;
+            match result {
+                Ok(()) => {
+                    crate::failpoint::reached("before-upload-complete", 1);
+                    writer
+                        .finish()
+                        .await
+                        .map_err(|e| self.fail(Some(name), "upload failed", &e))?;
+                    Ok(sent)
+                }
+                Err(e) => {
+                    // Best effort: a multipart upload never completed stays
+                    // invisible either way (a bucket lifecycle rule reaps it).
+                    let _ = writer.abort().await;
+                    Err(e)
+                }
+            }
+        }
+
+        /// Deletes object `name`; one already gone is no error.
+        pub fn delete(&self, name: &str) -> Result<()> {
+            match self.rt.block_on(self.store.delete(&self.path_of(name))) {
+                Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
+                Err(e) => Err(self.fail(Some(name), "cannot delete", &e)),
+            }
+        }
+    }
+
+    /// Reads until `buf` is full or the file ends.
+    fn read_full(file: &mut std::fs::File, buf: &mut [u8]) -> std::io::Result<usize> {
+        let mut n = 0;
+        while n < buf.len() {
+            match file.read(&mut buf[n..]) {
+                Ok(0) => break,
+                Ok(k) => n += k,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(n)
+    }
+
+    /// `e` and its sources on one line, whitespace collapsed, at most 400 characters.
+    fn one_line(e: &(dyn std::error::Error + 'static)) -> String {
+        let mut text = e.to_string();
+        let mut source = e.source();
+        while let Some(s) = source {
+            let t = s.to_string();
+            if !text.contains(&t) {
+                text.push_str(": ");
+                text.push_str(&t);
+            }
+            source = s.source();
+        }
+        let mut line = text.split_whitespace().collect::<Vec<_>>().join(" ");
+        if line.chars().count() > 400 {
+            line = line.chars().take(400).collect::<String>() + "…";
+        }
+        line
+    }
+
+    /// The text between `<tag>` and `</tag>` in an S3/Azure/GCS XML error body.
+    fn xml_field<'a>(text: &'a str, tag: &str) -> Option<&'a str> {
+        let start = text.find(&format!("<{tag}>"))? + tag.len() + 2;
+        let end = start + text[start..].find(&format!("</{tag}>"))?;
+        Some(text[start..end].trim())
+    }
+
+    /// What went wrong, in words a user can act on, then the store's own text.
+    fn classify(e: &object_store::Error, bucket: &str) -> String {
+        let detail = one_line(e);
+        let code = xml_field(&detail, "Code").unwrap_or("");
+        let reason = match code {
+            "NoSuchBucket" | "ContainerNotFound" => {
+                format!("the bucket {bucket:?} does not exist")
+            }
+            "InvalidAccessKeyId" | "SignatureDoesNotMatch" | "AccessDenied"
+            | "AuthenticationFailed" | "AuthorizationFailure" | "InvalidSecurity" | "ExpiredToken" => {
+                format!("credentials refused ({code}): check the access key and secret (AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, …) and the bucket's permissions")
+            }
+            _ => match e {
+                object_store::Error::PermissionDenied { .. }
+                | object_store::Error::Unauthenticated { .. } => "credentials refused: check the access key and secret (AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, …) and the bucket's permissions".into(),
+                object_store::Error::NotFound { .. } => "not found".into(),
+                _ if ["error sending request", "connection", "Connection", "timed out", "dns error", "broken pipe", "reset by peer"]
+                    .iter()
+                    .any(|k| detail.contains(k)) =>
+                {
+                    "network error (the server is unreachable or cut the connection; nothing at the prefix looks complete: run the same command again)".into()
+                }
+                _ => String::new(),
+            },
+        };
+        let message = xml_field(&detail, "Message").map(str::to_string);
+        match (reason.is_empty(), message) {
+            (true, _) => detail,
+            (false, Some(m)) if !m.is_empty() => format!("{reason} ({m})"),
+            (false, _) => {
+                let short: String = detail.chars().take(200).collect();
+                format!("{reason} ({short})")
+            }
+        }
+    }
+
+    #[cfg(test)]
+    mod tests {
+        use super::*;
+
+        #[test]
+        fn xml_fields_and_one_line() {
+            let body = "Error performing GET http://x 404 Not Found: <?xml version=\"1.0\"?>\n<Error>\n <Code>NoSuchBucket</Code>\n <Message>The specified bucket does not exist</Message></Error>";
+            assert_eq!(xml_field(body, "Code"), Some("NoSuchBucket"));
+            assert_eq!(
+                xml_field(body, "Message"),
+                Some("The specified bucket does not exist")
+            );
+            let e = std::io::Error::other(body);
+            let line = one_line(&e);
+            assert!(!line.contains('\n'), "{line}");
+        }
+
+        #[test]
+        fn files_go_up_and_down_whole_through_file_urls() {
+            let dir = tempfile::tempdir().unwrap();
+            let bucket = dir.path().join("bucket");
+            std::fs::create_dir(&bucket).unwrap();
+            let url = format!("file://{}/pre", bucket.display());
+            let store = Store::open(&url).unwrap();
+            assert!(store.list().unwrap().is_empty());
+            let small = dir.path().join("small.bin");
+            std::fs::write(&small, b"hello").unwrap();
+            // Larger than a part: a multipart upload.
+            let big = dir.path().join("big.bin");
+            let bytes: Vec<u8> = (0..(part_size() * 2 + 123))
+                .map(|i| (i % 251) as u8)
+                .collect();
+            std::fs::write(&big, &bytes).unwrap();
+            store
+                .upload_all(&[(small.as_path(), "a.bin"), (big.as_path(), "b.bin")], 2)
+                .unwrap();
+            let names: Vec<String> = store.list().unwrap().into_iter().map(|o| o.name).collect();
+            assert_eq!(names, ["a.bin", "b.bin"]);
+            let back = dir.path().join("back.bin");
+            store.download("b.bin", &back).unwrap();
+            assert_eq!(std::fs::read(&back).unwrap(), bytes);
+            let err = store.download("nope.bin", &back).unwrap_err().to_string();
+            assert!(
+                err.contains("nope.bin") && err.contains("not found"),
+                "{err}"
+            );
+            store.delete("a.bin").unwrap();
+            store.delete("a.bin").unwrap();
+            assert_eq!(store.list().unwrap().len(), 1);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn urls_and_paths() {
+        for u in [
+            "s3://b/p",
+            "gs://b",
+            "az://c/p",
+            "file:///tmp/x",
+            "s3a://b/",
+        ] {
+            assert!(is_url(Path::new(u)), "{u}");
+        }
+        for p in ["out", "/tmp/out", "./s3:/x", "a://", "://x", "1s://x"] {
+            let want = p == "a://";
+            assert_eq!(is_url(Path::new(p)), want, "{p}");
+        }
+    }
+}
