@@ -42,7 +42,7 @@ use burn::{
 use histoshard::train::{
     data::{Dataset, LoaderConfig, Selection},
     learner::{self, DeviceChoice},
-    models::{Model, ModelKind, ModelSpec},
+    models::{Backbone as _, Model, ModelKind, ModelSpec},
 };
 use rand::{Rng, SeedableRng};
 

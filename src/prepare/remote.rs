@@ -125,17 +125,22 @@ fn remote_journal(store: &Store, names: &BTreeMap<String, Object>) -> Result<Opt
     }))
 }
 
+/// The objects under the store's prefix, by name.
+fn listing(store: &Store) -> Result<BTreeMap<String, Object>> {
+    Ok(store
+        .list()?
+        .into_iter()
+        .map(|o| (o.name.clone(), o))
+        .collect())
+}
+
 /// `prepare` with `--output URL`: checks the destination (reachable, and not
 /// holding another data set unless `--overwrite`) before any work, prepares
 /// into the staging folder, uploads (see the module's comment).
 pub fn prepare_to(url: &str, opts: &PrepareOptions, progress: &Progress) -> Result<Uploaded> {
     let store = Store::open(url)?;
     // The first request: a missing bucket or refused credentials fail here, before the work.
-    let names: BTreeMap<String, Object> = store
-        .list()?
-        .into_iter()
-        .map(|o| (o.name.clone(), o))
-        .collect();
+    let names = listing(&store)?;
     let mut local = opts.clone();
     local.output = remote::cache_dir("staging", url);
     let fingerprint = super::options_fingerprint(&local)?;
@@ -263,11 +268,7 @@ type Fetched = BTreeMap<String, (u64, Option<String>)>;
 /// size and entity tag are those fetched before is kept.
 pub fn fetch(url: &str, fresh: bool) -> Result<PathBuf> {
     let store = Store::open(url)?;
-    let names: BTreeMap<String, Object> = store
-        .list()?
-        .into_iter()
-        .map(|o| (o.name.clone(), o))
-        .collect();
+    let names = listing(&store)?;
     if !names.contains_key(MANIFEST_PARQUET) || !names.contains_key(REPORT_FILE) {
         return Err(Error::Remote {
             url: store.url().to_string(),
