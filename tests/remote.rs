@@ -14,15 +14,7 @@ fn hs(args: &[&str], cache: &Path, env: &[(&str, &str)]) -> (bool, String, Strin
     let mut c = std::process::Command::new(env!("CARGO_BIN_EXE_histoshard"));
     c.args(args).env("HISTOSHARD_CACHE", cache);
     c.env_remove("HISTOSHARD_FAILPOINT");
-    for (k, v) in env {
-        c.env(k, v);
-    }
-    let out = c.output().expect("binary runs");
-    (
-        out.status.success(),
-        String::from_utf8_lossy(&out.stdout).into(),
-        String::from_utf8_lossy(&out.stderr).into(),
-    )
+    outcome(&mut c, env)
 }
 
 fn hs_ok(args: &[&str], cache: &Path) -> String {

@@ -31,15 +31,7 @@ fn hs(args: &[&str], env: &[(&str, &str)]) -> (bool, String, String) {
     for k in SCHEDULER_VARS {
         c.env_remove(k);
     }
-    for (k, v) in env {
-        c.env(k, v);
-    }
-    let out = c.output().expect("binary runs");
-    (
-        out.status.success(),
-        String::from_utf8_lossy(&out.stdout).into(),
-        String::from_utf8_lossy(&out.stderr).into(),
-    )
+    outcome(&mut c, env)
 }
 
 fn hs_ok(args: &[&str], env: &[(&str, &str)]) -> String {

@@ -24,6 +24,11 @@ pub fn run_env<S: AsRef<std::ffi::OsStr>>(
 ) -> (bool, String, String) {
     let mut c = bin();
     c.args(args);
+    outcome(&mut c, env)
+}
+
+/// Runs `c` with `env` added; returns (success, stdout, stderr).
+pub fn outcome(c: &mut Command, env: &[(&str, &str)]) -> (bool, String, String) {
     for (k, v) in env {
         c.env(k, v);
     }
