@@ -33,7 +33,7 @@ pub struct Args {
     /// Epochs for every model (pretrained: fine-tuning epochs) [default: each model's].
     #[arg(long)]
     epochs: Option<usize>,
-    /// Frozen-feature epochs of the pretrained models [default: 5].
+    /// Frozen-feature epochs of the pretrained models [default: 4].
     #[arg(long)]
     freeze_epochs: Option<usize>,
     #[arg(long)]
