@@ -86,24 +86,28 @@ def shard_tiles(shards, fold):
     """An ablation: histoshard's own prepared patches instead of the script's
     tiles. ``(train, held_out)``: every record outside ``fold`` (augmented
     copies included) as ``(array, label)``, and the held-out fold's patches as
-    cut as ``{image: (label, [arrays])}``."""
+    cut as ``{image: (label, [arrays])}``. Read with the package's reader
+    (``python/histoshard``: every frame's CRC checked, so the venv needs
+    ``pip install crc32c``)."""
     import io
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "python"))
-    from histoshard.records import parse_example
-    train, held = [], {}
+    from histoshard.records import parse_example, read_frames
     with open(Path(shards) / "manifest.csv", newline="") as f:
         rows = list(csv.DictReader(f))
+    by_shard = {}
     for row in rows:
-        with open(Path(shards) / row["shard"], "rb") as sh:
-            sh.seek(int(row["byte_offset"]) + 12)
-            record = sh.read(int(row["record_bytes"]))
-        png = bytes(parse_example(record)["image/encoded"][1][0])
-        a = np.asarray(Image.open(io.BytesIO(png)).convert("RGB"))
-        label = int(row["label"])
-        if int(float(row["fold"])) != fold:
-            train.append((a, label))
-        elif int(row["aug_index"]) == 0:
-            held.setdefault(row["source_image"], (label, []))[1].append(a)
+        by_shard.setdefault(row["shard"], []).append(row)
+    train, held = [], {}
+    for shard, shard_rows in sorted(by_shard.items()):
+        shard_rows.sort(key=lambda r: int(r["index_in_shard"]))
+        for row, record in zip(shard_rows, read_frames(str(Path(shards) / shard))):
+            png = bytes(parse_example(record)["image/encoded"][1][0])
+            a = np.asarray(Image.open(io.BytesIO(png)).convert("RGB"))
+            label = int(row["label"])
+            if int(float(row["fold"])) != fold:
+                train.append((a, label))
+            elif int(row["aug_index"]) == 0:
+                held.setdefault(row["source_image"], (label, []))[1].append(a)
     return train, held
 
 
