@@ -746,7 +746,9 @@ fn the_head_stage_leaves_the_backbone_untouched_and_fine_tuning_moves_it() {
 /// weights of the plain loop, which runs every patch through the whole
 /// network each epoch (compared through the metrics and the predictions of
 /// new images), whether the trainable blocks' batch norms keep their
-/// statistics or normalise with the batch's.
+/// statistics or normalise with the batch's; a cache spilled to the run
+/// folder (`--cache-memory 0`) gives exactly the in-memory cache's run and
+/// leaves no file behind.
 #[test]
 #[ignore = "needs scripts/fetch_weights.sh; scripts/test.sh runs it"]
 fn the_prefix_cache_gives_the_weights_of_the_uncached_loop() {
@@ -754,8 +756,11 @@ fn the_prefix_cache_gives_the_weights_of_the_uncached_loop() {
     let (_, data) = common::prepared_toy(dir.path(), 10, 5);
     for bn in ["frozen", "train"] {
         let mut outputs = Vec::new();
-        for cache in ["true", "false"] {
-            let run = dir.path().join(format!("{bn}-cache-{cache}"));
+        // "spill": cached, with no memory for the cache, so it goes to a file.
+        for mode in ["true", "false", "spill"] {
+            let run = dir.path().join(format!("{bn}-cache-{mode}"));
+            let cache = if mode == "spill" { "true" } else { mode };
+            let memory = if mode == "spill" { "0" } else { "1000" };
             // Not through common::run, which adds --quiet: the log says which path ran.
             let output = std::process::Command::new(env!("CARGO_BIN_EXE_histoshard"))
                 .args([
@@ -777,6 +782,8 @@ fn the_prefix_cache_gives_the_weights_of_the_uncached_loop() {
                     "last:3",
                     "--cache-prefix",
                     cache,
+                    "--cache-memory",
+                    memory,
                     "--bn-stats",
                     bn,
                     "--device",
@@ -791,6 +798,13 @@ fn the_prefix_cache_gives_the_weights_of_the_uncached_loop() {
                 cache == "true",
                 "{log}"
             );
+            assert_eq!(log.contains("spilling it to"), mode == "spill", "{log}");
+            let left: Vec<_> = std::fs::read_dir(&run)
+                .unwrap()
+                .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+                .filter(|name| name.starts_with("prefix-cache"))
+                .collect();
+            assert!(left.is_empty(), "the spill file stayed: {left:?}");
             let pred = predict_toy_images(dir.path(), &run);
             // The last column: the probability of the last class.
             let probs: Vec<f64> = csv::Reader::from_path(&pred)
@@ -816,7 +830,9 @@ fn the_prefix_cache_gives_the_weights_of_the_uncached_loop() {
                 .collect();
             outputs.push((probs, losses));
         }
-        let (cached, plain) = (&outputs[0], &outputs[1]);
+        let (cached, plain, spilled) = (&outputs[0], &outputs[1], &outputs[2]);
+        // Spilled or not, the cache holds the same values: the same run.
+        assert_eq!(cached, spilled, "--bn-stats {bn}: in memory vs spilled");
         assert_eq!(cached.0.len(), 2);
         assert_eq!(cached.1.len(), 6);
         for (a, b) in cached

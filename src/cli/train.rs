@@ -153,6 +153,12 @@ pub struct Args {
     /// from those activations (same result, less work) [default: true].
     #[arg(long)]
     cache_prefix: Option<bool>,
+    /// Pretrained models: megabytes of cached activations kept in memory;
+    /// beyond that they spill to a file in the run folder, removed at the end
+    /// (same result, slower epochs) [default: half the available memory].
+    #[arg(long, value_name = "MB")]
+    #[serde(skip)]
+    cache_memory: Option<usize>,
 }
 
 pub fn run(a: Args, g: &Global) -> anyhow::Result<ExitCode> {
@@ -168,6 +174,7 @@ pub fn run(a: Args, g: &Global) -> anyhow::Result<ExitCode> {
     let opts = RunOptions {
         stop_after: a.stop_after,
         data: data_arg.clone(),
+        cache_memory: a.cache_memory.map(|mb| mb.saturating_mul(1_000_000)),
     };
     if let Some(run) = &a.resume {
         let outcome = histoshard::train::resume::resume(run, &opts, &super::progress(g.quiet))?;

@@ -23,7 +23,7 @@ use super::{
     infer::{images_tensor, predict, to_vec},
     metrics::argmax,
     predict::Preprocessing,
-    prefix_cache::{self, PrefixCache},
+    prefix_cache::{self, PrefixCache, Spill},
     provenance::DataIdentity,
     run::{EpochMetrics, RUN_JSON, RunInfo, TrainState},
     session::{Session, Start, end_epoch, epoch_row},
@@ -58,6 +58,9 @@ pub struct RunOptions {
     pub stop_after: Option<usize>,
     /// Read the data from here instead of the folder in `run.json` (resume only).
     pub data: Option<PathBuf>,
+    /// Bytes the prefix cache may keep in memory before it spills to the run
+    /// folder (default: [`prefix_cache::default_memory`]).
+    pub cache_memory: Option<usize>,
 }
 
 impl RunOptions {
@@ -263,15 +266,32 @@ pub(super) fn fit(session: &Session, start: Start, opts: &RunOptions) -> TrainRe
     let cached = match prefix_cache::tail_blocks(cfg, &model) {
         Some(tail) => {
             let started = Instant::now();
-            let train_cache =
-                PrefixCache::build(&model, tail, train_data, &val_loader, base, progress)?;
+            let spill = Spill {
+                memory: opts
+                    .cache_memory
+                    .unwrap_or_else(prefix_cache::default_memory),
+                dir: run_dir.to_path_buf(),
+            };
+            let build = |data, name, spill: &Spill| {
+                PrefixCache::build(&model, tail, data, name, &val_loader, base, spill, progress)
+            };
+            let train_cache = build(train_data, "train", &spill)?;
             let val_cache = val_data
-                .map(|v| PrefixCache::build(&model, tail, v, &val_loader, base, progress))
+                .map(|v| build(v, "val", &spill.after(&train_cache)))
                 .transpose()?;
+            let spilled = [Some(&train_cache), val_cache.as_ref()]
+                .into_iter()
+                .flatten()
+                .any(|c| c.spilled().is_some());
             tracing::info!(
-                "fine-tuning the last {tail} blocks from cached activations ({:.0} MB, {:.1} s)",
+                "fine-tuning the last {tail} blocks from cached activations ({:.0} MB in memory{}, {:.1} s)",
                 (train_cache.bytes() + val_cache.as_ref().map_or(0, PrefixCache::bytes)) as f64
                     / 1e6,
+                if spilled {
+                    ", the rest in the run folder"
+                } else {
+                    ""
+                },
                 started.elapsed().as_secs_f64()
             );
             Some((train_cache, val_cache))
