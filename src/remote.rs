@@ -254,9 +254,17 @@ mod imp {
         /// Every object under the prefix, sub-prefixes included, with names
         /// relative to the prefix (`a/b.png`).
         pub fn list_all(&self) -> Result<Vec<Object>> {
+            self.list_under("")
+        }
+
+        /// Every object under `sub` (`a/b`: parts joined; `""`: the prefix
+        /// itself), sub-prefixes included, with names relative to the
+        /// prefix (`a/b/c.png`).
+        pub fn list_under(&self, sub: &str) -> Result<Vec<Object>> {
+            let under = self.path_of(sub);
             let metas: Vec<object_store::ObjectMeta> = self
                 .rt
-                .block_on(self.store.list(Some(&self.prefix)).try_collect())
+                .block_on(self.store.list(Some(&under)).try_collect())
                 .map_err(|e| self.fail(None, "cannot list", &e))?;
             let base: Vec<_> = self.prefix.parts().collect();
             let mut objects: Vec<Object> = metas
@@ -277,6 +285,26 @@ mod imp {
                 .collect();
             objects.sort_by(|a, b| a.name.cmp(&b.name));
             Ok(objects)
+        }
+
+        /// Copies objects `(from, to)` (names under the prefix) inside the
+        /// store, server-side (S3 `CopyObject`, GCS rewrite, Azure copy
+        /// blob: the bytes do not pass through this machine), up to
+        /// `concurrency` at once. A copy is atomic: the target appears
+        /// whole or not at all.
+        pub fn copy_all(&self, pairs: &[(String, String)], concurrency: usize) -> Result<()> {
+            self.rt.block_on(async {
+                futures_util::stream::iter(pairs.iter().map(|(from, to)| async move {
+                    self.store
+                        .copy(&self.path_of(from), &self.path_of(to))
+                        .await
+                        .map_err(|e| self.fail(Some(to), &format!("cannot copy {from} to it"), &e))
+                }))
+                .buffer_unordered(concurrency.max(1))
+                .try_collect::<Vec<()>>()
+                .await
+                .map(|_| ())
+            })
         }
 
         /// Downloads object `name` to `local`, written under a hidden
