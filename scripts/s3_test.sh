@@ -11,12 +11,20 @@
 #     `error:` line, exit != 0, no manifest.parquet in the bucket (nothing
 #     that looks complete), every object there whole; `verify` refuses the
 #     prefix; the rerun without the proxy completes it, byte for byte.
+#  4. Two workers (`--worker-index I --num-workers 2 -o s3://...`) and
+#     `merge s3://...`: the same objects, byte for byte, as the one-machine
+#     upload of 1.; a merge with a part missing is refused naming it.
+#  5. The Python reader on the URL (fsspec + s3fs): `histoshard.manifest`,
+#     the pure-Python record reader and the shard list read the uploaded set
+#     from the server and match the local folder's.
 #
 #   scripts/s3_test.sh
 #
 # moto comes from PyPI into a venv (MOTO_VENV, default
-# ~/.cache/histoshard-moto-venv; created with `pip install 'moto[server]'` when
-# missing). Skips (exit 0, saying why) when moto cannot be installed or
+# ~/.cache/histoshard-moto-venv; created with `pip install s3fs polars crc32c`,
+# then `pip install 'moto[server]' boto3==<s3fs's botocore>` when missing:
+# aiobotocore pins botocore, and naming the matching boto3 saves pip a long
+# backtrack). Skips (exit 0, saying why) when moto cannot be installed or
 # started, or the binary was built without object storage.
 # Environment: HISTOSHARD (the binary; default: the release build).
 set -uo pipefail
@@ -34,10 +42,13 @@ fail() { echo "FAIL s3_test: $*" >&2; exit 1; }
 
 [ -x "$bin" ] || fail "no histoshard binary at $bin (cargo build --release, or set HISTOSHARD)"
 bin="$(cd "$(dirname "$bin")" && pwd)/$(basename "$bin")"
-if ! "$venv/bin/python" -c 'import moto, boto3' 2>/dev/null || ! [ -x "$venv/bin/moto_server" ]; then
-    echo "installing moto[server] into $venv..."
-    { python3 -m venv "$venv" && "$venv/bin/pip" install -q 'moto[server]'; } >/tmp/s3_test-pip.log 2>&1 \
-        || skip "pip install 'moto[server]' failed (see /tmp/s3_test-pip.log)"
+if ! "$venv/bin/python" -c 'import moto, boto3, s3fs, polars, crc32c' 2>/dev/null || ! [ -x "$venv/bin/moto_server" ]; then
+    echo "installing moto[server], s3fs, polars and crc32c into $venv..."
+    { python3 -m venv "$venv" && "$venv/bin/pip" install -q s3fs polars crc32c \
+        && bv=$("$venv/bin/python" -c 'import botocore; print(botocore.__version__)') \
+        && { "$venv/bin/pip" install -q 'moto[server]' "boto3==$bv" || "$venv/bin/pip" install -q 'moto[server]'; }; } \
+        >/tmp/s3_test-pip.log 2>&1 \
+        || skip "pip install of moto[server], s3fs, polars, crc32c failed (see /tmp/s3_test-pip.log)"
 fi
 py="$venv/bin/python"
 
@@ -232,6 +243,55 @@ same_dataset "$tmp/local" "$tmp/cut2" || fail "the rerun's objects differ from t
 "$bin" -q verify s3://hs-cut/glas || fail "verify refused the rerun's upload"
 echo "ok: a server cut mid-upload: one error line, no manifest.parquet, whole objects only; the rerun completes it"
 
+# ---- 4. Two workers and a merge on s3:// = the one-machine upload of 1.
+w0=$(date +%s.%N)
+for i in 0 1; do
+    "$bin" -q prepare "${opts[@]}" -o s3://hs-test/sets/workers --worker-index $i --num-workers 2 2>"$tmp/w$i.err" \
+        || { cat "$tmp/w$i.err"; fail "worker $i of 2 to s3:// failed"; }
+done
+"$py" "$tmp/s3.py" ls hs-test sets/workers | grep -q '^manifest.parquet$' && fail "a manifest.parquet before the merge"
+w1=$(date +%s.%N)
+"$bin" merge s3://hs-test/sets/workers >"$tmp/merge.out" 2>"$tmp/merge.err" || { cat "$tmp/merge.err"; fail "merge s3:// failed"; }
+w2=$(date +%s.%N)
+cat "$tmp/merge.out"
+"$py" "$tmp/s3.py" get hs-test sets/workers "$tmp/fromWorkers" || fail "download"
+same_dataset "$tmp/fromS3" "$tmp/fromWorkers" || fail "workers + merge differ from the one-machine upload"
+[ "$("$py" "$tmp/s3.py" ls hs-test sets/workers | wc -l)" = "$(ls "$tmp/local" | wc -l)" ] \
+    || fail "other objects left after the merge: $("$py" "$tmp/s3.py" ls hs-test sets/workers | tr '\n' ' ')"
+"$bin" -q verify s3://hs-test/sets/workers || fail "verify refused the merged set"
+# Only worker 0 of 2 ran: the merge names the missing part, and publishes nothing.
+"$bin" -q prepare "${opts[@]}" -o s3://hs-test/sets/half --worker-index 0 --num-workers 2 || fail "worker 0 of 2"
+"$bin" merge s3://hs-test/sets/half 2>"$tmp/half.err"
+one_error "$tmp/half.err" $? "s3://hs-test/sets/half/.histoshard-parts/part-1-of-2" "missing"
+! "$py" "$tmp/s3.py" ls hs-test sets/half | grep -qx manifest.parquet || fail "a refused merge left a manifest.parquet"
+echo "ok: 2 workers + merge on s3:// = the one-machine upload, byte for byte; a missing part refused"
+
+# ---- 5. The Python reader on s3:// (fsspec + s3fs), against the local folder.
+PYTHONPATH="$root/python" "$py" - "$tmp/local" s3://hs-test/sets/glas >"$tmp/py.out" 2>&1 <<'PY' || { cat "$tmp/py.out"; fail "the Python reader on s3://"; }
+import sys
+import histoshard
+from histoshard import folder, records
+local, url = sys.argv[1], sys.argv[2]
+a, b = histoshard.manifest(local), histoshard.manifest(url)
+assert a.equals(b), "manifest differs"
+assert folder.class_names(url) == folder.class_names(local)
+n = 0
+for split in folder.SPLITS:
+    la, lb = folder.shard_files(local, split), folder.shard_files(url, split)
+    assert [p.rsplit("/", 1)[1] for p in la] == [p.rsplit("/", 1)[1] for p in lb], (la, lb)
+    types = folder.feature_types(folder.load_schema(url))
+    for pa, pb in zip(la, lb):
+        ra = list(records.read_frames(pa, folder.compression(local)))
+        rb = list(records.read_frames(pb, folder.compression(url)))
+        assert ra == rb, pb
+        assert [records.parse_record(r, types) for r in rb] == [records.parse_record(r, types) for r in ra]
+        n += len(rb)
+assert n == a.height, (n, a.height)
+print(f"python: {n} records and the manifest ({a.height} rows) read from {url} = the local folder")
+PY
+cat "$tmp/py.out"
+
 end=$(date +%s)
-echo "ok s3_test: prepare → s3:// byte-identical, verify/inspect on s3://, missing bucket, refused credentials, cut mid-upload"
+echo "ok s3_test: prepare → s3:// byte-identical, verify/inspect on s3://, missing bucket, refused credentials, cut mid-upload, workers + merge on s3://, the Python reader on s3://"
+python3 -c "import sys; print(f'timings: workers 2 × prepare + upload {float(sys.argv[2]) - float(sys.argv[1]):.1f}s, merge {float(sys.argv[3]) - float(sys.argv[2]):.1f}s')" "$w0" "$w1" "$w2"
 python3 -c "import sys; print(f'timings: prepare + upload to moto {float(sys.argv[2]) - float(sys.argv[1]):.1f}s, whole script {int(sys.argv[4]) - int(sys.argv[3])}s')" "$t0" "$t1" "$started" "$end"
