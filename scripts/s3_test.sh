@@ -29,27 +29,17 @@
 # Environment: HISTOSHARD (the binary; default: the release build).
 set -uo pipefail
 
-here="$(cd "$(dirname "$0")" && pwd)"
-root="$(cd "$here/.." && pwd)"
-bin="${HISTOSHARD:-${CARGO_TARGET_DIR:-$root/target}/release/histoshard}"
+name=s3_test
+# shellcheck source=lib/script_test.sh
+. "$(dirname "$0")/lib/script_test.sh"
 venv="${MOTO_VENV:-$HOME/.cache/histoshard-moto-venv}"
-started=$(date +%s)
-
-# shellcheck source=lib/same_dataset.sh
-. "$here/lib/same_dataset.sh"
-skip() { echo "SKIP s3_test: $*"; exit 0; }
-fail() { echo "FAIL s3_test: $*" >&2; exit 1; }
-
-[ -x "$bin" ] || fail "no histoshard binary at $bin (cargo build --release, or set HISTOSHARD)"
-bin="$(cd "$(dirname "$bin")" && pwd)/$(basename "$bin")"
-if ! "$venv/bin/python" -c 'import moto, boto3, s3fs, polars, crc32c' 2>/dev/null || ! [ -x "$venv/bin/moto_server" ]; then
-    echo "installing moto[server], s3fs, polars and crc32c into $venv..."
-    { python3 -m venv "$venv" && "$venv/bin/pip" install -q s3fs polars crc32c \
-        && bv=$("$venv/bin/python" -c 'import botocore; print(botocore.__version__)') \
-        && { "$venv/bin/pip" install -q 'moto[server]' "boto3==$bv" || "$venv/bin/pip" install -q 'moto[server]'; }; } \
-        >/tmp/s3_test-pip.log 2>&1 \
-        || skip "pip install of moto[server], s3fs, polars, crc32c failed (see /tmp/s3_test-pip.log)"
-fi
+install_moto() {  # VENV
+    "$1/bin/pip" install -q s3fs polars crc32c || return 1
+    local bv
+    bv=$("$1/bin/python" -c 'import botocore; print(botocore.__version__)') || return 1
+    "$1/bin/pip" install -q 'moto[server]' "boto3==$bv" || "$1/bin/pip" install -q 'moto[server]'
+}
+ensure_venv "$venv" 'import moto.server, boto3, s3fs, polars, crc32c' install_moto
 py="$venv/bin/python"
 
 tmp="$(mktemp -d /tmp/histoshard-s3.XXXXXX)"
