@@ -10,7 +10,9 @@
 #     every connection once it has passed N bytes, and refuses new ones): one
 #     `error:` line, exit != 0, no manifest.parquet in the bucket (nothing
 #     that looks complete), every object there whole; `verify` refuses the
-#     prefix; the rerun without the proxy completes it, byte for byte.
+#     prefix; the rerun without the proxy completes it, byte for byte, and
+#     aborts the multipart uploads the cut run began and could not abort
+#     (none left open: S3's list-multipart-uploads).
 #  4. Two workers (`--worker-index I --num-workers 2 -o s3://...`) and
 #     `merge s3://...`: the same objects, byte for byte, as the one-machine
 #     upload of 1.; a merge with a part missing is refused naming it.
@@ -223,7 +225,8 @@ for f in "$tmp/cut"/*; do
     [ -e "$tmp/local/$name" ] || continue
     [ "$name" = prepare-timings.json ] || cmp -s "$f" "$tmp/local/$name" || fail "$name in the bucket is not the whole file"
 done
-echo "  multipart uploads left open (invisible): $("$py" "$tmp/s3.py" uploads hs-cut)"
+open_uploads=$("$py" "$tmp/s3.py" uploads hs-cut)
+echo "  multipart uploads left open (invisible): $open_uploads"
 "$bin" verify s3://hs-cut/glas 2>"$tmp/cutv.err"
 one_error "$tmp/cutv.err" $? "no complete histoshard data set"
 "$bin" prepare "${opts[@]}" -o s3://hs-cut/glas >/dev/null 2>"$tmp/rerun.err" || { cat "$tmp/rerun.err"; fail "the rerun failed"; }
@@ -231,6 +234,12 @@ rm -rf "$tmp/cut2"
 "$py" "$tmp/s3.py" get hs-cut glas "$tmp/cut2" || fail "download"
 same_dataset "$tmp/local" "$tmp/cut2" || fail "the rerun's objects differ from the local run"
 "$bin" -q verify s3://hs-cut/glas || fail "verify refused the rerun's upload"
+# The rerun aborted the multipart uploads the cut run began and could not abort (it recorded their ids).
+grep -q "aborted $open_uploads multipart upload" "$tmp/rerun.err" || [ "$open_uploads" = 0 ] \
+    || { cat "$tmp/rerun.err"; fail "the rerun did not say it aborted the $open_uploads open multipart upload(s)"; }
+left_open=$("$py" "$tmp/s3.py" uploads hs-cut)
+[ "$left_open" = 0 ] || fail "$left_open multipart upload(s) still open after the rerun"
+echo "  multipart uploads open after the rerun: $left_open (it aborted the $open_uploads the cut run left)"
 echo "ok: a server cut mid-upload: one error line, no manifest.parquet, whole objects only; the rerun completes it"
 
 # ---- 4. Two workers and a merge on s3:// = the one-machine upload of 1.
@@ -277,6 +286,11 @@ for split in folder.SPLITS:
         assert [records.parse_record(r, types) for r in rb] == [records.parse_record(r, types) for r in ra]
         n += len(rb)
 assert n == a.height, (n, a.height)
+try:  # gcsfs is not in this venv: a clear ImportError naming it
+    folder.load_prepare("gs://some-bucket/set")
+    raise AssertionError("gs:// without gcsfs did not raise")
+except ImportError as e:
+    assert "gcsfs" in str(e) and "pip install" in str(e), e
 print(f"python: {n} records and the manifest ({a.height} rows) read from {url} = the local folder")
 PY
 cat "$tmp/py.out"

@@ -21,6 +21,39 @@
 //! refuse it, and the rerun uploads again from the staging folder (kept when
 //! the upload fails, removed once it succeeds).
 //!
+//! **Workers** (`prepare --worker-index I --num-workers N --output URL`,
+//! [`worker_to`]): the destination is checked as above, the part is prepared
+//! into a local staging folder by the local worker's code
+//! ([`super::run_worker`]), then uploaded under
+//! `URL/.histoshard-parts/part-I-of-N/` — its shards, each whole, then its
+//! tables, and **`part.json` last** (deleted first when a rerun begins), so a
+//! part is complete exactly when its `part.json` is there. A part already
+//! there from the same options is not redone; a killed worker's rerun
+//! resumes its staging folder.
+//!
+//! **Merge** (`merge URL`, [`merge_at`]): the parts' small files are
+//! downloaded into a local folder and checked by the local merge's checks
+//! ([`merge::check`], the shards' sizes from the listing); then the data set
+//! is published by the code `prepare_to` uses ([`Publish`]): the journal, the
+//! shards **copied server-side** from the parts to their final names, the
+//! tables (written by [`merge::Checked::write_data_set`], the one-machine
+//! code), `manifest.parquet` last; then the parts are deleted.
+//!
+//! Why the workers upload under the part prefix and the merge copies, rather
+//! than workers uploading straight to the final names: a worker then never
+//! writes a name a data set has, so a prefix holding an earlier, complete
+//! data set cannot hold that set's `manifest.parquet` beside new shards (a
+//! mix that looks complete) while the workers run, no worker has to delete
+//! another data set's manifest on its own, and the journal has one writer.
+//! The final names change only in the merge, after every check, in the order
+//! that already keeps "nothing looks complete before `manifest.parquet`". The
+//! cost is one server-side copy request per shard (no bytes through the
+//! merging machine) and, briefly, the shards stored twice.
+//!
+//! **Multipart uploads left open**: each multipart upload's id is recorded in
+//! the cache before its first part is sent ([`Store::record_uploads`]); each
+//! command above first aborts those an earlier, cut run of it left.
+//!
 //! **Reading** (`verify`, `inspect`, `train --data URL`, [`fetch`]): the
 //! files of the data set (those `prepare.json` lists) are downloaded into
 //! `cache/datasets/<hash of URL>`, each through a temporary name; a file
@@ -305,6 +338,8 @@ pub fn prepare_to(url: &str, opts: &PrepareOptions, progress: &Progress) -> Resu
         }
         Survey::Write(dest) => dest,
     };
+    // Multipart uploads a cut run of this command could not abort.
+    store.record_uploads(store.url())?;
 
     let prepared = super::run(&local, progress)?;
     let started = Instant::now();
@@ -415,6 +450,7 @@ pub fn worker_to(
     // A part.json at the store is there only while the part there is whole.
     let json = format!("{prefix}/{}", parts::PART_FILE);
     store.delete(&json)?;
+    store.record_uploads(&part_url)?;
     let (dir, manifest) = match super::run_worker(&local, part, progress)? {
         super::WorkerOutcome::Part { dir, part } => (dir, part),
         super::WorkerOutcome::Complete(_) => {
@@ -595,6 +631,7 @@ fn merge_staged(
         }
         Survey::Write(dest) => dest,
     };
+    store.record_uploads(store.url())?;
     let shards = checked.shard_files();
     let publish = Publish::begin(store, dest, &fingerprint, &shards)?;
     let copy_started = Instant::now();
