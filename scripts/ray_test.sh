@@ -13,25 +13,13 @@
 # Environment: HISTOSHARD (the binary; default: the release build), N (3).
 set -uo pipefail
 
-here="$(cd "$(dirname "$0")" && pwd)"
-root="$(cd "$here/.." && pwd)"
-bin="${HISTOSHARD:-${CARGO_TARGET_DIR:-$root/target}/release/histoshard}"
+name=ray_test
+# shellcheck source=lib/script_test.sh
+. "$(dirname "$0")/lib/script_test.sh"
 venv="${RAY_VENV:-$HOME/.cache/histoshard-ray-venv}"
 n="${N:-3}"
-started=$(date +%s)
-
-# shellcheck source=lib/same_dataset.sh
-. "$here/lib/same_dataset.sh"
-skip() { echo "SKIP ray_test: $*"; exit 0; }
-fail() { echo "FAIL ray_test: $*" >&2; exit 1; }
-
-[ -x "$bin" ] || fail "no histoshard binary at $bin (cargo build --release, or set HISTOSHARD)"
-bin="$(cd "$(dirname "$bin")" && pwd)/$(basename "$bin")"
-if ! "$venv/bin/python" -c 'import ray' 2>/dev/null; then
-    echo "installing ray into $venv..."
-    { python3 -m venv "$venv" && "$venv/bin/pip" install -q ray; } >/tmp/ray_test-pip.log 2>&1 \
-        || skip "pip install ray failed (see /tmp/ray_test-pip.log)"
-fi
+install_ray() { "$1/bin/pip" install -q ray; }
+ensure_venv "$venv" 'import ray' install_ray
 py="$venv/bin/python"
 
 tmp="$(mktemp -d /tmp/histoshard-ray.XXXXXX)"

@@ -10,35 +10,38 @@
 #     every connection once it has passed N bytes, and refuses new ones): one
 #     `error:` line, exit != 0, no manifest.parquet in the bucket (nothing
 #     that looks complete), every object there whole; `verify` refuses the
-#     prefix; the rerun without the proxy completes it, byte for byte.
+#     prefix; the rerun without the proxy completes it, byte for byte, and
+#     aborts the multipart uploads the cut run began and could not abort
+#     (none left open: S3's list-multipart-uploads).
+#  4. Two workers (`--worker-index I --num-workers 2 -o s3://...`) and
+#     `merge s3://...`: the same objects, byte for byte, as the one-machine
+#     upload of 1.; a merge with a part missing is refused naming it.
+#  5. The Python reader on the URL (fsspec + s3fs): `histoshard.manifest`,
+#     the pure-Python record reader and the shard list read the uploaded set
+#     from the server and match the local folder's.
 #
 #   scripts/s3_test.sh
 #
 # moto comes from PyPI into a venv (MOTO_VENV, default
-# ~/.cache/histoshard-moto-venv; created with `pip install 'moto[server]'` when
-# missing). Skips (exit 0, saying why) when moto cannot be installed or
+# ~/.cache/histoshard-moto-venv; created with `pip install s3fs polars crc32c`,
+# then `pip install 'moto[server]' boto3==<s3fs's botocore>` when missing:
+# aiobotocore pins botocore, and naming the matching boto3 saves pip a long
+# backtrack). Skips (exit 0, saying why) when moto cannot be installed or
 # started, or the binary was built without object storage.
 # Environment: HISTOSHARD (the binary; default: the release build).
 set -uo pipefail
 
-here="$(cd "$(dirname "$0")" && pwd)"
-root="$(cd "$here/.." && pwd)"
-bin="${HISTOSHARD:-${CARGO_TARGET_DIR:-$root/target}/release/histoshard}"
+name=s3_test
+# shellcheck source=lib/script_test.sh
+. "$(dirname "$0")/lib/script_test.sh"
 venv="${MOTO_VENV:-$HOME/.cache/histoshard-moto-venv}"
-started=$(date +%s)
-
-# shellcheck source=lib/same_dataset.sh
-. "$here/lib/same_dataset.sh"
-skip() { echo "SKIP s3_test: $*"; exit 0; }
-fail() { echo "FAIL s3_test: $*" >&2; exit 1; }
-
-[ -x "$bin" ] || fail "no histoshard binary at $bin (cargo build --release, or set HISTOSHARD)"
-bin="$(cd "$(dirname "$bin")" && pwd)/$(basename "$bin")"
-if ! "$venv/bin/python" -c 'import moto, boto3' 2>/dev/null || ! [ -x "$venv/bin/moto_server" ]; then
-    echo "installing moto[server] into $venv..."
-    { python3 -m venv "$venv" && "$venv/bin/pip" install -q 'moto[server]'; } >/tmp/s3_test-pip.log 2>&1 \
-        || skip "pip install 'moto[server]' failed (see /tmp/s3_test-pip.log)"
-fi
+install_moto() {  # VENV
+    "$1/bin/pip" install -q s3fs polars crc32c || return 1
+    local bv
+    bv=$("$1/bin/python" -c 'import botocore; print(botocore.__version__)') || return 1
+    "$1/bin/pip" install -q 'moto[server]' "boto3==$bv" || "$1/bin/pip" install -q 'moto[server]'
+}
+ensure_venv "$venv" 'import moto.server, boto3, s3fs, polars, crc32c' install_moto
 py="$venv/bin/python"
 
 tmp="$(mktemp -d /tmp/histoshard-s3.XXXXXX)"
@@ -222,7 +225,8 @@ for f in "$tmp/cut"/*; do
     [ -e "$tmp/local/$name" ] || continue
     [ "$name" = prepare-timings.json ] || cmp -s "$f" "$tmp/local/$name" || fail "$name in the bucket is not the whole file"
 done
-echo "  multipart uploads left open (invisible): $("$py" "$tmp/s3.py" uploads hs-cut)"
+open_uploads=$("$py" "$tmp/s3.py" uploads hs-cut)
+echo "  multipart uploads left open (invisible): $open_uploads"
 "$bin" verify s3://hs-cut/glas 2>"$tmp/cutv.err"
 one_error "$tmp/cutv.err" $? "no complete histoshard data set"
 "$bin" prepare "${opts[@]}" -o s3://hs-cut/glas >/dev/null 2>"$tmp/rerun.err" || { cat "$tmp/rerun.err"; fail "the rerun failed"; }
@@ -230,8 +234,68 @@ rm -rf "$tmp/cut2"
 "$py" "$tmp/s3.py" get hs-cut glas "$tmp/cut2" || fail "download"
 same_dataset "$tmp/local" "$tmp/cut2" || fail "the rerun's objects differ from the local run"
 "$bin" -q verify s3://hs-cut/glas || fail "verify refused the rerun's upload"
+# The rerun aborted the multipart uploads the cut run began and could not abort (it recorded their ids).
+grep -q "aborted $open_uploads multipart upload" "$tmp/rerun.err" || [ "$open_uploads" = 0 ] \
+    || { cat "$tmp/rerun.err"; fail "the rerun did not say it aborted the $open_uploads open multipart upload(s)"; }
+left_open=$("$py" "$tmp/s3.py" uploads hs-cut)
+[ "$left_open" = 0 ] || fail "$left_open multipart upload(s) still open after the rerun"
+echo "  multipart uploads open after the rerun: $left_open (it aborted the $open_uploads the cut run left)"
 echo "ok: a server cut mid-upload: one error line, no manifest.parquet, whole objects only; the rerun completes it"
 
+# ---- 4. Two workers and a merge on s3:// = the one-machine upload of 1.
+w0=$(date +%s.%N)
+for i in 0 1; do
+    "$bin" -q prepare "${opts[@]}" -o s3://hs-test/sets/workers --worker-index $i --num-workers 2 2>"$tmp/w$i.err" \
+        || { cat "$tmp/w$i.err"; fail "worker $i of 2 to s3:// failed"; }
+done
+"$py" "$tmp/s3.py" ls hs-test sets/workers | grep -q '^manifest.parquet$' && fail "a manifest.parquet before the merge"
+w1=$(date +%s.%N)
+"$bin" merge s3://hs-test/sets/workers >"$tmp/merge.out" 2>"$tmp/merge.err" || { cat "$tmp/merge.err"; fail "merge s3:// failed"; }
+w2=$(date +%s.%N)
+cat "$tmp/merge.out"
+"$py" "$tmp/s3.py" get hs-test sets/workers "$tmp/fromWorkers" || fail "download"
+same_dataset "$tmp/fromS3" "$tmp/fromWorkers" || fail "workers + merge differ from the one-machine upload"
+[ "$("$py" "$tmp/s3.py" ls hs-test sets/workers | wc -l)" = "$(ls "$tmp/local" | wc -l)" ] \
+    || fail "other objects left after the merge: $("$py" "$tmp/s3.py" ls hs-test sets/workers | tr '\n' ' ')"
+"$bin" -q verify s3://hs-test/sets/workers || fail "verify refused the merged set"
+# Only worker 0 of 2 ran: the merge names the missing part, and publishes nothing.
+"$bin" -q prepare "${opts[@]}" -o s3://hs-test/sets/half --worker-index 0 --num-workers 2 || fail "worker 0 of 2"
+"$bin" merge s3://hs-test/sets/half 2>"$tmp/half.err"
+one_error "$tmp/half.err" $? "s3://hs-test/sets/half/.histoshard-parts/part-1-of-2" "missing"
+! "$py" "$tmp/s3.py" ls hs-test sets/half | grep -qx manifest.parquet || fail "a refused merge left a manifest.parquet"
+echo "ok: 2 workers + merge on s3:// = the one-machine upload, byte for byte; a missing part refused"
+
+# ---- 5. The Python reader on s3:// (fsspec + s3fs), against the local folder.
+PYTHONPATH="$root/python" "$py" - "$tmp/local" s3://hs-test/sets/glas >"$tmp/py.out" 2>&1 <<'PY' || { cat "$tmp/py.out"; fail "the Python reader on s3://"; }
+import sys
+import histoshard
+from histoshard import folder, records
+local, url = sys.argv[1], sys.argv[2]
+a, b = histoshard.manifest(local), histoshard.manifest(url)
+assert a.equals(b), "manifest differs"
+assert folder.class_names(url) == folder.class_names(local)
+n = 0
+for split in folder.SPLITS:
+    la, lb = folder.shard_files(local, split), folder.shard_files(url, split)
+    assert [p.rsplit("/", 1)[1] for p in la] == [p.rsplit("/", 1)[1] for p in lb], (la, lb)
+    types = folder.feature_types(folder.load_schema(url))
+    for pa, pb in zip(la, lb):
+        ra = list(records.read_frames(pa, folder.compression(local)))
+        rb = list(records.read_frames(pb, folder.compression(url)))
+        assert ra == rb, pb
+        assert [records.parse_record(r, types) for r in rb] == [records.parse_record(r, types) for r in ra]
+        n += len(rb)
+assert n == a.height, (n, a.height)
+try:  # gcsfs is not in this venv: a clear ImportError naming it
+    folder.load_prepare("gs://some-bucket/set")
+    raise AssertionError("gs:// without gcsfs did not raise")
+except ImportError as e:
+    assert "gcsfs" in str(e) and "pip install" in str(e), e
+print(f"python: {n} records and the manifest ({a.height} rows) read from {url} = the local folder")
+PY
+cat "$tmp/py.out"
+
 end=$(date +%s)
-echo "ok s3_test: prepare → s3:// byte-identical, verify/inspect on s3://, missing bucket, refused credentials, cut mid-upload"
+echo "ok s3_test: prepare → s3:// byte-identical, verify/inspect on s3://, missing bucket, refused credentials, cut mid-upload, workers + merge on s3://, the Python reader on s3://"
+python3 -c "import sys; print(f'timings: workers 2 × prepare + upload {float(sys.argv[2]) - float(sys.argv[1]):.1f}s, merge {float(sys.argv[3]) - float(sys.argv[2]):.1f}s')" "$w0" "$w1" "$w2"
 python3 -c "import sys; print(f'timings: prepare + upload to moto {float(sys.argv[2]) - float(sys.argv[1]):.1f}s, whole script {int(sys.argv[4]) - int(sys.argv[3])}s')" "$t0" "$t1" "$started" "$end"

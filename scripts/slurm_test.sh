@@ -14,19 +14,10 @@
 # (the binary; default: the release build), N (3), K (2), IMAGES (24).
 set -uo pipefail
 
-here="$(cd "$(dirname "$0")" && pwd)"
-root="$(cd "$here/.." && pwd)"
-bin="${HISTOSHARD:-${CARGO_TARGET_DIR:-$root/target}/release/histoshard}"
+name=slurm_test
+# shellcheck source=lib/script_test.sh
+. "$(dirname "$0")/lib/script_test.sh"
 n="${N:-3}" k="${K:-2}" images="${IMAGES:-24}"
-started=$(date +%s)
-
-# shellcheck source=lib/same_dataset.sh
-. "$here/lib/same_dataset.sh"
-skip() { echo "SKIP slurm_test: $*"; exit 0; }
-fail() { echo "FAIL slurm_test: $*" >&2; exit 1; }
-
-[ -x "$bin" ] || fail "no histoshard binary at $bin (cargo build --release, or set HISTOSHARD)"
-bin="$(cd "$(dirname "$bin")" && pwd)/$(basename "$bin")"
 
 if ! command -v slurmctld >/dev/null || ! command -v slurmd >/dev/null || ! command -v munged >/dev/null; then
     [ "$(id -u)" = 0 ] || skip "slurm-wlm and munge are not installed and this is not root"

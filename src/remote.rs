@@ -105,10 +105,14 @@ mod imp {
     use std::{io::Read as _, io::Write as _, path::Path, sync::Arc, time::Duration};
 
     use futures_util::{StreamExt as _, TryStreamExt as _};
+    use std::{collections::BTreeMap, path::PathBuf, sync::Mutex};
+
     use object_store::{
         ObjectStore, ObjectStoreExt as _, ObjectStoreScheme, RetryConfig, WriteMultipart,
+        multipart::{MultipartStore, PartId},
         path::Path as ObjectPath,
     };
+    use tracing::{info, warn};
 
     use super::{Object, part_size};
     use crate::{
@@ -121,6 +125,13 @@ mod imp {
     pub struct Store {
         url: String,
         store: Arc<dyn ObjectStore>,
+        /// The same store's multipart API (S3, GCS, Azure; not `file://`):
+        /// its upload ids can be recorded, and aborted by a later run.
+        multipart: Option<Arc<dyn MultipartStore>>,
+        /// Where the multipart uploads begun and not yet completed or
+        /// aborted are recorded (upload id → object name), once
+        /// [`Store::record_uploads`] is called.
+        record: Mutex<Option<(PathBuf, BTreeMap<String, String>)>>,
         prefix: ObjectPath,
         rt: tokio::runtime::Runtime,
     }
@@ -155,29 +166,37 @@ mod imp {
                 retry.max_retries = n;
                 retry.retry_timeout = Duration::from_secs(60);
             }
-            let built: std::result::Result<Arc<dyn ObjectStore>, object_store::Error> = match scheme
-            {
-                ObjectStoreScheme::Local => Ok(Arc::new(
-                    object_store::local::LocalFileSystem::new().with_automatic_cleanup(true),
+            fn both<S: ObjectStore + MultipartStore>(
+                s: S,
+            ) -> (Arc<dyn ObjectStore>, Option<Arc<dyn MultipartStore>>) {
+                let s = Arc::new(s);
+                (s.clone() as _, Some(s as _))
+            }
+            let built = match scheme {
+                ObjectStoreScheme::Local => Ok((
+                    Arc::new(
+                        object_store::local::LocalFileSystem::new().with_automatic_cleanup(true),
+                    ) as Arc<dyn ObjectStore>,
+                    None,
                 )),
                 ObjectStoreScheme::AmazonS3 => object_store::aws::AmazonS3Builder::from_env()
                     .with_url(url)
                     .with_retry(retry)
                     .build()
-                    .map(|s| Arc::new(s) as _),
+                    .map(both),
                 ObjectStoreScheme::GoogleCloudStorage => {
                     object_store::gcp::GoogleCloudStorageBuilder::from_env()
                         .with_url(url)
                         .with_retry(retry)
                         .build()
-                        .map(|s| Arc::new(s) as _)
+                        .map(both)
                 }
                 ObjectStoreScheme::MicrosoftAzure => {
                     object_store::azure::MicrosoftAzureBuilder::from_env()
                         .with_url(url)
                         .with_retry(retry)
                         .build()
-                        .map(|s| Arc::new(s) as _)
+                        .map(both)
                 }
                 other => {
                     return Err(err(format!(
@@ -185,7 +204,7 @@ mod imp {
                     )));
                 }
             };
-            let store = built.map_err(|e| err(one_line(&e)))?;
+            let (store, multipart) = built.map_err(|e| err(one_line(&e)))?;
             let rt = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
                 .build()
@@ -193,6 +212,8 @@ mod imp {
             Ok(Self {
                 url: url.trim_end_matches('/').to_string(),
                 store,
+                multipart,
+                record: Mutex::new(None),
                 prefix,
                 rt,
             })
@@ -254,9 +275,17 @@ mod imp {
         /// Every object under the prefix, sub-prefixes included, with names
         /// relative to the prefix (`a/b.png`).
         pub fn list_all(&self) -> Result<Vec<Object>> {
+            self.list_under("")
+        }
+
+        /// Every object under `sub` (`a/b`: parts joined; `""`: the prefix
+        /// itself), sub-prefixes included, with names relative to the
+        /// prefix (`a/b/c.png`).
+        pub fn list_under(&self, sub: &str) -> Result<Vec<Object>> {
+            let under = self.path_of(sub);
             let metas: Vec<object_store::ObjectMeta> = self
                 .rt
-                .block_on(self.store.list(Some(&self.prefix)).try_collect())
+                .block_on(self.store.list(Some(&under)).try_collect())
                 .map_err(|e| self.fail(None, "cannot list", &e))?;
             let base: Vec<_> = self.prefix.parts().collect();
             let mut objects: Vec<Object> = metas
@@ -277,6 +306,26 @@ mod imp {
                 .collect();
             objects.sort_by(|a, b| a.name.cmp(&b.name));
             Ok(objects)
+        }
+
+        /// Copies objects `(from, to)` (names under the prefix) inside the
+        /// store, server-side (S3 `CopyObject`, GCS rewrite, Azure copy
+        /// blob: the bytes do not pass through this machine), up to
+        /// `concurrency` at once. A copy is atomic: the target appears
+        /// whole or not at all.
+        pub fn copy_all(&self, pairs: &[(String, String)], concurrency: usize) -> Result<()> {
+            self.rt.block_on(async {
+                futures_util::stream::iter(pairs.iter().map(|(from, to)| async move {
+                    self.store
+                        .copy(&self.path_of(from), &self.path_of(to))
+                        .await
+                        .map_err(|e| self.fail(Some(to), &format!("cannot copy {from} to it"), &e))
+                }))
+                .buffer_unordered(concurrency.max(1))
+                .try_collect::<Vec<()>>()
+                .await
+                .map(|_| ())
+            })
         }
 
         /// Downloads object `name` to `local`, written under a hidden
@@ -342,6 +391,9 @@ mod imp {
                     .map_err(|e| self.fail(Some(name), "upload failed", &e))?;
                 return Ok(n);
             }
+            if let Some(mp) = &self.multipart {
+                return self.upload_parts(mp, file, local, name).await;
+            }
             let upload = self
                 .store
                 .put_multipart(&path)
@@ -378,6 +430,163 @@ mod imp {
                     // Best effort: a multipart upload never completed stays
                     // invisible either way (a bucket lifecycle rule reaps it).
                     let _ = writer.abort().await;
+                    Err(e)
+                }
+            }
+        }
+
+        /// From here on, records every multipart upload this store begins
+        /// in the file `cache/uploads/<hash of key>.json` (upload id and
+        /// object) until it is completed or aborted, so that an upload whose
+        /// abort could not be sent (the connection was cut, the process
+        /// killed) is aborted by the next run with the same `key`; first
+        /// aborts those an earlier run left recorded there, and returns how
+        /// many it aborted. Stores without a multipart API (`file://`)
+        /// record nothing.
+        pub fn record_uploads(&self, key: &str) -> Result<usize> {
+            if self.multipart.is_none() {
+                return Ok(0);
+            }
+            let file = super::cache_dir("uploads", key).with_extension("json");
+            let left: BTreeMap<String, String> =
+                fsutil::read_limited(&file, 1 << 20, "an upload record")
+                    .ok()
+                    .and_then(|b| serde_json::from_slice(&b).ok())
+                    .unwrap_or_default();
+            *self.lock_record() = Some((file, left.clone()));
+            let mut aborted = 0;
+            for (id, name) in &left {
+                let gone = match self.rt.block_on(self.abort(name, id)) {
+                    Ok(()) => {
+                        aborted += 1;
+                        true
+                    }
+                    Err(object_store::Error::NotFound { .. }) => true,
+                    Err(e) => {
+                        warn!(
+                            "{}: cannot abort the multipart upload {id} an earlier run left: {}",
+                            self.url_of(name),
+                            one_line(&e)
+                        );
+                        false
+                    }
+                };
+                if gone {
+                    self.note(id, None)?;
+                }
+            }
+            if aborted > 0 {
+                info!(
+                    "{}: aborted {aborted} multipart upload(s) an earlier run left unfinished",
+                    self.url
+                );
+            }
+            Ok(aborted)
+        }
+
+        async fn abort(&self, name: &str, id: &str) -> object_store::Result<()> {
+            match &self.multipart {
+                Some(mp) => {
+                    mp.abort_multipart(&self.path_of(name), &id.to_string())
+                        .await
+                }
+                None => Ok(()),
+            }
+        }
+
+        fn lock_record(
+            &self,
+        ) -> std::sync::MutexGuard<'_, Option<(PathBuf, BTreeMap<String, String>)>> {
+            self.record.lock().unwrap_or_else(|p| p.into_inner())
+        }
+
+        /// Records upload `id` of object `name` (`Some`), or forgets it (`None`).
+        fn note(&self, id: &str, name: Option<&str>) -> Result<()> {
+            let mut record = self.lock_record();
+            let Some((file, ids)) = record.as_mut() else {
+                return Ok(());
+            };
+            match name {
+                Some(n) => ids.insert(id.to_string(), n.to_string()),
+                None => ids.remove(id),
+            };
+            if ids.is_empty() {
+                return match std::fs::remove_file(&*file) {
+                    Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(Error::io(&*file, e)),
+                    _ => Ok(()),
+                };
+            }
+            if let Some(dir) = file.parent() {
+                std::fs::create_dir_all(dir).at(dir)?;
+            }
+            let text = serde_json::to_vec_pretty(&*ids)
+                .map_err(|e| Error::Config(format!("upload record: {e}")))?;
+            atomic::write(file, &text)
+        }
+
+        /// A multipart upload through the store's multipart API: its id
+        /// recorded (see [`Store::record_uploads`]) before any part is sent,
+        /// parts of [`part_size`] two at a time, completed (then visible) or
+        /// aborted on any error; an abort that fails leaves it recorded.
+        async fn upload_parts(
+            &self,
+            mp: &Arc<dyn MultipartStore>,
+            mut file: std::fs::File,
+            local: &Path,
+            name: &str,
+        ) -> Result<u64> {
+            let part = part_size();
+            let path = self.path_of(name);
+            let failed = |e: &object_store::Error| self.fail(Some(name), "upload failed", e);
+            let id = mp.create_multipart(&path).await.map_err(|e| failed(&e))?;
+            self.note(&id, Some(name))?;
+            let mut sent = 0u64;
+            let parts: Result<Vec<PartId>> = async {
+                let mut inflight = futures_util::stream::FuturesOrdered::new();
+                let mut done = Vec::new();
+                for idx in 0.. {
+                    let mut buf = vec![0u8; part];
+                    let n = read_full(&mut file, &mut buf).at(local)?;
+                    if n == 0 {
+                        break;
+                    }
+                    buf.truncate(n);
+                    sent += n as u64;
+                    let (mp, path, id) = (mp.clone(), path.clone(), id.clone());
+                    inflight
+                        .push_back(async move { mp.put_part(&path, &id, idx, buf.into()).await });
+                    if inflight.len() >= 2
+                        && let Some(r) = inflight.next().await
+                    {
+                        done.push(r.map_err(|e| failed(&e))?);
+                    }
+                }
+                while let Some(r) = inflight.next().await {
+                    done.push(r.map_err(|e| failed(&e))?);
+                }
+                Ok(done)
+            }
+            .await;
+            let completed = match parts {
+                Ok(parts) => {
+                    crate::failpoint::reached("before-upload-complete", 1);
+                    mp.complete_multipart(&path, &id, parts)
+                        .await
+                        .map(|_| ())
+                        .map_err(|e| failed(&e))
+                }
+                Err(e) => Err(e),
+            };
+            match completed {
+                Ok(()) => {
+                    self.note(&id, None)?;
+                    Ok(sent)
+                }
+                Err(e) => {
+                    // Best effort: one that cannot be aborted now stays recorded for the next run.
+                    if mp.abort_multipart(&path, &id).await.is_ok() {
+                        let _ = self.note(&id, None);
+                    }
                     Err(e)
                 }
             }

@@ -201,23 +201,178 @@ fn another_data_set_foreign_objects_and_bad_urls_are_refused() {
         &[],
         &["no complete histoshard data set"],
     );
-    // Schemes that are not object stores; workers with a URL.
+    // Schemes that are not object stores.
     hs_fails(
         &prepare(s(&input), "ftp://host/x", &[]),
         &cache,
         &[],
         &["ftp://host/x", "unsupported scheme"],
     );
+}
+
+/// Worker `i` of `n` with `--output url` (3 shards a split, so that every
+/// worker has some).
+fn worker(
+    input: &Path,
+    url: &str,
+    i: u32,
+    n: u32,
+    cache: &Path,
+    env: &[(&str, &str)],
+) -> (bool, String, String) {
+    let (i, n) = (i.to_string(), n.to_string());
+    let args = prepare(
+        s(input),
+        url,
+        &["--shards", "3", "--worker-index", &i, "--num-workers", &n],
+    );
+    hs(&args, cache, env)
+}
+
+#[test]
+fn workers_and_merge_at_a_url_write_the_one_machine_upload_byte_for_byte() {
+    let dir = tempfile::tempdir().unwrap();
+    let cache = dir.path().join("cache");
+    let input = synth(dir.path(), 12, 9);
+    let bucket = dir.path().join("bucket");
+    let one = format!("file://{}/one", bucket.display());
+    hs_ok(&prepare(s(&input), &one, &["--shards", "3"]), &cache);
+
+    let url = format!("file://{}/workers", bucket.display());
+    let remote = bucket.join("workers");
+    for i in 0..3 {
+        let (success, out, err) = worker(&input, &url, i, 3, &cache, &[]);
+        assert!(success, "worker {i}: {err}");
+        assert!(
+            out.contains("histoshard merge") && out.contains(&url),
+            "{out}"
+        );
+    }
+    // Nothing looks complete before the merge; the parts are at the prefix.
+    assert!(!remote.join("manifest.parquet").exists());
+    assert_eq!(
+        names(&remote.join(".histoshard-parts")),
+        ["part-0-of-3", "part-1-of-3", "part-2-of-3"]
+    );
+    // A finished worker rerun redoes nothing.
+    let (success, out, err) = worker(&input, &url, 1, 3, &cache, &[]);
+    assert!(
+        success && out.contains("already holds this part"),
+        "{out}{err}"
+    );
+
+    let out = hs_ok(&["merge", &url], &cache);
+    assert!(out.contains("merged 3 parts"), "{out}");
+    let one_dir = bucket.join("one");
+    assert_eq!(deterministic_files(&remote), deterministic_files(&one_dir));
+    // The same objects, no parts, no journal left; the staging folders are gone.
+    assert_eq!(names(&remote), names(&one_dir));
+    assert_eq!(names(&cache.join("staging")), Vec::<String>::new());
+    assert_eq!(names(&cache.join("merging")), Vec::<String>::new());
+    let out = hs_ok(&["verify", &url], &cache);
+    assert!(out.starts_with("ok: "), "{out}");
+    // Merged: a worker rerun and a merge rerun have nothing to do.
+    let (success, out, _) = worker(&input, &url, 0, 3, &cache, &[]);
+    assert!(
+        success && out.contains("already holds this data set"),
+        "{out}"
+    );
+    let out = hs_ok(&["merge", &url], &cache);
+    assert!(out.contains("nothing to merge"), "{out}");
+}
+
+#[test]
+fn a_merge_at_a_url_refuses_a_missing_half_written_or_foreign_part() {
+    let dir = tempfile::tempdir().unwrap();
+    let cache = dir.path().join("cache");
+    let input = synth(dir.path(), 12, 10);
+    let bucket = dir.path().join("bucket");
+    let url = format!("file://{}/ds", bucket.display());
+    let remote = bucket.join("ds");
+    let parts_url = format!("{url}/.histoshard-parts");
+
+    let ok = |i: u32, extra: &[(&str, &str)]| {
+        let (success, _, err) = worker(&input, &url, i, 3, &cache, extra);
+        assert!(success, "worker {i}: {err}");
+    };
+    ok(0, &[]);
+    ok(2, &[]);
+    // Worker 1 has not run.
     hs_fails(
+        &["merge", &url],
+        &cache,
+        &[],
+        &[
+            &format!("{parts_url}/part-1-of-3"),
+            "missing",
+            "worker(s) 1 of 3",
+        ],
+    );
+    assert!(!remote.join("manifest.parquet").exists());
+    // Worker 1 killed before its part.json went up: its shards are there, the part is incomplete.
+    let (success, _, _) = worker(
+        &input,
+        &url,
+        1,
+        3,
+        &cache,
+        &[("HISTOSHARD_FAILPOINT", "before-remote-part")],
+    );
+    assert!(!success);
+    let part1 = remote.join(".histoshard-parts/part-1-of-3");
+    assert!(
+        names(&part1).iter().any(|n| n.ends_with(".tfrecord")),
+        "{:?}",
+        names(&part1)
+    );
+    hs_fails(
+        &["merge", &url],
+        &cache,
+        &[],
+        &[
+            &format!("{parts_url}/part-1-of-3/part.json"),
+            "incomplete",
+            "rerun worker 1",
+        ],
+    );
+    assert!(!remote.join("manifest.parquet").exists());
+    // Worker 1 rerun with other options: another plan, named.
+    let (success, _, err) = hs(
         &prepare(
             s(&input),
             &url,
-            &["--worker-index", "0", "--num-workers", "2"],
+            &[
+                "--shards",
+                "3",
+                "--seed",
+                "5",
+                "--worker-index",
+                "1",
+                "--num-workers",
+                "3",
+            ],
         ),
         &cache,
         &[],
-        &["shared folder"],
     );
+    assert!(success, "{err}");
+    hs_fails(
+        &["merge", &url],
+        &cache,
+        &[],
+        &[
+            &format!("{parts_url}/part-1-of-3/part.json"),
+            "another plan",
+            "seed",
+        ],
+    );
+    assert!(!remote.join("manifest.parquet").exists());
+    // Rerun right, it is redone (only its part), and the merge completes.
+    ok(1, &[]);
+    hs_ok(&["merge", &url], &cache);
+    let local = dir.path().join("local");
+    hs_ok(&prepare(s(&input), s(&local), &["--shards", "3"]), &cache);
+    assert_eq!(deterministic_files(&remote), deterministic_files(&local));
 }
 
 #[test]

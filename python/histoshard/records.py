@@ -20,6 +20,8 @@ import struct
 from collections.abc import Iterator
 from typing import IO, Any
 
+from histoshard import folder as _folder
+
 _MASK_DELTA = 0xA282EAD8
 _U32 = 0xFFFFFFFF
 
@@ -55,12 +57,18 @@ def masked_crc32c(data: bytes | memoryview) -> int:
 
 
 def open_shard(path: str, compression: str | None) -> IO[bytes]:
-    """The uncompressed byte stream of a shard (``compression``: ``"gzip"`` or None)."""
-    if compression == "gzip":
-        return gzip.open(path, "rb")
+    """The uncompressed byte stream of a shard (``compression``: ``"gzip"`` or None);
+    a URL (``s3://``, ``gs://``, ``az://``, ``file://``) is read through fsspec."""
+    if compression not in ("gzip", None):
+        raise ValueError(f"compression must be 'gzip' or None, not {compression!r}")
+    if not _folder.is_url(path):
+        return gzip.open(path, "rb") if compression == "gzip" else open(path, "rb")
+    raw = _folder.url_files(path).open(path, "rb")
     if compression is None:
-        return open(path, "rb")
-    raise ValueError(f"compression must be 'gzip' or None, not {compression!r}")
+        return raw
+    unzipped = gzip.GzipFile(fileobj=raw, mode="rb")
+    unzipped.myfileobj = raw  # closed with it
+    return unzipped
 
 
 def read_frames(path: str, compression: str | None = None) -> Iterator[bytes]:

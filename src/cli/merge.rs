@@ -9,7 +9,7 @@ use super::Global;
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
-    /// The output folder the workers wrote their parts into.
+    /// The output folder (or object storage URL: s3://…, gs://…, az://…, file:///…) the workers wrote their parts into.
     dir: PathBuf,
     /// Replace another data set in the folder (implied when every worker was given --overwrite).
     #[arg(long)]
@@ -17,6 +17,9 @@ pub struct Args {
 }
 
 pub fn run(a: Args, g: &Global) -> anyhow::Result<ExitCode> {
+    if histoshard::remote::is_url(&a.dir) {
+        return merge_remote(&a, g);
+    }
     let merged = merge::merge(&a.dir, a.overwrite)?;
     if !g.quiet {
         let r = &merged.report;
@@ -65,4 +68,82 @@ pub fn run_worker(opts: &PrepareOptions, part: Partition, g: &Global) -> anyhow:
         ),
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// `merge URL`: the parts at the URL merged there.
+fn merge_remote(a: &Args, g: &Global) -> anyhow::Result<ExitCode> {
+    #[cfg(feature = "object-store")]
+    {
+        let url = a.dir.to_string_lossy();
+        let merged = prepare::remote::merge_at(&url, a.overwrite)?;
+        if !g.quiet {
+            let r = &merged.report;
+            if merged.parts == 0 {
+                println!(
+                    "{url} already holds a complete data set ({} records); nothing to merge",
+                    r.records_total
+                );
+            } else {
+                println!(
+                    "merged {} parts: {} records in {} shards (copied in the store), {:.1}s → {url}",
+                    merged.parts, r.records_total, merged.shards, merged.total_s
+                );
+            }
+        }
+        Ok(ExitCode::SUCCESS)
+    }
+    #[cfg(not(feature = "object-store"))]
+    {
+        let _ = g;
+        Err(histoshard::remote::unsupported(&a.dir).into())
+    }
+}
+
+/// `prepare --output URL` as worker `part.index` of `part.count`: the part
+/// prepared locally, then uploaded under the URL.
+pub fn run_remote_worker(
+    opts: &PrepareOptions,
+    part: Partition,
+    g: &Global,
+) -> anyhow::Result<ExitCode> {
+    #[cfg(feature = "object-store")]
+    {
+        use prepare::remote::WorkerUploaded;
+        let url = opts.output.to_string_lossy();
+        let outcome = prepare::remote::worker_to(&url, opts, part, &super::progress(g.quiet))?;
+        if g.quiet {
+            return Ok(ExitCode::SUCCESS);
+        }
+        match outcome {
+            WorkerUploaded::AlreadyThere(r) => println!(
+                "{url} already holds this data set ({} records); nothing to do",
+                r.records_total
+            ),
+            WorkerUploaded::PartThere { url: at, part: m } => println!(
+                "{at} already holds this part ({} records in {} shards); nothing to do",
+                m.rows,
+                m.shards.len()
+            ),
+            WorkerUploaded::Part {
+                url: at,
+                part: m,
+                bytes,
+                upload_s,
+            } => println!(
+                "worker {} of {}: {} records in {} shards, {:.1} MB uploaded in {upload_s:.1}s → {at}; when all {} are done: histoshard merge {url}",
+                part.index,
+                part.count,
+                m.rows,
+                m.shards.len(),
+                bytes as f64 / 1e6,
+                part.count
+            ),
+        }
+        Ok(ExitCode::SUCCESS)
+    }
+    #[cfg(not(feature = "object-store"))]
+    {
+        let _ = (part, g);
+        Err(histoshard::remote::unsupported(&opts.output).into())
+    }
 }

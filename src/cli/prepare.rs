@@ -165,16 +165,13 @@ pub fn run(a: Args, g: &Global) -> anyhow::Result<ExitCode> {
     let partition = prepare::Partition::resolve(a.worker_index, a.num_workers, &env)?;
     let mut opts = a.resolve(file, g.threads)?;
     let remote_output = histoshard::remote::is_url(&opts.output);
-    if remote_output && partition.is_some() {
-        bail!(
-            "{}: workers (--worker-index/--num-workers) write their parts to a folder all of them see, not to object storage; give them a shared folder and merge there",
-            opts.output.display()
-        );
-    }
     if histoshard::remote::is_url(&opts.input) {
         opts.input = fetch_input(&opts.input)?;
     }
     if let Some(part) = partition {
+        if remote_output {
+            return super::merge::run_remote_worker(&opts, part, g);
+        }
         return super::merge::run_worker(&opts, part, g);
     }
     if remote_output {

@@ -51,6 +51,120 @@ struct Part {
     _lock: Lock,
 }
 
+/// Where `merge` finds the parts: an output folder (its
+/// `.histoshard-parts/`), or — for parts on object storage
+/// (`prepare::remote::merge_at`) — a local folder holding copies of the
+/// parts' small files (`part.json`, rows, images), their shards staying in
+/// the store.
+pub struct Source<'a> {
+    /// The folder holding `.histoshard-parts/part-I-of-N/`.
+    pub dir: &'a Path,
+    /// Set for parts on object storage: the URL that errors name instead
+    /// of `dir`, and the parts' shards there (`part-I-of-N/FILE` → size).
+    pub remote: Option<(&'a str, &'a BTreeMap<String, u64>)>,
+}
+
+impl Source<'_> {
+    /// What an error names for `path` (inside `dir`): the path itself, or its URL.
+    fn show(&self, path: &Path) -> PathBuf {
+        match (self.remote, path.strip_prefix(self.dir)) {
+            (Some((url, _)), Ok(rel)) => PathBuf::from(format!("{url}/{}", rel.display())),
+            _ => path.to_path_buf(),
+        }
+    }
+
+    /// The size of shard `file` of `part` (in `part_dir`), if it is there.
+    fn shard_size(&self, part: Partition, part_dir: &Path, file: &str) -> Option<u64> {
+        match self.remote {
+            Some((_, shards)) => shards.get(&format!("{}/{file}", part.dir_name())).copied(),
+            // Moved into place by an interrupted merge counts as there.
+            None => size_of(&part_dir.join(file)).or_else(|| size_of(&self.dir.join(file))),
+        }
+    }
+}
+
+/// Every part read and checked, as one data set.
+pub struct Checked {
+    parts: Vec<Part>,
+    images: Vec<ImageRow>,
+    rows: Vec<ManifestRow>,
+    shards: Vec<ShardSummary>,
+    read_s: f64,
+}
+
+impl Checked {
+    /// Part 0's `part.json` (every part has the same plan).
+    pub fn first(&self) -> &PartManifest {
+        &self.parts[0].manifest
+    }
+
+    /// How many parts.
+    pub fn count(&self) -> u32 {
+        self.parts.len() as u32
+    }
+
+    /// Every worker was told `--overwrite`.
+    pub fn overwrite(&self) -> bool {
+        self.parts.iter().all(|p| p.manifest.overwrite)
+    }
+
+    /// The plan's shard files, in plan order.
+    pub fn shard_files(&self) -> Vec<String> {
+        self.first()
+            .plan_shards
+            .iter()
+            .map(|s| s.file.clone())
+            .collect()
+    }
+
+    /// Each part's shards: (`part-I-of-N/FILE`, `FILE`).
+    pub fn part_shards(&self) -> Vec<(String, String)> {
+        self.parts
+            .iter()
+            .flat_map(|p| {
+                p.manifest.shards.iter().map(|s| {
+                    (
+                        format!("{}/{}", p.partition.dir_name(), s.file),
+                        s.file.clone(),
+                    )
+                })
+            })
+            .collect()
+    }
+
+    /// Writes the merged data set's files but the shards into `dir` —
+    /// `features.json`, `images.parquet`, `manifest.csv`,
+    /// `prepare-timings.json`, `prepare.json` and last `manifest.parquet` —
+    /// with the same code as a one-machine run; `started` is the merge's
+    /// start, `move_s` the time taken to put the shards in place.
+    pub fn write_data_set(
+        &self,
+        dir: &Path,
+        started: Instant,
+        move_s: f64,
+    ) -> Result<(PrepareReport, RunTimings)> {
+        let manifest_started = Instant::now();
+        let report = self
+            .first()
+            .report
+            .clone()
+            .with_rows(&self.rows, &self.shards);
+        let mut table = super::write_tables(dir, &self.images, &self.rows)?;
+        let timings = merge_timings(
+            &self.parts,
+            self.rows.len() as u64,
+            Timings {
+                ingest: self.read_s,
+                write: move_s,
+                manifest: manifest_started.elapsed().as_secs_f64(),
+                total: started.elapsed().as_secs_f64(),
+            },
+        );
+        super::commit_data_set(dir, &report, &timings, &mut table)?;
+        Ok((report, timings))
+    }
+}
+
 /// Merges the parts in `dir` (see the module documentation). `overwrite`
 /// replaces another data set there, as when every worker was told so.
 pub fn merge(dir: &Path, overwrite: bool) -> Result<Merged> {
@@ -60,26 +174,82 @@ pub fn merge(dir: &Path, overwrite: bool) -> Result<Merged> {
         return Err(Error::input(dir, "not found: no folder to merge"));
     }
     let found = parts::list_parts(dir)?;
-    if found.is_empty() {
-        if let Ok(report) = report::read(dir)
-            && dir.join(manifest::MANIFEST_PARQUET).is_file()
-        {
-            return Ok(Merged {
-                report,
-                timings: RunTimings::default(),
-                parts: 0,
-            });
+    if found.is_empty()
+        && let Ok(report) = report::read(dir)
+        && dir.join(manifest::MANIFEST_PARQUET).is_file()
+    {
+        return Ok(Merged {
+            report,
+            timings: RunTimings::default(),
+            parts: 0,
+        });
+    }
+    let checked = check(&Source { dir, remote: None }, found)?;
+    let n = checked.count();
+    let overwrite = overwrite || checked.overwrite();
+    let out = OutputDir::open(
+        dir,
+        &checked.first().fingerprint,
+        &checked.shard_files(),
+        overwrite,
+    )?;
+    if out.existing == Existing::Complete {
+        // An earlier merge finished all but removing the parts.
+        let report = report::read(dir)?;
+        out.finish()?;
+        remove_parts(dir, &checked.parts)?;
+        return Ok(Merged {
+            report,
+            timings: RunTimings::default(),
+            parts: n,
+        });
+    }
+    let move_started = Instant::now();
+    for p in &checked.parts {
+        for s in &p.manifest.shards {
+            let (from, to) = (p.dir.join(&s.file), dir.join(&s.file));
+            if from.is_file() {
+                atomic::check_target(&to)?;
+                std::fs::rename(&from, &to).map_err(|e| Error::io(&to, e))?;
+            } else if size_of(&to) != Some(s.bytes) {
+                return Err(Error::input(
+                    &from,
+                    format!(
+                        "missing, and not moved into place either; rerun worker {}",
+                        p.partition.index
+                    ),
+                ));
+            }
         }
+    }
+    let move_s = move_started.elapsed().as_secs_f64();
+    let (report, timings) = checked.write_data_set(dir, started, move_s)?;
+    out.finish()?;
+    remove_parts(dir, &checked.parts)?;
+    Ok(Merged {
+        report,
+        timings,
+        parts: n,
+    })
+}
+
+/// Everything `merge` checks before it changes anything: the parts `found`
+/// in `src` are all `0..N` of one N, each finished, from one plan, with the
+/// shards and tables it recorded, and their rows the plan's ids.
+pub fn check(src: &Source, found: Vec<(Partition, PathBuf)>) -> Result<Checked> {
+    let dir = src.dir;
+    let parts_dir = src.show(&dir.join(parts::PARTS_DIR));
+    if found.is_empty() {
         return Err(Error::input(
-            dir.join(parts::PARTS_DIR),
-            "no parts to merge: run `histoshard prepare --worker-index I --num-workers N` with this output folder first",
+            parts_dir,
+            "no parts to merge: run `histoshard prepare --worker-index I --num-workers N` with this output first",
         ));
     }
     let counts: BTreeSet<u32> = found.iter().map(|(p, _)| p.count).collect();
     if counts.len() > 1 {
         let names: Vec<String> = found.iter().map(|(p, _)| p.dir_name()).collect();
         return Err(Error::input(
-            dir.join(parts::PARTS_DIR),
+            parts_dir,
             format!(
                 "holds parts of runs with different worker counts ({}): remove the stale ones, or rerun every worker with one --num-workers",
                 names.join(", ")
@@ -92,13 +262,13 @@ pub fn merge(dir: &Path, overwrite: bool) -> Result<Merged> {
     if let Some(&first) = missing.first() {
         let list: Vec<String> = missing.iter().map(u32::to_string).collect();
         return Err(Error::input(
-            parts::part_dir(
+            src.show(&parts::part_dir(
                 dir,
                 Partition {
                     index: first,
                     count: n,
                 },
-            ),
+            )),
             format!(
                 "missing: worker(s) {} of {n} have not run here; run each with --worker-index I --num-workers {n}",
                 list.join(", ")
@@ -108,10 +278,10 @@ pub fn merge(dir: &Path, overwrite: bool) -> Result<Merged> {
     let read_started = Instant::now();
     let mut checked = Vec::with_capacity(found.len());
     for (partition, part_dir) in found {
-        checked.push(read_part(dir, partition, part_dir)?);
+        checked.push(read_part(src, partition, part_dir)?);
     }
-    check_one_plan(&checked)?;
-    let images = read_images(&checked[0])?;
+    check_one_plan(src, &checked)?;
+    let images = read_images(src, &checked[0])?;
     let mut rows: Vec<ManifestRow> = checked
         .iter_mut()
         .flat_map(|p| std::mem::take(&mut p.rows))
@@ -130,7 +300,7 @@ pub fn merge(dir: &Path, overwrite: bool) -> Result<Merged> {
             .any(|(i, r)| r.record_id != i as u64)
     {
         return Err(Error::input(
-            dir.join(parts::PARTS_DIR),
+            parts_dir,
             format!(
                 "the parts hold {} records, not the plan's ids 0..{plan_records}; rerun the workers with --overwrite",
                 rows.len()
@@ -141,93 +311,48 @@ pub fn merge(dir: &Path, overwrite: bool) -> Result<Merged> {
         .iter()
         .flat_map(|p| p.manifest.shards.iter().cloned())
         .collect();
-    let read_s = read_started.elapsed().as_secs_f64();
-
-    let first = &checked[0].manifest;
-    let overwrite = overwrite || checked.iter().all(|p| p.manifest.overwrite);
-    let files: Vec<String> = first.plan_shards.iter().map(|s| s.file.clone()).collect();
-    let out = OutputDir::open(dir, &first.fingerprint, &files, overwrite)?;
-    if out.existing == Existing::Complete {
-        // An earlier merge finished all but removing the parts.
-        let report = report::read(dir)?;
-        out.finish()?;
-        remove_parts(dir, &checked)?;
-        return Ok(Merged {
-            report,
-            timings: RunTimings::default(),
-            parts: n,
-        });
-    }
-    let move_started = Instant::now();
-    for p in &checked {
-        for s in &p.manifest.shards {
-            let (from, to) = (p.dir.join(&s.file), dir.join(&s.file));
-            if from.is_file() {
-                atomic::check_target(&to)?;
-                std::fs::rename(&from, &to).map_err(|e| Error::io(&to, e))?;
-            } else if size_of(&to) != Some(s.bytes) {
-                return Err(Error::input(
-                    &from,
-                    format!(
-                        "missing, and not moved into place either; rerun worker {}",
-                        p.partition.index
-                    ),
-                ));
-            }
-        }
-    }
-    let move_s = move_started.elapsed().as_secs_f64();
-
-    let manifest_started = Instant::now();
-    let report = first.report.clone().with_rows(&rows, &shards);
-    let mut table = super::write_tables(dir, &images, &rows)?;
-    let timings = merge_timings(
-        &checked,
-        rows.len() as u64,
-        Timings {
-            ingest: read_s,
-            write: move_s,
-            manifest: manifest_started.elapsed().as_secs_f64(),
-            total: started.elapsed().as_secs_f64(),
-        },
-    );
-    super::commit_data_set(dir, &report, &timings, &mut table)?;
-    out.finish()?;
-    remove_parts(dir, &checked)?;
-    Ok(Merged {
-        report,
-        timings,
-        parts: n,
+    Ok(Checked {
+        parts: checked,
+        images,
+        rows,
+        shards,
+        read_s: read_started.elapsed().as_secs_f64(),
     })
 }
 
 /// Locks, reads and checks one part: its `part.json`, its shards' presence
 /// and sizes, its rows.
-fn read_part(out: &Path, partition: Partition, dir: PathBuf) -> Result<Part> {
+fn read_part(src: &Source, partition: Partition, dir: PathBuf) -> Result<Part> {
     let i = partition.index;
     // Held by a worker still writing: "another histoshard prepare is writing here".
     let lock = Lock::acquire(&dir)?;
     let json = dir.join(parts::PART_FILE);
+    let shown = src.show(&json);
     if !json.is_file() {
         return Err(Error::input(
-            &json,
+            &shown,
             format!(
                 "not found: part {i} of {} is incomplete (its worker was killed or failed); rerun worker {i}",
                 partition.count
             ),
         ));
     }
-    let manifest = parts::read_part(&dir)?;
+    let manifest = parts::read_part(&dir).map_err(|_| {
+        Error::input(
+            &shown,
+            format!("not a histoshard part.json; rerun worker {i} (with --overwrite)"),
+        )
+    })?;
     let rerun = format!("rerun worker {i} (with --overwrite)");
     if manifest.tool != "histoshard" || manifest.partition != partition {
         return Err(Error::input(
-            &json,
+            &shown,
             format!("is not the part.json of {}; {rerun}", partition.dir_name()),
         ));
     }
     if manifest.version != env!("CARGO_PKG_VERSION") {
         return Err(Error::input(
-            &json,
+            &shown,
             format!(
                 "was written by histoshard {}, this is {}: merge with the version the workers ran",
                 manifest.version,
@@ -247,13 +372,13 @@ fn read_part(out: &Path, partition: Partition, dir: PathBuf) -> Result<Part> {
         .collect();
     if listed != expected {
         return Err(Error::input(
-            &json,
+            &shown,
             format!("lists other shards than the plan gives worker {i}; {rerun}"),
         ));
     }
     for s in &manifest.shards {
-        let path = dir.join(&s.file);
-        match size_of(&path) {
+        let path = src.show(&dir.join(&s.file));
+        match src.shard_size(partition, &dir, &s.file) {
             Some(b) if b == s.bytes => {}
             Some(b) => {
                 return Err(Error::input(
@@ -261,8 +386,6 @@ fn read_part(out: &Path, partition: Partition, dir: PathBuf) -> Result<Part> {
                     format!("is {b} bytes, part.json says {}; {rerun}", s.bytes),
                 ));
             }
-            // Moved by an interrupted merge.
-            None if size_of(&out.join(&s.file)) == Some(s.bytes) => {}
             None => {
                 return Err(Error::input(
                     &path,
@@ -272,19 +395,20 @@ fn read_part(out: &Path, partition: Partition, dir: PathBuf) -> Result<Part> {
         }
     }
     let rows_path = dir.join(parts::ROWS_FILE);
-    if parts::file_sha256(&rows_path)? != manifest.rows_sha256 {
+    let rows_shown = src.show(&rows_path);
+    if !rows_path.is_file() || parts::file_sha256(&rows_path)? != manifest.rows_sha256 {
         return Err(Error::input(
-            &rows_path,
-            format!("does not match its part.json (checksum); {rerun}"),
+            &rows_shown,
+            format!("missing or does not match its part.json (checksum); {rerun}"),
         ));
     }
     let df = manifest::read_parquet(&rows_path)?;
     let rows = ManifestRow::from_dataframe(&df)
-        .map_err(|e| Error::input(&rows_path, format!("not a histoshard rows table: {e}")))?;
+        .map_err(|e| Error::input(&rows_shown, format!("not a histoshard rows table: {e}")))?;
     let shard_records: u64 = manifest.shards.iter().map(|s| s.records).sum();
     if rows.len() as u64 != manifest.rows || manifest.rows != shard_records {
         return Err(Error::input(
-            &rows_path,
+            &rows_shown,
             format!(
                 "holds {} rows, its shards {shard_records} records; {rerun}",
                 rows.len()
@@ -302,7 +426,7 @@ fn read_part(out: &Path, partition: Partition, dir: PathBuf) -> Result<Part> {
 
 /// Refuses parts from more than one plan, naming one that differs from the
 /// plan most parts share, and the options in which they differ.
-fn check_one_plan(parts: &[Part]) -> Result<()> {
+fn check_one_plan(src: &Source, parts: &[Part]) -> Result<()> {
     let mut votes: BTreeMap<&str, (usize, u32)> = BTreeMap::new();
     for p in parts {
         let v = votes
@@ -333,7 +457,7 @@ fn check_one_plan(parts: &[Part]) -> Result<()> {
         _ => "the same options and file names, but other input contents".to_string(),
     };
     Err(Error::input(
-        odd.dir.join(parts::PART_FILE),
+        src.show(&odd.dir.join(parts::PART_FILE)),
         format!(
             "from another plan than {} ({why}); rerun worker {} with the same options and input as the others (--overwrite)",
             reference.partition.dir_name(),
@@ -358,24 +482,25 @@ fn differing_options(a: &PrepareOptions, b: &PrepareOptions) -> Vec<String> {
 }
 
 /// The plan's `images.parquet`, which worker 0 wrote.
-fn read_images(part: &Part) -> Result<Vec<ImageRow>> {
+fn read_images(src: &Source, part: &Part) -> Result<Vec<ImageRow>> {
     let path = part.dir.join(manifest::IMAGES_PARQUET);
+    let shown = src.show(&path);
     let rerun = "rerun worker 0 (with --overwrite)";
     let Some(sha) = &part.manifest.images_sha256 else {
         return Err(Error::input(
-            part.dir.join(parts::PART_FILE),
+            src.show(&part.dir.join(parts::PART_FILE)),
             format!("lists no images table; {rerun}"),
         ));
     };
     if !path.is_file() || parts::file_sha256(&path)? != *sha {
         return Err(Error::input(
-            &path,
+            &shown,
             format!("missing or not the one part.json lists; {rerun}"),
         ));
     }
     let df = manifest::read_parquet(&path)?;
     ImageRow::from_dataframe(&df)
-        .map_err(|e| Error::input(&path, format!("not a histoshard images table: {e}")))
+        .map_err(|e| Error::input(&shown, format!("not a histoshard images table: {e}")))
 }
 
 /// The merge's own timings, and every worker's.
