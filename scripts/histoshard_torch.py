@@ -69,14 +69,20 @@ class Cnn(nn.Module):
 class Mlp(nn.Module):
     """histoshard's ``mlp`` (src/train/models/mlp.rs)."""
 
-    def __init__(self, input_size, hidden, num_classes, dropout, **_):
+    def __init__(self, input_size, hidden, num_classes, dropout, standardize=False, **_):
         super().__init__()
+        self.standardize = standardize
         widths = [3 * input_size * input_size] + list(hidden)
         self.layers = nn.ModuleList(nn.Linear(a, b) for a, b in zip(widths, widths[1:]))
         self.dropout = nn.Dropout(dropout)
         self.head = nn.Linear(widths[-1], num_classes)
 
     def forward(self, x):
+        if self.standardize:
+            # Each patch's channels to mean 0, variance 1 (mlp.rs `standardize`).
+            mean = x.mean(dim=(2, 3), keepdim=True)
+            var = x.var(dim=(2, 3), unbiased=False, keepdim=True)
+            x = (x - mean) / torch.sqrt(var + 1e-5)
         x = x.flatten(1)
         for layer in self.layers:
             x = self.dropout(torch.relu(layer(x)))

@@ -799,3 +799,52 @@ fn exported_weights_match_the_recorded_digests() {
     }
     common::check_digests(&outputs, "train_digests.txt", "the exported training run");
 }
+
+/// The cnn and the mlp augment on the fly by default, with strong stain
+/// jitter, and the mlp standardises each patch (the recipes cross-validation
+/// chose, docs/RESULTS.md §1); `--augment false` (or `augment = false` in a
+/// config file) and `--standardize false` turn them off.
+#[test]
+fn from_scratch_models_augment_by_default_and_the_switches_turn_it_off() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    write_tiny_toy(&data);
+    let no_augment = dir.path().join("no-augment.toml");
+    std::fs::write(&no_augment, "augment = false\n").unwrap();
+    let config_of = |name: &str, model: &str, extra: &[&str]| {
+        let run = dir.path().join(name);
+        let mut args = vec!["--threads", "1", "train", "--data", s(&data)];
+        args.extend(["--output", s(&run), "--model", model, "--epochs", "1"]);
+        // (each model ignores the other's size options)
+        args.extend(["--batch-size", "8", "--width", "4", "--depth", "2"]);
+        args.extend(["--input-size", "8"]);
+        args.extend(extra);
+        ok(&args);
+        let info: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(run.join("run.json")).unwrap()).unwrap();
+        info["config"].clone()
+    };
+
+    let cnn = config_of("cnn", "cnn", &[])["augment"].clone();
+    assert!(
+        (cnn["hed_sigma"].as_f64().unwrap() - 0.15).abs() < 1e-6,
+        "{cnn}"
+    );
+    assert!((cnn["brightness"].as_f64().unwrap() - 0.25).abs() < 1e-6);
+    assert!((cnn["contrast"].as_f64().unwrap() - 0.25).abs() < 1e-6);
+    assert!(config_of("cnn-off", "cnn", &["--augment", "false"])["augment"].is_null());
+    assert!(config_of("cnn-file", "cnn", &["--config", s(&no_augment)])["augment"].is_null());
+    // `--augment` alone keeps the model's own strengths.
+    assert_eq!(config_of("cnn-on", "cnn", &["--augment"])["augment"], cnn);
+
+    let mlp = config_of("mlp", "mlp", &[]);
+    assert_eq!(mlp["augment"], cnn);
+    assert_eq!(mlp["model"]["standardize"], true, "{mlp}");
+    let plain = config_of(
+        "mlp-plain",
+        "mlp",
+        &["--augment", "false", "--standardize", "false"],
+    );
+    assert!(plain["augment"].is_null());
+    assert_eq!(plain["model"]["standardize"], false, "{plain}");
+}

@@ -15,7 +15,7 @@ use histoshard::{
         compare::{self, COMPARISON_MD},
         evaluate::EvalOptions,
         learner::{DeviceChoice, TrainConfig},
-        models::{CnnConfig, ModelKind, ModelSpec},
+        models::ModelKind,
         predict,
     },
     verify,
@@ -55,9 +55,11 @@ pub struct Args {
     /// default all training images train, as in cross-validation).
     #[arg(long, value_parser = super::finite::<f64>, default_value_t = 0.0)]
     val_fraction: f64,
-    /// Epochs per from-scratch model; pretrained models fine-tune for a third of them.
-    #[arg(long, default_value_t = 8)]
-    epochs: usize,
+    /// Epochs per from-scratch model; pretrained models train their head
+    /// for half of them and fine-tune for a third [default: each model's
+    /// `train` defaults: 40 for mlp and cnn, 4 + 3 for pretrained models].
+    #[arg(long)]
+    epochs: Option<usize>,
     /// Also run patient-grouped K-fold CV per model (K× the training time).
     #[arg(long)]
     cv: Option<u32>,
@@ -130,18 +132,13 @@ pub fn run(a: Args, g: &Global) -> anyhow::Result<ExitCode> {
         if let Some(t) = g.threads {
             cfg.workers = t.max(1);
         }
-        // Half the cost at the same accuracy on small patches.
-        if let ModelSpec::Cnn(c) = &mut cfg.model {
-            *c = CnnConfig::new()
-                .with_num_classes(classes)
-                .with_stem_stride(2)
-        }
-        match &mut cfg.transfer {
-            Some(t) => {
-                t.freeze_epochs = a.epochs.div_ceil(2);
-                cfg.epochs = a.epochs.div_ceil(3);
+        match (a.epochs, &mut cfg.transfer) {
+            (None, _) => {}
+            (Some(e), Some(t)) => {
+                t.freeze_epochs = e.div_ceil(2);
+                cfg.epochs = e.div_ceil(3);
             }
-            None => cfg.epochs = a.epochs,
+            (Some(e), None) => cfg.epochs = e,
         }
         models.push((kind, cfg));
     }

@@ -43,7 +43,7 @@ pub struct Args {
     output: Option<PathBuf>,
     #[arg(long, value_parser = super::choice::choice::<ModelKind>())]
     model: Option<ModelKind>,
-    /// Epochs [default: 20; 3 of fine-tuning for pretrained models].
+    /// Epochs [default: 40 for cnn and mlp; 3 of fine-tuning for pretrained models].
     #[arg(long)]
     epochs: Option<usize>,
     /// [default: 32; 16 for pretrained models]
@@ -80,9 +80,11 @@ pub struct Args {
     /// Class imbalance: loss weights, oversampling, or none [default: weights; none for pretrained models].
     #[arg(long, value_parser = super::choice::choice::<Balance>())]
     balance: Option<Balance>,
-    /// Augment training patches on the fly (off by default: prepare may have augmented already).
-    #[arg(long)]
-    augment: bool,
+    /// Augment training patches on the fly; `--augment false` turns it off
+    /// [default: on for cnn and mlp, with strong stain jitter; off for
+    /// pretrained models: prepare may have augmented already].
+    #[arg(long, num_args = 0..=1, default_missing_value = "true", value_name = "BOOL")]
+    augment: Option<bool>,
     /// Augmentation strengths (config file only: an `[augmentation]` table).
     #[arg(skip)]
     augmentation: Option<AugmentConfig>,
@@ -103,13 +105,13 @@ pub struct Args {
     /// `prepare --folds K`); runs go to OUTPUT/fold-k, summary to OUTPUT/cv.json.
     #[arg(long, conflicts_with = "fold")]
     cv: Option<u32>,
-    /// cnn: channels of the first block [default: 32].
+    /// cnn: channels of the first block [default: 16].
     #[arg(long)]
     width: Option<usize>,
     /// cnn: number of conv blocks [default: 4].
     #[arg(long)]
     depth: Option<usize>,
-    /// cnn: stride of the first convolution [default: 1].
+    /// cnn: stride of the first convolution [default: 2].
     #[arg(long)]
     stem_stride: Option<usize>,
     /// mlp: side patches are downsampled to [default: 32].
@@ -118,6 +120,11 @@ pub struct Args {
     /// mlp: hidden layer widths, comma-separated [default: 256,64].
     #[arg(long, value_delimiter = ',')]
     hidden: Option<Vec<usize>>,
+    /// mlp: standardise each patch's channels (mean 0, variance 1) before
+    /// the first layer, so that stain strength and exposure do not reach it
+    /// [default: true].
+    #[arg(long, num_args = 0..=1, default_missing_value = "true", value_name = "BOOL")]
+    standardize: Option<bool>,
     /// Dropout before the head [default: 0.2; 0.3 for efficientnet-lite2, 0
     /// for resnet18/50, 0.5 for inception_v3 (torchvision's)].
     #[arg(long, value_parser = super::finite::<f64>)]
@@ -241,6 +248,9 @@ pub(super) fn apply_args(cfg: &mut TrainConfig, a: &Args, file: &Args) -> anyhow
             if let Some(v) = a.hidden.clone().or(file.hidden.clone()) {
                 c.hidden = v;
             }
+            if let Some(v) = a.standardize.or(file.standardize) {
+                c.standardize = Some(v);
+            }
         }
         ModelSpec::Cnn(c) => {
             if let Some(v) = a.width.or(file.width) {
@@ -312,13 +322,14 @@ pub(super) fn apply_args(cfg: &mut TrainConfig, a: &Args, file: &Args) -> anyhow
         // Early stopping chooses on validation loss; so does the model it keeps.
         cfg.keep = Keep::Best;
     }
-    if a.augment || file.augment || file.augmentation.is_some() {
-        cfg.augment = Some(
-            a.augmentation
-                .clone()
-                .or(file.augmentation.clone())
-                .unwrap_or_default(),
-        );
+    // A model's default augmentation (the cnn's) stays unless a table
+    // replaces it or `--augment false` turns it off.
+    let table = a.augmentation.clone().or(file.augmentation.clone());
+    match a.augment.or(file.augment) {
+        Some(false) => cfg.augment = None,
+        Some(true) => cfg.augment = table.or(cfg.augment.take()).or(Some(Default::default())),
+        None if table.is_some() => cfg.augment = table,
+        None => {}
     }
     if let Some(d) = a.device.clone().or(file.device.clone()) {
         cfg.device = d.parse::<DeviceChoice>().map_err(anyhow::Error::msg)?;

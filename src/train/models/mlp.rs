@@ -25,6 +25,12 @@ pub struct MlpConfig {
     pub num_classes: usize,
     #[config(default = 0.2)]
     pub dropout: f64,
+    /// Standardise each patch's channels to mean 0 and variance 1 before
+    /// the first layer, so that the network sees the tissue's structure
+    /// rather than its stain's strength and exposure, which differ from
+    /// patient to patient. `None` (a run written before the option
+    /// existed) is off.
+    pub standardize: Option<bool>,
 }
 
 #[derive(Module, Debug)]
@@ -32,6 +38,7 @@ pub struct Mlp {
     layers: Vec<Linear>,
     dropout: Dropout,
     head: Linear,
+    standardize: bool,
 }
 
 impl MlpConfig {
@@ -46,6 +53,7 @@ impl MlpConfig {
             layers,
             dropout: DropoutConfig::new(self.dropout).init(),
             head: LinearConfig::new(width, self.num_classes).init(device),
+            standardize: self.standardize.unwrap_or(false),
         }
     }
 }
@@ -74,10 +82,25 @@ impl Architecture for MlpConfig {
 impl Mlp {
     /// `[n, 3, s, s]` → `[n, classes]` logits.
     pub fn forward(&self, images: Tensor<4>) -> Tensor<2> {
+        let images = if self.standardize {
+            standardize(images)
+        } else {
+            images
+        };
         let mut x: Tensor<2> = images.flatten(1, 3);
         for layer in &self.layers {
             x = self.dropout.forward(relu(layer.forward(x)));
         }
         self.head.forward(x)
     }
+}
+
+/// Each image's channels to mean 0 and variance 1 over its pixels
+/// (`[n, c, h, w]`; ε 1e-5 under the square root, as batch norm's).
+pub fn standardize(x: Tensor<4>) -> Tensor<4> {
+    let [n, c, h, w] = x.dims();
+    let flat: Tensor<3> = x.reshape([n, c, h * w]);
+    let centered = flat.clone() - flat.mean_dim(2);
+    let var = centered.clone().powf_scalar(2.0).mean_dim(2);
+    (centered / var.add_scalar(1e-5).sqrt()).reshape([n, c, h, w])
 }

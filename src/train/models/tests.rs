@@ -30,6 +30,37 @@ fn forward_shapes() {
     );
 }
 
+/// A standardising mlp sees each patch's structure, not its stain's
+/// strength: scaling and shifting a channel leaves its output unchanged; the
+/// plain one's changes.
+#[test]
+fn a_standardising_mlp_ignores_per_channel_scale_and_shift() {
+    let d = device();
+    let x = Tensor::<4>::random([2, 3, 8, 8], burn::tensor::Distribution::Default, &d);
+    let scale = Tensor::<1>::from_floats([0.5, 2.0, 1.5], &d).reshape([1, 3, 1, 1]);
+    let shift = Tensor::<1>::from_floats([0.3, -1.0, 0.1], &d).reshape([1, 3, 1, 1]);
+    let moved = x.clone() * scale + shift;
+    for (standardize, same) in [(true, true), (false, false)] {
+        let mlp = MlpConfig::new()
+            .with_input_size(8)
+            .with_dropout(0.0)
+            .with_standardize(Some(standardize))
+            .init(&d);
+        let gap: f32 = (mlp.forward(x.clone()) - mlp.forward(moved.clone()))
+            .abs()
+            .max()
+            .into_scalar();
+        assert_eq!(gap < 1e-4, same, "standardize {standardize}: gap {gap}");
+    }
+    let z = super::mlp::standardize(moved);
+    let mean: f32 = z.clone().mean().into_scalar();
+    let var: f32 = z.powf_scalar(2.0).mean().into_scalar();
+    assert!(
+        mean.abs() < 1e-5 && (var - 1.0).abs() < 1e-3,
+        "{mean} {var}"
+    );
+}
+
 #[test]
 fn widths_double_up_to_the_cap() {
     let c = CnnConfig::new()
@@ -136,4 +167,27 @@ fn spec_round_trips_through_json() {
     let back: ModelSpec = serde_json::from_str(&text).unwrap();
     assert_eq!(back.kind(), ModelKind::Cnn);
     assert_eq!(back.input_size(), None);
+}
+
+/// An mlp's `run.json` from before `standardize` existed still loads, as the
+/// network it was: without standardisation.
+#[test]
+fn an_mlp_spec_without_standardize_loads_as_unstandardised() {
+    let old = r#"{"kind":"mlp","input_size":8,"hidden":[16],"num_classes":2,"dropout":0.2}"#;
+    let spec: ModelSpec = serde_json::from_str(old).unwrap();
+    let ModelSpec::Mlp(m) = &spec else {
+        panic!("{spec:?}")
+    };
+    assert_eq!(m.standardize, None);
+    let d = device();
+    let x = Tensor::<4>::random([2, 3, 8, 8], burn::tensor::Distribution::Default, &d);
+    let net = m.clone().with_dropout(0.0).init(&d);
+    let shifted: f32 = (net.forward(x.clone()) - net.forward(x.add_scalar(1.0)))
+        .abs()
+        .max()
+        .into_scalar();
+    assert!(
+        shifted > 1e-4,
+        "a shift of every pixel must reach the plain mlp"
+    );
 }
