@@ -5,14 +5,15 @@
 //! dilated, grouped, depthwise, and with asymmetric "same" padding), the
 //! ReLU backward (checked through ReLU and the models' ReLU6), and the constant
 //! tensors and padding that the asymmetric convolutions are built on
-//! (`full`/`zeros`/`ones` in each float dtype, `pad` in each mode).
+//! (`full`/`zeros`/`ones` in each float dtype, `pad` in each mode), and batch
+//! norm (inference; training output, statistics and gradients).
 
 #![cfg(all(feature = "tch", feature = "flex"))]
 
 use burn::tensor::{
     DType, Device, Tensor, TensorData,
     activation::relu,
-    module::conv2d,
+    module::{batch_norm, batch_norm_train, conv2d},
     ops::{ConvOptions, PadMode},
 };
 use histoshard::train::{learner::DeviceChoice, models::layers::relu6};
@@ -344,6 +345,125 @@ fn libtorch_pad_keeps_dtype() {
                 let name = format!("pad {dtype:?} with {value} on {device}");
                 assert_eq!(got_dtype, dtype, "{name}: dtype");
                 assert_eq!(got.as_bytes(), want.as_bytes(), "{name}: values");
+            }
+        }
+    }
+}
+
+/// What batch norm gives for one input: the inference output (given running
+/// statistics), then in training mode the output, the batch mean and biased
+/// variance, and the gradients of Σ y ⊙ g with respect to x, gamma and beta.
+fn batch_norm_results<const D: usize>(
+    device: &Device,
+    shape: [usize; D],
+    epsilon: f64,
+) -> [Vec<f32>; 7] {
+    let n: usize = shape.iter().product();
+    let channels = shape[1];
+    // An offset and a scale per channel, as activations have; channel 1 is
+    // constant (variance 0: the output is beta, the input gradient finite).
+    let x: Vec<f32> = values(n, 11)
+        .iter()
+        .enumerate()
+        .map(|(i, v)| {
+            let c = (i / shape[2..].iter().product::<usize>()) % channels;
+            if c == 1 {
+                0.75
+            } else {
+                v * (1.0 + c as f32) + 0.5 * c as f32 - 1.0
+            }
+        })
+        .collect();
+    let per_channel = |seed, offset: f32| {
+        let v: Vec<f32> = values(channels, seed).iter().map(|v| v + offset).collect();
+        TensorData::new(v, [channels])
+    };
+    let plain = |device: &Device| {
+        let x = Tensor::<D>::from_data(TensorData::new(x.clone(), shape), device);
+        let gamma = Tensor::<1>::from_data(per_channel(12, 1.5), device);
+        let beta = Tensor::<1>::from_data(per_channel(13, 0.0), device);
+        (x, gamma, beta)
+    };
+
+    let (x0, gamma0, beta0) = plain(device);
+    let mean0 = Tensor::<1>::from_data(per_channel(14, 0.0), device);
+    let variance0 = Tensor::<1>::from_data(per_channel(15, 1.5), device);
+    let inference = batch_norm(x0, gamma0, beta0, mean0, variance0, epsilon);
+
+    let autodiff = device.clone().autodiff();
+    let (x, gamma, beta) = plain(&autodiff);
+    let (x, gamma, beta) = (x.require_grad(), gamma.require_grad(), beta.require_grad());
+    let result = batch_norm_train(x.clone(), gamma.clone(), beta.clone(), epsilon);
+    let g = Tensor::<D>::from_data(TensorData::new(values(n, 16), shape), &autodiff);
+    let grads = (result.output.clone() * g).sum().backward();
+    let data = |t: Tensor<D>| t.into_data().try_to_vec::<f32>().unwrap();
+    let stat = |t: Tensor<1>| t.into_data().try_to_vec::<f32>().unwrap();
+    [
+        data(inference),
+        data(result.output),
+        stat(result.mean),
+        stat(result.variance),
+        flat(x.grad(&grads), "batch norm x"),
+        flat(gamma.grad(&grads), "batch norm gamma"),
+        flat(beta.grad(&grads), "batch norm beta"),
+    ]
+}
+
+/// LibTorch's batch norm (vendor/burn-tch: `batch_norm`, `native_batch_norm`
+/// for `batch_norm_train`, its own backward) against flex's (burn's generic
+/// defaults), for inputs of rank 2, 3 and 4 and the two epsilons the models
+/// use. Tolerance: 1e-5 on the CPU, 1e-4 on CUDA (another summation order), of
+/// the largest value of the same channel (or 1 if larger): the constant
+/// channel's input gradient is 1/√ε times the others'.
+#[test]
+fn libtorch_batch_norm_matches_flex() {
+    let flex = DeviceChoice::Flex.device().expect("flex device");
+    let what = [
+        "inference output",
+        "training output",
+        "batch mean",
+        "batch variance",
+        "x gradient",
+        "gamma gradient",
+        "beta gradient",
+    ];
+    for epsilon in [1e-3, 1e-5] {
+        for (device, choice, _) in libtorch_devices() {
+            let tolerance = if device == "cpu" { 1e-5 } else { 1e-4 };
+            let libtorch = choice.device().expect("LibTorch device");
+            let run4 = |d: &Device| batch_norm_results(d, [4, 5, 6, 7], epsilon);
+            let run3 = |d: &Device| batch_norm_results(d, [3, 4, 10], epsilon);
+            let run2 = |d: &Device| batch_norm_results(d, [16, 6], epsilon);
+            for (shape, want, got) in [
+                (vec![4, 5, 6, 7], run4(&flex), run4(&libtorch)),
+                (vec![3, 4, 10], run3(&flex), run3(&libtorch)),
+                (vec![16, 6], run2(&flex), run2(&libtorch)),
+            ] {
+                let name = format!("{shape:?}, epsilon {epsilon} on {device}");
+                // The constant channel's variance is 0, on both, and no
+                // variance is negative.
+                assert_eq!(want[3][1], 0.0, "{name}: flex's variance");
+                assert!(got[3][1].abs() < 1e-9, "{name}: variance {}", got[3][1]);
+                assert!(got[3].iter().all(|v| *v >= 0.0), "{name}: {:?}", got[3]);
+                let channels = shape[1];
+                let inner: usize = shape[2..].iter().product();
+                for (i, (w, g)) in want.iter().zip(&got).enumerate() {
+                    // Indices 0, 1 and 4 are shaped as the input, the rest [channels].
+                    let inner = if [0, 1, 4].contains(&i) { inner } else { 1 };
+                    let channel = |k: usize| (k / inner) % channels;
+                    let what = format!("{name}: {}", what[i]);
+                    assert_eq!(w.len(), g.len(), "{what}: size");
+                    let mut scale = vec![1f32; channels];
+                    for (k, v) in w.iter().enumerate() {
+                        scale[channel(k)] = scale[channel(k)].max(v.abs());
+                    }
+                    for (k, (a, b)) in w.iter().zip(g).enumerate() {
+                        assert!(
+                            (a - b).abs() <= tolerance * scale[channel(k)],
+                            "{what}: element {k} is {b}, flex's {a}"
+                        );
+                    }
+                }
             }
         }
     }

@@ -2,9 +2,10 @@ use crate::{IntoKind, LibTorch, TchTensor};
 use burn_backend::{
     IntDType, TensorMetadata,
     ops::{
-        AttentionModuleOptions, ConvOptions, ConvTransposeOptions, DeformConv2dBackward,
-        DeformConvOptions, InterpolateMode, InterpolateOptions, MaxPool1dWithIndices,
-        MaxPool2dBackward, MaxPool2dWithIndices, ModuleOps,
+        AttentionModuleOptions, BatchNormTrain, BatchNormTrainBackward, ConvOptions,
+        ConvTransposeOptions, DeformConv2dBackward, DeformConvOptions, InterpolateMode,
+        InterpolateOptions, MaxPool1dWithIndices, MaxPool2dBackward, MaxPool2dWithIndices,
+        ModuleOps,
         attention::attention_fallback,
         conv::{calculate_padding_out, pad_asymmetric_conv_input},
     },
@@ -12,6 +13,120 @@ use burn_backend::{
 };
 
 impl ModuleOps<Self> for LibTorch {
+    // histoshard: batch norm with given statistics is PyTorch's `batch_norm`
+    // in inference mode, one fused kernel (cuDNN's on a GPU). burn's default
+    // builds it from ~10 broadcast element-wise ops, each a pass over `x`.
+    fn batch_norm(
+        x: TchTensor,
+        gamma: TchTensor,
+        beta: TchTensor,
+        mean: TchTensor,
+        variance: TchTensor,
+        epsilon: f64,
+    ) -> TchTensor {
+        let tensor = tch::Tensor::batch_norm(
+            &x.tensor,
+            Some(&gamma.tensor),
+            Some(&beta.tensor),
+            Some(&mean.tensor),
+            Some(&variance.tensor),
+            false,
+            0.0,
+            epsilon,
+            true,
+        );
+
+        TchTensor::new(tensor)
+    }
+
+    // histoshard: batch norm with the batch's statistics is PyTorch's
+    // `native_batch_norm` in training mode: the statistics and the output in
+    // its fused kernels, where burn's default swaps the channels to the front
+    // (a copy of `x`, twice) and runs ~12 ops. It returns the mean and
+    // 1/√(variance + ε); burn wants the biased variance itself, recovered
+    // here (exact to f32 rounding of variance + ε, clamped at 0 for a
+    // constant channel, whose rounding could leave it a hair below).
+    fn batch_norm_train(
+        x: TchTensor,
+        gamma: TchTensor,
+        beta: TchTensor,
+        epsilon: f64,
+    ) -> BatchNormTrain<Self> {
+        let kind = x.tensor.kind();
+        let (output, mean, inv_std) = tch::Tensor::native_batch_norm(
+            &x.tensor,
+            Some(&gamma.tensor),
+            Some(&beta.tensor),
+            None::<&tch::Tensor>,
+            None::<&tch::Tensor>,
+            true,
+            0.0,
+            epsilon,
+        );
+        // Half-precision inputs get f32 statistics from PyTorch.
+        let variance = inv_std
+            .pow_tensor_scalar(-2)
+            .g_sub_scalar(epsilon)
+            .clamp_min(0.0)
+            .to_kind(kind);
+
+        BatchNormTrain::new(
+            TchTensor::new(output),
+            TchTensor::new(mean.to_kind(kind)),
+            TchTensor::new(variance),
+        )
+    }
+
+    // histoshard: the gradients of `batch_norm_train`, by the closed form,
+    // reducing over every dimension but the channels in place (burn's default
+    // first swaps them to the front: a copy of the input and of the gradient):
+    //   x̂ = (x − μ)/σ,  dβ = Σ g,  dγ = Σ g·x̂,
+    //   dx = γ/σ · (g − dβ/N − x̂·dγ/N),  σ = √(variance + ε).
+    // tch 0.22 does not expose PyTorch's fused `native_batch_norm_backward`
+    // (its generator skips the output mask argument). Reaching it through
+    // autograd, as `conv2d_weight_backward` does, means recomputing the
+    // forward (statistics and output) and Σ y ⊙ g first: 1.5–9× slower than
+    // these seven ops over the whole tensor on the 2-core CPU, on
+    // EfficientNet's shapes (vendor/README.md).
+    fn batch_norm_train_backward(
+        x: TchTensor,
+        gamma: TchTensor,
+        mean: TchTensor,
+        variance: TchTensor,
+        epsilon: f64,
+        output_grad: TchTensor,
+    ) -> BatchNormTrainBackward<Self> {
+        let size = x.tensor.size();
+        let channels = size[1];
+        let count = size.iter().product::<i64>() / channels.max(1);
+        let dims: Vec<i64> = std::iter::once(0).chain(2..size.len() as i64).collect();
+        let mut per_channel = vec![1i64; size.len()];
+        per_channel[1] = channels;
+        let grad = &output_grad.tensor;
+
+        let inv_std = variance
+            .tensor
+            .g_add_scalar(epsilon)
+            .rsqrt()
+            .reshape(per_channel.as_slice());
+        let centered = &x.tensor - mean.tensor.reshape(per_channel.as_slice());
+        let beta_grad = grad.sum_dim_intlist(dims.as_slice(), true, None::<tch::Kind>);
+        let gamma_grad =
+            (grad * &centered).sum_dim_intlist(dims.as_slice(), true, None::<tch::Kind>) * &inv_std;
+        let mut x_grad = grad - beta_grad.g_div_scalar(count as f64);
+        let _ = x_grad.addcmul_(
+            &centered,
+            &(&inv_std * &gamma_grad).g_mul_scalar(-1.0 / count as f64),
+        );
+        let _ = x_grad.g_mul_(&(gamma.tensor.reshape(per_channel.as_slice()) * &inv_std));
+
+        BatchNormTrainBackward::new(
+            TchTensor::new(x_grad),
+            TchTensor::new(gamma_grad.reshape([channels])),
+            TchTensor::new(beta_grad.reshape([channels])),
+        )
+    }
+
     fn embedding(weights: TchTensor, indices: TchTensor) -> TchTensor {
         // Workaround for MPS "Placeholder storage has not been allocated" error.
         // See: https://github.com/pytorch/pytorch/issues/123995
