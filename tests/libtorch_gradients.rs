@@ -2,7 +2,9 @@
 //! (vendor/burn-tch) computes with PyTorch's own kernels instead of burn's
 //! defaults: the convolution weight gradient (checked with the input and bias
 //! gradients beside it, on the convolutions the models use: plain, strided,
-//! dilated, grouped, depthwise, and with asymmetric "same" padding), the
+//! dilated, grouped, depthwise, and with asymmetric "same" padding; the
+//! depthwise weight gradient that it computes itself on the CPU, with batches,
+//! strides, dilations and kernels other than 3×3), the
 //! ReLU backward (checked through ReLU and the models' ReLU6), and the constant
 //! tensors and padding that the asymmetric convolutions are built on
 //! (`full`/`zeros`/`ones` in each float dtype, `pad` in each mode), and batch
@@ -114,6 +116,39 @@ fn libtorch_convolution_gradients_match_flex() {
             input: [2, 3, 12, 12],
             weight: [3, 1, 5, 5],
             options: ConvOptions::new_with_padding([2, 2], [(1, 2), (1, 2)], [1, 1], 3),
+        },
+        // The depthwise weight gradient that vendor/burn-tch computes itself on
+        // the CPU (every kernel but 3×3; vendor/README.md, change 5): batches,
+        // strides and dilations, square and not, with asymmetric padding.
+        Case {
+            name: "depthwise 5×5, dilation 2, batch 3",
+            input: [3, 4, 13, 13],
+            weight: [4, 1, 5, 5],
+            options: ConvOptions::new([1, 1], [4, 4], [2, 2], 4),
+        },
+        Case {
+            name: "depthwise 5×5, stride 2, dilation 2, asymmetric padding, not square",
+            input: [2, 5, 15, 14],
+            weight: [5, 1, 5, 5],
+            options: ConvOptions::new_with_padding([2, 2], [(3, 4), (4, 3)], [2, 2], 5),
+        },
+        Case {
+            name: "depthwise 5×3, stride (2, 1), dilation (1, 2)",
+            input: [2, 3, 11, 10],
+            weight: [3, 1, 5, 3],
+            options: ConvOptions::new_with_padding([2, 1], [(1, 2), (2, 2)], [1, 2], 3),
+        },
+        Case {
+            name: "depthwise 7×7, stride 3, no padding",
+            input: [2, 4, 17, 16],
+            weight: [4, 1, 7, 7],
+            options: ConvOptions::new([3, 3], [0, 0], [1, 1], 4),
+        },
+        Case {
+            name: "depthwise 3×3, stride 2, dilation 2, asymmetric padding",
+            input: [2, 4, 12, 11],
+            weight: [4, 1, 3, 3],
+            options: ConvOptions::new_with_padding([2, 2], [(1, 2), (2, 1)], [2, 2], 4),
         },
         Case {
             name: "asymmetric padding, more before than after, dilated",

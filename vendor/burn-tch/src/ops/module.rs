@@ -234,6 +234,21 @@ impl ModuleOps<Self> for LibTorch {
         options: ConvOptions<2>,
     ) -> TchTensor {
         let (x, options) = pad_asymmetric_conv_input::<LibTorch, 2>(x, options);
+        // histoshard, change 5 (vendor/README.md): depthwise convolutions on
+        // the CPU get their weight gradient from `depthwise.rs` (oneDNN has
+        // no depthwise backward-weights kernel for 5×5); everything else, and
+        // every convolution on CUDA, goes on below.
+        if let Some(grad) = super::depthwise::weight_grad(
+            &x.tensor,
+            &weight.tensor,
+            &output_grad.tensor,
+            options.stride,
+            options.padding_begin(),
+            options.dilation,
+            options.groups,
+        ) {
+            return TchTensor::new(grad);
+        }
         let grad = tch::with_grad(|| {
             let w = weight.tensor.detach().set_requires_grad(true);
             let y = tch::Tensor::conv2d(
