@@ -1,4 +1,4 @@
-//! histoshard (vendor/README.md, change 5): the weight gradient of a
+//! histoshard (vendor/README.md, change 6): the weight gradient of a
 //! depthwise convolution on the CPU, computed directly.
 //!
 //! oneDNN 3.7's depthwise backward-weights kernel (`jit_dw`) takes 3×3

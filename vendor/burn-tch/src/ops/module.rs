@@ -234,7 +234,7 @@ impl ModuleOps<Self> for LibTorch {
         options: ConvOptions<2>,
     ) -> TchTensor {
         let (x, options) = pad_asymmetric_conv_input::<LibTorch, 2>(x, options);
-        // histoshard, change 5 (vendor/README.md): depthwise convolutions on
+        // histoshard, change 6 (vendor/README.md): depthwise convolutions on
         // the CPU get their weight gradient from `depthwise.rs` (oneDNN has
         // no depthwise backward-weights kernel for 5×5); everything else, and
         // every convolution on CUDA, goes on below.
