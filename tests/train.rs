@@ -578,6 +578,10 @@ fn trains_without_a_validation_split_keeping_the_last_epoch() {
         stdout.contains("kept epoch 3 (no validation split)"),
         "{stdout}"
     );
+    // Each epoch's line says there is no validation split, not "val loss NaN".
+    let log = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(log.matches("| no val split |").count(), 3, "{log}");
+    assert!(!log.contains("NaN"), "{log}");
     let state: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(run.join("state.json")).unwrap()).unwrap();
     assert_eq!(state["best_epoch"], 3);

@@ -119,14 +119,20 @@ pub(super) fn end_epoch(
 ) -> TrainResult<bool> {
     let cfg = &info.config;
     let epoch = row.epoch;
+    // Without a validation split there is nothing to print but "none".
+    let val = if info.val_records > 0 {
+        format!(
+            "val loss {:.4} acc {:.3} auc {:.3}",
+            row.val_loss, row.val_accuracy, row.val_auc
+        )
+    } else {
+        "no val split".to_string()
+    };
     tracing::info!(
-        "epoch {epoch} ({}): train loss {:.4} acc {:.3} | val loss {:.4} acc {:.3} auc {:.3} | {:.1} img/s",
+        "epoch {epoch} ({}): train loss {:.4} acc {:.3} | {val} | {:.1} img/s",
         row.stage,
         row.train_loss,
         row.train_accuracy,
-        row.val_loss,
-        row.val_accuracy,
-        row.val_auc,
         row.images_per_second
     );
     if info.val_records > 0 && !row.val_loss.is_finite() {
