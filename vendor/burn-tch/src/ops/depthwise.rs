@@ -59,7 +59,7 @@ pub(crate) fn weight_grad(
         stride,
         dilation,
     };
-    if shape.batch == 0 || shape.channels == 0 || shape.out.contains(&0) {
+    if [shape.batch, shape.channels, xs[2], xs[3]].contains(&0) || shape.out.contains(&0) {
         return None;
     }
 
