@@ -46,7 +46,7 @@ pub(crate) fn weight_grad(
     let channels = w[0];
     let depthwise =
         w[1] == 1 && groups as i64 == channels && xs[1] == channels && gs[1] == channels;
-    if !depthwise || !(cpu_f32(x) && cpu_f32(weight) && cpu_f32(grad)) {
+    if !(depthwise && cpu_f32(x) && cpu_f32(weight) && cpu_f32(grad)) {
         return None;
     }
     let dims = |v: &[i64]| v.iter().map(|&d| d as usize).collect::<Vec<_>>();
@@ -59,7 +59,7 @@ pub(crate) fn weight_grad(
         stride,
         dilation,
     };
-    if shape.batch == 0 || shape.channels == 0 || shape.out.contains(&0) {
+    if [shape.batch, shape.channels, xs[2], xs[3]].contains(&0) || shape.out.contains(&0) {
         return None;
     }
 
