@@ -66,7 +66,7 @@ GROUPS = [
 # "CONV_*" groups are convolutions whose kind the kernel then tells.
 CONTEXT = [
     (r"pad_asymmetric_conv_input|crop_asymmetric_input_grad|constant_pad_nd|float_pad\b|ops::pad::pad\b", "padding (SAME) fwd+bwd"),
-    (r"batch_norm\w*backward|BatchNorm\w*Backward|batch_norm_backward", "batch norm bwd"),
+    (r"batch_norm\w*backward|BatchNorm\w*Backward|batch_norm_backward|batch_norm::backward", "batch norm bwd"),
     (r"batch_norm|BatchNorm", "batch norm fwd"),
     (r"relu|hardtanh|threshold_backward|clamp", "activations (ReLU6) fwd+bwd"),
     (r"[Aa]dam|step_dyn", "Adam"),
@@ -76,8 +76,13 @@ CONTEXT = [
     (r"conv2d|convolution|Conv2d", "CONV_FWD"),
 ]
 
-DEPTHWISE = r"conv3d_depthwise_impl|_dw_conv|dw_conv|conv_depthwise"
-POINTWISE = r"1x1|conv3d_1x1_impl"
+# histoshard's own kernels (vendor/README.md) name their kind too: the depthwise
+# ones (histoshard_kernels, burn-flex's depthwise transposed convolution) and
+# burn-flex's im2col + GEMM weight gradient, which in EfficientNet-Lite0 is
+# what the pointwise and stem convolutions take.
+DEPTHWISE = (r"conv3d_depthwise_impl|_dw_conv|dw_conv|conv_depthwise|histoshard_kernels::depthwise|"
+             r"depthwise_transpose|conv_weight_grad::depthwise")
+POINTWISE = r"1x1|conv3d_1x1_impl|conv_weight_grad::im2col_gemm|conv_weight_grad::add_item_group"
 # A frame of the thread that runs the step: its stack is whole, so a sample
 # with no operation in it is element-wise work of the step itself (residual
 # adds, gradient sums), not a kernel a pool worker picked up.

@@ -43,8 +43,9 @@ for device in ${DEVICES:-flex cpu}; do
         python3 scripts/op_profile.py perf --steps "$steps" --unknown "${UNKNOWN:-0}"
     if [ -n "${KEEP:-}" ]; then cp "$work/$device.data" "$KEEP-$device.data"; fi
     # oneDNN's perf map of that process.
-    pid=$(perf script -i "$work/$device.data" -F pid 2>/dev/null | head -1 | tr -d ' ')
-    [ -n "$pid" ] && rm -f "/tmp/perf-$pid.map"
+    # (head closes the pipe early: perf's SIGPIPE must not stop the script.)
+    pid=$(perf script -i "$work/$device.data" -F pid 2>/dev/null | head -1 | tr -d ' ' || true)
+    if [ -n "$pid" ]; then rm -f "/tmp/perf-$pid.map"; fi
     rm -f "$work/ctl"
 done
 echo -n "pytorch: "

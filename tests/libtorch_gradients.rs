@@ -8,161 +8,22 @@
 //! ReLU backward (checked through ReLU and the models' ReLU6), and the constant
 //! tensors and padding that the asymmetric convolutions are built on
 //! (`full`/`zeros`/`ones` in each float dtype, `pad` in each mode), and batch
-//! norm (inference; training output, statistics and gradients).
+//! norm (inference; training output, statistics and gradients). flex's own
+//! kernels for some of these (vendor/burn-flex) are checked against the
+//! definitions in `flex_kernels.rs`; the inputs are `common/kernels.rs`'.
 
 #![cfg(all(feature = "tch", feature = "flex"))]
 
-use burn::tensor::{
-    DType, Device, Tensor, TensorData,
-    activation::relu,
-    module::{batch_norm, batch_norm_train, conv2d},
-    ops::{ConvOptions, PadMode},
-};
+#[path = "common/kernels.rs"]
+mod kernels;
+
+use burn::tensor::{DType, Device, Tensor, TensorData, activation::relu, ops::PadMode};
 use histoshard::train::{learner::DeviceChoice, models::layers::relu6};
-
-/// Values in [-1, 1) from a xorshift stream: reproducible, no two alike.
-fn values(n: usize, seed: u64) -> Vec<f32> {
-    let mut state = seed | 1;
-    (0..n)
-        .map(|_| {
-            state ^= state << 13;
-            state ^= state >> 7;
-            state ^= state << 17;
-            (state >> 40) as f32 / (1u64 << 23) as f32 - 1.0
-        })
-        .collect()
-}
-
-struct Case {
-    name: &'static str,
-    input: [usize; 4],
-    weight: [usize; 4],
-    options: ConvOptions<2>,
-}
-
-/// Gradients of Σ conv2d(x, w, b) ⊙ g with respect to x, w and b.
-fn gradients(device: &Device, case: &Case) -> [Vec<f32>; 3] {
-    let device = device.clone().autodiff();
-    let tensor = |shape: [usize; 4], seed| {
-        let n = shape.iter().product();
-        Tensor::<4>::from_data(TensorData::new(values(n, seed), shape), &device).require_grad()
-    };
-    let x = tensor(case.input, 1);
-    let w = tensor(case.weight, 2);
-    let b = Tensor::<1>::from_data(
-        TensorData::new(values(case.weight[0], 3), [case.weight[0]]),
-        &device,
-    )
-    .require_grad();
-    let y = conv2d(x.clone(), w.clone(), Some(b.clone()), case.options.clone());
-    let g = Tensor::<4>::from_data(
-        TensorData::new(values(y.shape().num_elements(), 4), y.dims()),
-        &device,
-    );
-    let grads = (y * g).sum().backward();
-    [
-        flat(x.grad(&grads), case.name),
-        flat(w.grad(&grads), case.name),
-        flat(b.grad(&grads), case.name),
-    ]
-}
-
-fn flat<const D: usize>(grad: Option<Tensor<D>>, case: &str) -> Vec<f32> {
-    let grad = grad.unwrap_or_else(|| panic!("{case}: no gradient"));
-    grad.into_data().try_to_vec::<f32>().unwrap()
-}
+use kernels::{BATCH_NORM_RESULTS, batch_norm_results, conv_cases, flat, gradients, values};
 
 #[test]
 fn libtorch_convolution_gradients_match_flex() {
-    let cases = [
-        Case {
-            name: "plain 3×3",
-            input: [2, 3, 9, 9],
-            weight: [4, 3, 3, 3],
-            options: ConvOptions::new([1, 1], [1, 1], [1, 1], 1),
-        },
-        Case {
-            name: "stride 2, no padding",
-            input: [2, 4, 10, 10],
-            weight: [5, 4, 3, 3],
-            options: ConvOptions::new([2, 2], [0, 0], [1, 1], 1),
-        },
-        Case {
-            name: "dilation 2",
-            input: [1, 3, 11, 11],
-            weight: [2, 3, 3, 3],
-            options: ConvOptions::new([1, 1], [2, 2], [2, 2], 1),
-        },
-        Case {
-            name: "two groups",
-            input: [2, 4, 8, 8],
-            weight: [6, 2, 3, 3],
-            options: ConvOptions::new([1, 1], [1, 1], [1, 1], 2),
-        },
-        Case {
-            name: "depthwise 5×5, stride 2",
-            input: [2, 6, 12, 12],
-            weight: [6, 1, 5, 5],
-            options: ConvOptions::new([2, 2], [2, 2], [1, 1], 6),
-        },
-        Case {
-            name: "depthwise, asymmetric padding",
-            input: [1, 4, 10, 10],
-            weight: [4, 1, 3, 3],
-            options: ConvOptions::new_with_padding([2, 2], [(0, 1), (0, 1)], [1, 1], 4),
-        },
-        Case {
-            name: "depthwise 5×5, stride 2, asymmetric padding",
-            input: [2, 3, 12, 12],
-            weight: [3, 1, 5, 5],
-            options: ConvOptions::new_with_padding([2, 2], [(1, 2), (1, 2)], [1, 1], 3),
-        },
-        // The depthwise weight gradient that vendor/burn-tch computes itself on
-        // the CPU (every kernel but 3×3; vendor/README.md, change 5): batches,
-        // strides and dilations, square and not, with asymmetric padding.
-        Case {
-            name: "depthwise 5×5, dilation 2, batch 3",
-            input: [3, 4, 13, 13],
-            weight: [4, 1, 5, 5],
-            options: ConvOptions::new([1, 1], [4, 4], [2, 2], 4),
-        },
-        Case {
-            name: "depthwise 5×5, stride 2, dilation 2, asymmetric padding, not square",
-            input: [2, 5, 15, 14],
-            weight: [5, 1, 5, 5],
-            options: ConvOptions::new_with_padding([2, 2], [(3, 4), (4, 3)], [2, 2], 5),
-        },
-        Case {
-            name: "depthwise 5×3, stride (2, 1), dilation (1, 2)",
-            input: [2, 3, 11, 10],
-            weight: [3, 1, 5, 3],
-            options: ConvOptions::new_with_padding([2, 1], [(1, 2), (2, 2)], [1, 2], 3),
-        },
-        Case {
-            name: "depthwise 7×7, stride 3, no padding",
-            input: [2, 4, 17, 16],
-            weight: [4, 1, 7, 7],
-            options: ConvOptions::new([3, 3], [0, 0], [1, 1], 4),
-        },
-        Case {
-            name: "depthwise 3×3, stride 2, dilation 2, asymmetric padding",
-            input: [2, 4, 12, 11],
-            weight: [4, 1, 3, 3],
-            options: ConvOptions::new_with_padding([2, 2], [(1, 2), (2, 1)], [2, 2], 4),
-        },
-        Case {
-            name: "asymmetric padding, more before than after, dilated",
-            input: [2, 3, 9, 8],
-            weight: [4, 3, 3, 3],
-            options: ConvOptions::new_with_padding([2, 1], [(2, 1), (3, 0)], [1, 2], 1),
-        },
-        Case {
-            name: "pointwise 1×1",
-            input: [3, 8, 5, 5],
-            weight: [16, 8, 1, 1],
-            options: ConvOptions::new([1, 1], [0, 0], [1, 1], 1),
-        },
-    ];
+    let cases = conv_cases();
     let flex = DeviceChoice::Flex.device().expect("flex device");
     for case in &cases {
         let want = gradients(&flex, case);
@@ -385,83 +246,16 @@ fn libtorch_pad_keeps_dtype() {
     }
 }
 
-/// What batch norm gives for one input: the inference output (given running
-/// statistics), then in training mode the output, the batch mean and biased
-/// variance, and the gradients of Σ y ⊙ g with respect to x, gamma and beta.
-fn batch_norm_results<const D: usize>(
-    device: &Device,
-    shape: [usize; D],
-    epsilon: f64,
-) -> [Vec<f32>; 7] {
-    let n: usize = shape.iter().product();
-    let channels = shape[1];
-    // An offset and a scale per channel, as activations have; channel 1 is
-    // constant (variance 0: the output is beta, the input gradient finite).
-    let x: Vec<f32> = values(n, 11)
-        .iter()
-        .enumerate()
-        .map(|(i, v)| {
-            let c = (i / shape[2..].iter().product::<usize>()) % channels;
-            if c == 1 {
-                0.75
-            } else {
-                v * (1.0 + c as f32) + 0.5 * c as f32 - 1.0
-            }
-        })
-        .collect();
-    let per_channel = |seed, offset: f32| {
-        let v: Vec<f32> = values(channels, seed).iter().map(|v| v + offset).collect();
-        TensorData::new(v, [channels])
-    };
-    let plain = |device: &Device| {
-        let x = Tensor::<D>::from_data(TensorData::new(x.clone(), shape), device);
-        let gamma = Tensor::<1>::from_data(per_channel(12, 1.5), device);
-        let beta = Tensor::<1>::from_data(per_channel(13, 0.0), device);
-        (x, gamma, beta)
-    };
-
-    let (x0, gamma0, beta0) = plain(device);
-    let mean0 = Tensor::<1>::from_data(per_channel(14, 0.0), device);
-    let variance0 = Tensor::<1>::from_data(per_channel(15, 1.5), device);
-    let inference = batch_norm(x0, gamma0, beta0, mean0, variance0, epsilon);
-
-    let autodiff = device.clone().autodiff();
-    let (x, gamma, beta) = plain(&autodiff);
-    let (x, gamma, beta) = (x.require_grad(), gamma.require_grad(), beta.require_grad());
-    let result = batch_norm_train(x.clone(), gamma.clone(), beta.clone(), epsilon);
-    let g = Tensor::<D>::from_data(TensorData::new(values(n, 16), shape), &autodiff);
-    let grads = (result.output.clone() * g).sum().backward();
-    let data = |t: Tensor<D>| t.into_data().try_to_vec::<f32>().unwrap();
-    let stat = |t: Tensor<1>| t.into_data().try_to_vec::<f32>().unwrap();
-    [
-        data(inference),
-        data(result.output),
-        stat(result.mean),
-        stat(result.variance),
-        flat(x.grad(&grads), "batch norm x"),
-        flat(gamma.grad(&grads), "batch norm gamma"),
-        flat(beta.grad(&grads), "batch norm beta"),
-    ]
-}
-
 /// LibTorch's batch norm (vendor/burn-tch: `batch_norm`, `native_batch_norm`
-/// for `batch_norm_train`, its own backward) against flex's (burn's generic
-/// defaults), for inputs of rank 2, 3 and 4 and the two epsilons the models
+/// for `batch_norm_train`, its own backward) against flex's (vendor/burn-flex
+/// change 2, itself checked against the definitions in `flex_kernels.rs`), for inputs of rank 2, 3 and 4 and the two epsilons the models
 /// use. Tolerance: 1e-5 on the CPU, 1e-4 on CUDA (another summation order), of
 /// the largest value of the same channel (or 1 if larger): the constant
 /// channel's input gradient is 1/√ε times the others'.
 #[test]
 fn libtorch_batch_norm_matches_flex() {
     let flex = DeviceChoice::Flex.device().expect("flex device");
-    let what = [
-        "inference output",
-        "training output",
-        "batch mean",
-        "batch variance",
-        "x gradient",
-        "gamma gradient",
-        "beta gradient",
-    ];
+    let what = BATCH_NORM_RESULTS;
     for epsilon in [1e-3, 1e-5] {
         for (device, choice, _) in libtorch_devices() {
             let tolerance = if device == "cpu" { 1e-5 } else { 1e-4 };

@@ -1,0 +1,39 @@
+#!/usr/bin/env bash
+# The training step of EfficientNet-Lite0 (batch 16) side by side, in turn, for
+# several rounds (docs/BENCHMARKS.md, "flex with its own training kernels"):
+# burn + flex, burn + LibTorch, PyTorch eager with its default allocator and with
+# the allocator settings histoshard trains with; optionally an older build of
+# examples/bench_train as "before". One JSON line per run, prefixed with the
+# round, size and what ran.
+#
+#   bash scripts/bench_step_rounds.sh                     # 3 rounds, 112² and 224²
+#   BEFORE=/path/to/old/bench_train ROUNDS=5 bash scripts/bench_step_rounds.sh
+#
+# Needs the torch venv (scripts/setup_torch_venv.sh) and a build of the example
+# with both backends: cargo build --release --features tch --example bench_train.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$HOME/.cache/histoshard-target}
+ex=${BENCH_TRAIN:-$CARGO_TARGET_DIR/release/examples/bench_train}
+py=${TORCH_PYTHON:-$(bash scripts/setup_torch_venv.sh)/bin/python}
+echo "# $(date -u +%FT%TZ) $(nproc) cores; load $(cut -d' ' -f1-3 /proc/loadavg)"
+for round in $(seq "${ROUNDS:-3}"); do
+    for spec in "112 6" "224 3"; do
+        read -r size steps <<<"$spec"
+        common=(--model efficientnet-lite0 --batch-size 16 --size "$size" --steps "$steps" --warmup 1 --threads "${THREADS:-2}")
+        echo -n "round $round, $size², flex: "
+        "$ex" "${common[@]}" --device flex
+        if [ -n "${BEFORE:-}" ]; then
+            echo -n "round $round, $size², flex before: "
+            "$BEFORE" "${common[@]}" --device flex
+        fi
+        echo -n "round $round, $size², LibTorch: "
+        "$ex" "${common[@]}" --device cpu
+        echo -n "round $round, $size², PyTorch: "
+        "$py" scripts/bench_torch_train.py "${common[@]}" --device cpu 2>&1 | grep -v gpuGetDeviceCount
+        echo -n "round $round, $size², PyTorch, histoshard's malloc settings: "
+        MALLOC_MMAP_MAX_=0 MALLOC_TRIM_THRESHOLD_=2147483647 \
+            "$py" scripts/bench_torch_train.py "${common[@]}" --device cpu 2>&1 | grep -v gpuGetDeviceCount
+    done
+done
+echo "# $(date -u +%FT%TZ) load $(cut -d' ' -f1-3 /proc/loadavg)"

@@ -1,0 +1,257 @@
+//! flex's own training kernels (vendor/burn-flex: the convolution weight
+//! gradient, change 1, whose depthwise case is `vendor/histoshard-kernels`,
+//! the kernel vendor/burn-tch runs too; batch norm, change 2) against plain
+//! f64 loops written from the definitions, on the convolutions of
+//! `common/kernels.rs` and on batch norm of rank 2, 3 and 4 with a constant
+//! channel. `libtorch_gradients.rs` then checks LibTorch against flex.
+
+#![cfg(feature = "flex")]
+
+#[path = "common/kernels.rs"]
+mod kernels;
+
+use histoshard::train::learner::DeviceChoice;
+use kernels::{
+    BATCH_NORM_RESULTS, Case, batch_norm_input, batch_norm_output_grad, batch_norm_results,
+    conv_cases, gradients, values,
+};
+
+/// Every value within `tolerance` of the reference's largest magnitude (or 1).
+fn assert_close(want: &[f64], got: &[f32], tolerance: f64, what: &str) {
+    assert_eq!(want.len(), got.len(), "{what}: size");
+    let scale = want.iter().fold(1f64, |m, v| m.max(v.abs()));
+    for (k, (w, g)) in want.iter().zip(got).enumerate() {
+        assert!(
+            (w - *g as f64).abs() <= tolerance * scale,
+            "{what}: element {k} is {g}, the reference's {w} (largest {scale})"
+        );
+    }
+}
+
+/// The gradients of Σ conv2d(x, w, b) ⊙ g, with the inputs of
+/// `kernels::gradients`, from the definition: `y[n, o, oy, ox] = b[o] +
+/// Σ w[o, i, ky, kx] · x[n, group·C_in/g + i, oy·s + ky·d − p, ox·s + kx·d − p]`.
+fn reference_gradients(case: &Case) -> [Vec<f64>; 3] {
+    let [batch, c_in, h, w] = case.input;
+    let [c_out, c_in_group, kh, kw] = case.weight;
+    let options = &case.options;
+    let [(top, bottom), (left, right)] = options.padding;
+    let [sy, sx] = options.stride;
+    let [dy, dx] = options.dilation;
+    let oh = (h + top + bottom - dy * (kh - 1) - 1) / sy + 1;
+    let ow = (w + left + right - dx * (kw - 1) - 1) / sx + 1;
+    let widen = |v: Vec<f32>| v.into_iter().map(f64::from).collect::<Vec<_>>();
+    let x = widen(values(case.input.iter().product(), 1));
+    let weight = widen(values(case.weight.iter().product(), 2));
+    let g = widen(values(batch * c_out * oh * ow, 4));
+    let (mut x_grad, mut w_grad, mut b_grad) = (
+        vec![0.0; x.len()],
+        vec![0.0; weight.len()],
+        vec![0.0; c_out],
+    );
+    let c_out_group = c_out / options.groups;
+    for n in 0..batch {
+        for o in 0..c_out {
+            let group = o / c_out_group;
+            for oy in 0..oh {
+                for ox in 0..ow {
+                    let go = g[((n * c_out + o) * oh + oy) * ow + ox];
+                    b_grad[o] += go;
+                    for i in 0..c_in_group {
+                        let c = group * c_in_group + i;
+                        for ky in 0..kh {
+                            let Some(iy) = (oy * sy + ky * dy).checked_sub(top) else {
+                                continue;
+                            };
+                            for kx in 0..kw {
+                                let Some(ix) = (ox * sx + kx * dx).checked_sub(left) else {
+                                    continue;
+                                };
+                                if iy >= h || ix >= w {
+                                    continue;
+                                }
+                                let xi = ((n * c_in + c) * h + iy) * w + ix;
+                                let wi = ((o * c_in_group + i) * kh + ky) * kw + kx;
+                                w_grad[wi] += go * x[xi];
+                                x_grad[xi] += go * weight[wi];
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+    [x_grad, w_grad, b_grad]
+}
+
+#[test]
+fn flex_convolution_gradients_match_the_definition() {
+    let flex = DeviceChoice::Flex.device().expect("flex device");
+    for case in &conv_cases() {
+        let got = gradients(&flex, case);
+        let want = reference_gradients(case);
+        for (what, (w, g)) in ["input", "weight", "bias"]
+            .iter()
+            .zip(want.iter().zip(&got))
+        {
+            assert_close(w, g, 1e-5, &format!("{}: {what} gradient", case.name));
+        }
+    }
+}
+
+/// What `kernels::batch_norm_results` returns, from the definitions in f64:
+/// `y = γ·(x − mean)/√(var + ε) + β` with the given statistics, then with
+/// the batch's (biased variance), and the gradients of Σ y ⊙ g.
+fn reference_batch_norm(x: &[f32], shape: &[usize], epsilon: f64, g: &[f32]) -> [Vec<f64>; 7] {
+    let channels = shape[1];
+    let inner: usize = shape[2..].iter().product();
+    let channel = |k: usize| (k / inner) % channels;
+    let count = (x.len() / channels) as f64;
+    let per_channel = |seed, offset: f64| -> Vec<f64> {
+        values(channels, seed)
+            .iter()
+            .map(|&v| v as f64 + offset)
+            .collect()
+    };
+    let (gamma, beta) = (per_channel(12, 1.5), per_channel(13, 0.0));
+    let (running_mean, running_var) = (per_channel(14, 0.0), per_channel(15, 1.5));
+    let normalize = |mean: &[f64], var: &[f64]| -> Vec<f64> {
+        x.iter()
+            .enumerate()
+            .map(|(k, &v)| {
+                let c = channel(k);
+                gamma[c] * (v as f64 - mean[c]) / (var[c] + epsilon).sqrt() + beta[c]
+            })
+            .collect()
+    };
+    let mut mean = vec![0.0; channels];
+    let mut var = vec![0.0; channels];
+    x.iter()
+        .enumerate()
+        .for_each(|(k, &v)| mean[channel(k)] += v as f64 / count);
+    x.iter().enumerate().for_each(|(k, &v)| {
+        var[channel(k)] += (v as f64 - mean[channel(k)]).powi(2) / count;
+    });
+    let sigma: Vec<f64> = var.iter().map(|v| (v + epsilon).sqrt()).collect();
+    let x_hat = |k: usize| (x[k] as f64 - mean[channel(k)]) / sigma[channel(k)];
+    let (mut beta_grad, mut gamma_grad) = (vec![0.0; channels], vec![0.0; channels]);
+    for (k, &gk) in g.iter().enumerate() {
+        beta_grad[channel(k)] += gk as f64;
+        gamma_grad[channel(k)] += gk as f64 * x_hat(k);
+    }
+    let x_grad = (0..x.len())
+        .map(|k| {
+            let c = channel(k);
+            gamma[c] / sigma[c]
+                * (g[k] as f64 - beta_grad[c] / count - x_hat(k) * gamma_grad[c] / count)
+        })
+        .collect();
+    [
+        normalize(&running_mean, &running_var),
+        normalize(&mean, &var),
+        mean.clone(),
+        var.clone(),
+        x_grad,
+        gamma_grad,
+        beta_grad,
+    ]
+}
+
+#[test]
+fn flex_batch_norm_matches_the_definition() {
+    let flex = DeviceChoice::Flex.device().expect("flex device");
+    let what = BATCH_NORM_RESULTS;
+    for epsilon in [1e-3, 1e-5] {
+        for shape in [vec![4, 5, 6, 7], vec![3, 4, 10], vec![16, 6]] {
+            let got = match shape[..] {
+                [a, b, c, d] => batch_norm_results(&flex, [a, b, c, d], epsilon),
+                [a, b, c] => batch_norm_results(&flex, [a, b, c], epsilon),
+                [a, b] => batch_norm_results(&flex, [a, b], epsilon),
+                _ => unreachable!(),
+            };
+            let x = batch_norm_input(&shape);
+            let g = batch_norm_output_grad(x.len());
+            let want = reference_batch_norm(&x, &shape, epsilon, &g);
+            let name = format!("{shape:?}, epsilon {epsilon}");
+            // The constant channel: variance exactly 0, output beta.
+            assert_eq!(got[3][1], 0.0, "{name}: the constant channel's variance");
+            let inner: usize = shape[2..].iter().product();
+            for (i, (w, g)) in want.iter().zip(&got).enumerate() {
+                // Outputs and the input gradient are shaped as the input, the
+                // rest [channels]. Each channel within 1e-5 of its own largest
+                // value (the constant channel's input gradient is 1/√ε times
+                // the others').
+                let inner = if [0, 1, 4].contains(&i) { inner } else { 1 };
+                for c in 0..shape[1] {
+                    let of_channel = |v: &[f64]| -> Vec<f64> {
+                        (0..v.len())
+                            .filter(|k| (k / inner) % shape[1] == c)
+                            .map(|k| v[k])
+                            .collect()
+                    };
+                    let got: Vec<f32> = (0..g.len())
+                        .filter(|k| (k / inner) % shape[1] == c)
+                        .map(|k| g[k])
+                        .collect();
+                    let what = format!("{name}: {}, channel {c}", what[i]);
+                    assert_close(&of_channel(w), &got, 1e-5, &what);
+                }
+            }
+        }
+    }
+}
+
+/// A depthwise transposed convolution called directly (vendor/burn-flex
+/// change 3 takes it), with a bias and an output padding, against
+/// `out[n, c, oy·s + i·d − p, ox·s + j·d − p] += x[n, c, oy, ox] · w[c, 0, i, j]`, plus `b[c]`.
+#[test]
+fn flex_depthwise_transposed_convolution_matches_the_definition() {
+    use burn::tensor::{Tensor, TensorData, module::conv_transpose2d, ops::ConvTransposeOptions};
+    let device = DeviceChoice::Flex.device().expect("flex device");
+    let ([batch, channels, oh, ow], [kh, kw]) = ([2, 3, 5, 4], [5, 3]);
+    let (stride, padding, padding_out, dilation) = ([2, 2], [2, 1], [1, 0], [1, 2]);
+    let x = values(batch * channels * oh * ow, 21);
+    let w = values(channels * kh * kw, 22);
+    let b = values(channels, 23);
+    let got = conv_transpose2d(
+        Tensor::<4>::from_data(
+            TensorData::new(x.clone(), [batch, channels, oh, ow]),
+            &device,
+        ),
+        Tensor::<4>::from_data(TensorData::new(w.clone(), [channels, 1, kh, kw]), &device),
+        Some(Tensor::<1>::from_data(
+            TensorData::new(b.clone(), [channels]),
+            &device,
+        )),
+        ConvTransposeOptions::new(stride, padding, padding_out, dilation, channels),
+    );
+    let size = |k: usize, out: usize, kernel: usize| {
+        (out - 1) * stride[k] + dilation[k] * (kernel - 1) + 1 + padding_out[k] - 2 * padding[k]
+    };
+    let (h, wd) = (size(0, oh, kh), size(1, ow, kw));
+    assert_eq!(got.dims(), [batch, channels, h, wd]);
+    let mut want = vec![0f64; batch * channels * h * wd];
+    for n in 0..batch {
+        for c in 0..channels {
+            let plane = (n * channels + c) * h * wd;
+            want[plane..plane + h * wd].fill(b[c] as f64);
+            for (oy, ox, i, j) in (0..oh).flat_map(|oy| {
+                (0..ow).flat_map(move |ox| {
+                    (0..kh).flat_map(move |i| (0..kw).map(move |j| (oy, ox, i, j)))
+                })
+            }) {
+                let y = (oy * stride[0] + i * dilation[0]).checked_sub(padding[0]);
+                let xx = (ox * stride[1] + j * dilation[1]).checked_sub(padding[1]);
+                if let (Some(y), Some(xx)) = (y, xx)
+                    && y < h
+                    && xx < wd
+                {
+                    want[plane + y * wd + xx] += x[((n * channels + c) * oh + oy) * ow + ox] as f64
+                        * w[(c * kh + i) * kw + j] as f64;
+                }
+            }
+        }
+    }
+    let got = got.into_data().try_to_vec::<f32>().unwrap();
+    assert_close(&want, &got, 1e-5, "depthwise transposed convolution");
+}

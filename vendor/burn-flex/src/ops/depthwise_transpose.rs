@@ -1,0 +1,95 @@
+//! histoshard (vendor/README.md, burn-flex change 3): depthwise transposed
+//! convolutions (weight `[C, 1, kh, kw]`, `groups == C`), computed directly
+//! by `histoshard_kernels::depthwise`, the planes split over rayon's threads.
+//!
+//! burn computes a convolution's input gradient as a transposed convolution
+//! (`conv2d_x_backward`), so a depthwise convolution's input gradient is one
+//! of these. burn-flex 0.22.1's `conv_transpose2d` runs them through its
+//! general kernel, which spent a quarter of EfficientNet-Lite0's training
+//! step there (docs/BENCHMARKS.md). Every other transposed convolution keeps
+//! burn-flex's kernel. `f32` and `f64` only; the rest keep it too.
+
+use crate::{FlexTensor, Layout};
+use alloc::vec;
+use burn_backend::{DType, Element, TensorMetadata, ops::ConvTransposeOptions};
+use burn_std::{Bytes, Shape};
+use histoshard_kernels::{Real, depthwise::Depthwise};
+use rayon::prelude::*;
+
+/// `Ok(conv_transpose2d(x, weight, bias, options))` for a depthwise transposed
+/// convolution of `f32` or `f64` tensors; every other one comes back as `Err`
+/// with its arguments.
+#[allow(clippy::type_complexity)]
+pub(crate) fn conv_transpose2d(
+    x: FlexTensor,
+    weight: FlexTensor,
+    bias: Option<FlexTensor>,
+    options: &ConvTransposeOptions<2>,
+) -> Result<FlexTensor, (FlexTensor, FlexTensor, Option<FlexTensor>)> {
+    let (xs, ws) = (x.shape(), weight.shape());
+    let depthwise = xs.num_dims() == 4
+        && ws.num_dims() == 4
+        && ws[1] == 1
+        && ws[0] == xs[1]
+        && options.groups == xs[1]
+        && weight.dtype() == x.dtype()
+        && bias.as_ref().is_none_or(|b| b.dtype() == x.dtype());
+    match x.dtype() {
+        DType::F32 if depthwise => Ok(transpose::<f32>(x, weight, bias, options)),
+        DType::F64 if depthwise => Ok(transpose::<f64>(x, weight, bias, options)),
+        _ => Err((x, weight, bias)),
+    }
+}
+
+fn transpose<T: Real + Element + bytemuck::Pod>(
+    x: FlexTensor,
+    weight: FlexTensor,
+    bias: Option<FlexTensor>,
+    options: &ConvTransposeOptions<2>,
+) -> FlexTensor {
+    let x = x.into_contiguous();
+    let weight = weight.into_contiguous();
+    let [batch, channels, oh, ow] = x.layout().shape().dims::<4>();
+    let [_, _, kh, kw] = weight.layout().shape().dims::<4>();
+    let size = |k: usize, out: usize, kernel: usize| {
+        ((out.max(1) - 1) * options.stride[k]
+            + options.dilation[k] * (kernel - 1)
+            + 1
+            + options.padding_out[k])
+            .saturating_sub(2 * options.padding[k])
+    };
+    let input = [size(0, oh, kh), size(1, ow, kw)];
+    let shape = Depthwise {
+        batch,
+        channels,
+        input,
+        padding: options.padding,
+        kernel: [kh, kw],
+        out: [oh, ow],
+        stride: options.stride,
+        dilation: options.dilation,
+    };
+    let plane = input[0] * input[1];
+    let mut out = vec![T::default(); batch * channels * plane];
+    if plane > 0 && !shape.is_empty() {
+        let (w, g) = (weight.storage::<T>(), x.storage::<T>());
+        let per_task = (batch * channels)
+            .div_ceil(rayon::current_num_threads() * 4)
+            .max(1);
+        out.par_chunks_mut(per_task * plane)
+            .enumerate()
+            .for_each(|(t, chunk)| shape.input_grad(w, g, t * per_task, chunk));
+    }
+    if let Some(bias) = bias {
+        let bias = bias.into_contiguous();
+        let bias = bias.storage::<T>();
+        for (k, plane) in out.chunks_exact_mut(plane.max(1)).enumerate() {
+            plane.iter_mut().for_each(|v| *v += bias[k % channels]);
+        }
+    }
+    FlexTensor::new(
+        Bytes::from_elems(out),
+        Layout::contiguous(Shape::new([batch, channels, input[0], input[1]])),
+        T::dtype(),
+    )
+}
