@@ -24,38 +24,42 @@ use std::time::Instant;
 
 use tch::{Device, Kind, Tensor};
 
-/// oneDNN's weight gradient through autograd, as vendor/burn-tch computes it
-/// for every convolution but the CPU's depthwise ones.
-fn onednn(
-    x: &Tensor,
-    w: &Tensor,
-    g: &Tensor,
+/// A depthwise convolution's stride, padding and dilation.
+struct Conv {
     stride: [i64; 2],
     pad: [i64; 2],
     dil: [i64; 2],
-) -> Tensor {
-    let groups = w.size()[0];
-    tch::with_grad(|| {
-        let w = w.detach().set_requires_grad(true);
-        let y = x.conv2d(&w, None::<Tensor>, stride, pad, dil, groups);
-        let objective = (y * g).sum(None::<Kind>);
-        Tensor::run_backward(&[objective], &[&w], false, false)
-            .pop()
-            .expect("one gradient")
-    })
 }
 
-fn direct(
-    x: &Tensor,
-    w: &Tensor,
-    g: &Tensor,
-    stride: [i64; 2],
-    pad: [i64; 2],
-    dil: [i64; 2],
-) -> Tensor {
-    let u = |v: [i64; 2]| v.map(|v| v as usize);
-    depthwise::weight_grad(x, w, g, u(stride), u(pad), u(dil), w.size()[0] as usize)
-        .expect("a depthwise f32 CPU convolution")
+impl Conv {
+    /// oneDNN's weight gradient through autograd, as vendor/burn-tch computes
+    /// it for every convolution but the CPU's depthwise ones.
+    fn onednn(&self, x: &Tensor, w: &Tensor, g: &Tensor) -> Tensor {
+        let groups = w.size()[0];
+        tch::with_grad(|| {
+            let w = w.detach().set_requires_grad(true);
+            let y = x.conv2d(&w, None::<Tensor>, self.stride, self.pad, self.dil, groups);
+            let objective = (y * g).sum(None::<Kind>);
+            Tensor::run_backward(&[objective], &[&w], false, false)
+                .pop()
+                .expect("one gradient")
+        })
+    }
+
+    /// The direct weight gradient vendor/burn-tch runs for them.
+    fn direct(&self, x: &Tensor, w: &Tensor, g: &Tensor) -> Tensor {
+        let u = |v: [i64; 2]| v.map(|v| v as usize);
+        let groups = w.size()[0] as usize;
+        depthwise::weight_grad(x, w, g, u(self.stride), u(self.pad), u(self.dil), groups)
+            .expect("a depthwise f32 CPU convolution")
+    }
+}
+
+/// `f()` and how long it took, in ms.
+fn timed(f: impl FnOnce() -> Tensor) -> (Tensor, f64) {
+    let t = Instant::now();
+    let out = f();
+    (out, t.elapsed().as_secs_f64() * 1e3)
 }
 
 fn relative_difference(a: &Tensor, b: &Tensor) -> f64 {
@@ -106,10 +110,8 @@ fn main() {
                 &x.conv2d(&w, None::<Tensor>, stride, pad, dil, input[1])
                     .size(),
             );
-            let d = relative_difference(
-                &onednn(&x, &w, &g, stride, pad, dil),
-                &direct(&x, &w, &g, stride, pad, dil),
-            );
+            let conv = Conv { stride, pad, dil };
+            let d = relative_difference(&conv.onednn(&x, &w, &g), &conv.direct(&x, &w, &g));
             println!(
                 "{input:?} kernel {k:?} stride {stride:?} padding {pad:?} dilation {dil:?}: relative difference {d:.1e}"
             );
@@ -153,13 +155,16 @@ fn main() {
         let g = randn(&[16, c, out, out]);
         let mut times = [Vec::new(), Vec::new()];
         let mut diff = 0f64;
+        let conv = Conv {
+            stride: [s, s],
+            pad: [0, 0],
+            dil: [1, 1],
+        };
         for _ in 0..reps {
-            let t = Instant::now();
-            let a = onednn(&x, &w, &g, [s, s], [0, 0], [1, 1]);
-            times[0].push(t.elapsed().as_secs_f64() * 1e3);
-            let t = Instant::now();
-            let b = direct(&x, &w, &g, [s, s], [0, 0], [1, 1]);
-            times[1].push(t.elapsed().as_secs_f64() * 1e3);
+            let (a, old) = timed(|| conv.onednn(&x, &w, &g));
+            let (b, new) = timed(|| conv.direct(&x, &w, &g));
+            times[0].push(old);
+            times[1].push(new);
             diff = relative_difference(&a, &b);
         }
         let [old, new] = times.map(|mut v| {

@@ -157,6 +157,12 @@ fn reference_batch_norm(x: &[f32], shape: &[usize], epsilon: f64, g: &[f32]) -> 
     ]
 }
 
+/// The values of channel `c` of a `[.., channels, inner]`-shaped tensor.
+fn channel_values<T: Copy>(v: &[T], c: usize, channels: usize, inner: usize) -> Vec<T> {
+    let of = |k: &usize| (k / inner) % channels == c;
+    (0..v.len()).filter(of).map(|k| v[k]).collect()
+}
+
 #[test]
 fn flex_batch_norm_matches_the_definition() {
     let flex = DeviceChoice::Flex.device().expect("flex device");
@@ -183,18 +189,12 @@ fn flex_batch_norm_matches_the_definition() {
                 // the others').
                 let inner = if [0, 1, 4].contains(&i) { inner } else { 1 };
                 for c in 0..shape[1] {
-                    let of_channel = |v: &[f64]| -> Vec<f64> {
-                        (0..v.len())
-                            .filter(|k| (k / inner) % shape[1] == c)
-                            .map(|k| v[k])
-                            .collect()
-                    };
-                    let got: Vec<f32> = (0..g.len())
-                        .filter(|k| (k / inner) % shape[1] == c)
-                        .map(|k| g[k])
-                        .collect();
+                    let (w, g) = (
+                        channel_values(w, c, shape[1], inner),
+                        channel_values(g, c, shape[1], inner),
+                    );
                     let what = format!("{name}: {}, channel {c}", what[i]);
-                    assert_close(&of_channel(w), &got, 1e-5, &what);
+                    assert_close(&w, &g, 1e-5, &what);
                 }
             }
         }
