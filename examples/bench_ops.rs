@@ -43,7 +43,8 @@ use burn::{
 };
 use histoshard::train::{
     learner::{self, DeviceChoice},
-    models::{EfficientNetConfig, LiteVariant, layers::relu6},
+    models::{EfficientNetConfig, LiteVariant},
+    ops::relu6::relu6,
 };
 
 /// Every case, in the order they run (the same names as the Python side).

@@ -3,8 +3,8 @@
 # several rounds (docs/BENCHMARKS.md, "flex with its own training kernels"):
 # burn + flex, burn + LibTorch, PyTorch eager with its default allocator and with
 # the allocator settings histoshard trains with; optionally an older build of
-# examples/bench_train as "before". One JSON line per run, prefixed with the
-# round, size and what ran.
+# examples/bench_train as "before" (built with both backends, it runs on both).
+# One JSON line per run, prefixed with the round, size and what ran.
 #
 #   bash scripts/bench_step_rounds.sh                     # 3 rounds, 112² and 224²
 #   BEFORE=/path/to/old/bench_train ROUNDS=5 bash scripts/bench_step_rounds.sh
@@ -29,6 +29,10 @@ for round in $(seq "${ROUNDS:-3}"); do
         fi
         echo -n "round $round, $size², LibTorch: "
         "$ex" "${common[@]}" --device cpu
+        if [ -n "${BEFORE:-}" ]; then
+            echo -n "round $round, $size², LibTorch before: "
+            "$BEFORE" "${common[@]}" --device cpu
+        fi
         echo -n "round $round, $size², PyTorch: "
         "$py" scripts/bench_torch_train.py "${common[@]}" --device cpu 2>&1 | grep -v gpuGetDeviceCount
         echo -n "round $round, $size², PyTorch, histoshard's malloc settings: "

@@ -3,7 +3,8 @@
 //! the kernel vendor/burn-tch runs too; batch norm, change 2) against plain
 //! f64 loops written from the definitions, on the convolutions of
 //! `common/kernels.rs` and on batch norm of rank 2, 3 and 4 with a constant
-//! channel. `libtorch_gradients.rs` then checks LibTorch against flex.
+//! channel; histoshard's ReLU6 operation (`src/train/ops/`) against
+//! min(max(x, 0), 6). `libtorch_gradients.rs` then checks LibTorch against flex.
 
 #![cfg(feature = "flex")]
 
@@ -12,8 +13,8 @@ mod kernels;
 
 use histoshard::train::learner::DeviceChoice;
 use kernels::{
-    BATCH_NORM_RESULTS, Case, batch_norm_input, batch_norm_output_grad, batch_norm_results,
-    conv_cases, gradients, values,
+    BATCH_NORM_RESULTS, Case, activation_input, activation_results, batch_norm_input,
+    batch_norm_output_grad, batch_norm_results, conv_cases, gradients, values,
 };
 
 /// Every value within `tolerance` of the reference's largest magnitude (or 1).
@@ -254,4 +255,29 @@ fn flex_depthwise_transposed_convolution_matches_the_definition() {
     }
     let got = got.into_data().try_to_vec::<f32>().unwrap();
     assert_close(&want, &got, 1e-5, "depthwise transposed convolution");
+}
+
+#[test]
+fn flex_relu6_matches_the_definition() {
+    // histoshard's ReLU6 operation (src/train/ops/relu6.rs): min(max(x, 0), 6)
+    // exactly, and the gradient g where 0 < x < 6 (PyTorch's rule), on a
+    // contiguous tensor and on a strided view of one; ReLU beside it.
+    let flex = DeviceChoice::Flex.device().expect("flex device");
+    let x = activation_input();
+    let g = values(x.len(), 6);
+    for six in [false, true] {
+        for transposed in [false, true] {
+            let name = format!(
+                "{} (transposed: {transposed})",
+                if six { "relu6" } else { "relu" }
+            );
+            let (y, grad) = activation_results(&flex, six, transposed);
+            for (i, &xi) in x.iter().enumerate() {
+                let want = if six { xi.clamp(0.0, 6.0) } else { xi.max(0.0) };
+                assert_eq!(y[i], want, "{name}({xi})");
+                let inside = xi > 0.0 && (!six || xi < 6.0);
+                assert_eq!(grad[i], if inside { g[i] } else { 0.0 }, "{name}'({xi})");
+            }
+        }
+    }
 }

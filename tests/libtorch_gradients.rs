@@ -5,7 +5,7 @@
 //! dilated, grouped, depthwise, and with asymmetric "same" padding; the
 //! depthwise weight gradient that it computes itself on the CPU, with batches,
 //! strides, dilations and kernels other than 3×3), the
-//! ReLU backward (checked through ReLU and the models' ReLU6), and the constant
+//! ReLU backward and histoshard's ReLU6 operation (`src/train/ops/`), and the constant
 //! tensors and padding that the asymmetric convolutions are built on
 //! (`full`/`zeros`/`ones` in each float dtype, `pad` in each mode), and batch
 //! norm (inference; training output, statistics and gradients). flex's own
@@ -17,9 +17,12 @@
 #[path = "common/kernels.rs"]
 mod kernels;
 
-use burn::tensor::{DType, Device, Tensor, TensorData, activation::relu, ops::PadMode};
-use histoshard::train::{learner::DeviceChoice, models::layers::relu6};
-use kernels::{BATCH_NORM_RESULTS, batch_norm_results, conv_cases, flat, gradients, values};
+use burn::tensor::{DType, Device, Tensor, TensorData, ops::PadMode};
+use histoshard::train::learner::DeviceChoice;
+use kernels::{
+    BATCH_NORM_RESULTS, activation_input, activation_results, batch_norm_results, conv_cases, flat,
+    gradients, values,
+};
 
 #[test]
 fn libtorch_convolution_gradients_match_flex() {
@@ -46,40 +49,17 @@ fn libtorch_convolution_gradients_match_flex() {
 
 #[test]
 fn libtorch_relu_gradients_match_flex() {
-    // Values on both sides of 0 and of 6, and exactly at them.
-    let mut x: Vec<f32> = values(600, 5).iter().map(|v| v * 9.0).collect();
-    x.extend([0.0, 6.0, -0.0, 5.999_999, 6.000_001, 12.0, 30.0]);
-    let g = values(x.len(), 6);
-    let n = x.len();
-    let run = |device: &Device, six: bool| -> (Vec<f32>, Vec<f32>) {
-        let device = device.clone().autodiff();
-        let input = Tensor::<1>::from_data(TensorData::new(x.clone(), [n]), &device).require_grad();
-        let y = if six {
-            relu6(input.clone())
-        } else {
-            relu(input.clone())
-        };
-        let out = y.clone().into_data().try_to_vec::<f32>().unwrap();
-        let weights = Tensor::<1>::from_data(TensorData::new(g.clone(), [n]), &device);
-        let grads = (y * weights).sum().backward();
-        (out, flat(input.grad(&grads), "relu"))
-    };
+    // flex against the definitions: flex_kernels.rs.
     let flex = DeviceChoice::Flex.device().expect("flex device");
+    let x = activation_input();
     for six in [false, true] {
         let name = if six { "relu6" } else { "relu" };
-        let (want_y, want_g) = run(&flex, six);
-        // ReLU6 is min(max(x, 0), 6); its gradient (two ReLUs) is g where 0 < x ≤ 6.
-        for (i, (&xi, &yi)) in x.iter().zip(&want_y).enumerate() {
-            let exact = if six { xi.clamp(0.0, 6.0) } else { xi.max(0.0) };
-            assert!((yi - exact).abs() <= 4e-6, "{name}({xi}) = {yi} on flex");
-            let inside = xi > 0.0 && (!six || xi <= 6.0);
-            let slope = if inside { g[i] } else { 0.0 };
-            assert_eq!(want_g[i], slope, "{name}'({xi}) on flex");
-        }
+        let (want_y, want_g) = activation_results(&flex, six, false);
         for (device, choice, _) in libtorch_devices() {
-            let (y, grad) = run(&choice.device().expect("LibTorch device"), six);
+            let (y, grad) =
+                activation_results(&choice.device().expect("LibTorch device"), six, false);
             for (what, got, want) in [("value", &y, &want_y), ("gradient", &grad, &want_g)] {
-                if let Some(i) = (0..n).find(|&i| got[i] != want[i]) {
+                if let Some(i) = (0..x.len()).find(|&i| got[i] != want[i]) {
                     panic!(
                         "{name} on {device}: {what} at x = {} is {} (flex: {})",
                         x[i], got[i], want[i]

@@ -16,6 +16,7 @@
 //! - [`metrics`]: accuracy, AUC, … with confidence intervals.
 //! - [`evaluate`]: patch- and image-level evaluation of a run.
 //! - [`export`]: safetensors (PyTorch names) or burnpack, plus `model.json`.
+//! - [`ops`]: backend operations histoshard adds to burn (ReLU6 in one pass each way).
 //! - [`prefix_cache`]: fine-tuning a frozen-statistics tail from cached activations.
 //! - [`plot`]: SVG charts (lines, grouped bars, confusion matrix) with `plotters`.
 //! - [`predict`]: whole new images → patch probabilities, image label, heatmap.
@@ -40,6 +41,7 @@ pub mod infer;
 pub mod learner;
 pub mod metrics;
 pub mod models;
+pub mod ops;
 pub mod plot;
 pub mod predict;
 pub mod prefix_cache;

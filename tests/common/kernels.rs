@@ -1,12 +1,14 @@
 //! Inputs and results shared by the gradient tests: `flex_kernels.rs` checks
 //! flex against references computed here in f64, `libtorch_gradients.rs`
-//! checks LibTorch against flex.
+//! checks LibTorch against flex. Each of them uses a part of this file.
 
 use burn::tensor::{
     Device, Tensor, TensorData,
+    activation::relu,
     module::{batch_norm, batch_norm_train, conv2d},
     ops::ConvOptions,
 };
+use histoshard::train::ops::relu6::relu6;
 
 /// Values in [-1, 1) from a xorshift stream: reproducible, no two alike.
 pub fn values(n: usize, seed: u64) -> Vec<f32> {
@@ -238,4 +240,35 @@ pub fn batch_norm_results<const D: usize>(
         flat(gamma.grad(&grads), "batch norm gamma"),
         flat(beta.grad(&grads), "batch norm beta"),
     ]
+}
+
+/// Inputs of the activation checks: values on both sides of 0 and of 6,
+/// exactly at them and far above, as a `[rows, 8]` matrix.
+pub fn activation_input() -> Vec<f32> {
+    let mut x: Vec<f32> = values(600, 5).iter().map(|v| v * 9.0).collect();
+    x.extend([0.0, 6.0, -0.0, 5.999_999, 6.000_001, 12.0, 30.0, -6.0]);
+    x
+}
+
+/// ReLU6 (`six`) or ReLU of [`activation_input`] on `device` (made
+/// differentiable), and the gradient of Σ act(x) ⊙ g with g = `values(n, 6)`.
+/// `transposed` feeds the matrix's transpose, a strided view, in and
+/// transposes back: the gradient is the same function of x.
+pub fn activation_results(device: &Device, six: bool, transposed: bool) -> (Vec<f32>, Vec<f32>) {
+    let x = activation_input();
+    let n = x.len();
+    let device = device.clone().autodiff();
+    let input = Tensor::<2>::from_data(TensorData::new(x, [n / 8, 8]), &device).require_grad();
+    let act = |t: Tensor<2>| {
+        if six { relu6(t) } else { relu(t) }
+    };
+    let y = if transposed {
+        act(input.clone().transpose()).transpose()
+    } else {
+        act(input.clone())
+    };
+    let out = y.clone().into_data().try_to_vec::<f32>().unwrap();
+    let weights = Tensor::<2>::from_data(TensorData::new(values(n, 6), [n / 8, 8]), &device);
+    let grads = (y * weights).sum().backward();
+    (out, flat(input.grad(&grads), "activation"))
 }

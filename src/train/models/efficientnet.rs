@@ -29,10 +29,11 @@ use std::path::Path;
 
 use super::{
     Architecture, Backbone, LOAD_STATE_DICT, ModelKind,
-    layers::{fold_batch_norm, relu6, set_trainable},
+    layers::{fold_batch_norm, set_trainable},
     pretrained::{load_checked, pth_store},
 };
 use crate::preprocess::Normalization;
+use crate::train::ops::relu6::relu6;
 
 /// Which EfficientNet-Lite.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]

@@ -1,7 +1,8 @@
 //! Building blocks shared by the backbones: a bias-free convolution followed
-//! by batch norm (MobileNetV2, Inception-v3), ReLU6 (MobileNetV2,
-//! EfficientNet-Lite), a way to freeze every batch norm of a sub-network, and
-//! batch norm folded into the convolution before it, for inference.
+//! by batch norm (MobileNetV2, Inception-v3), a way to freeze every batch
+//! norm of a sub-network, and batch norm folded into the convolution before
+//! it, for inference. (ReLU6, which MobileNetV2 and EfficientNet-Lite use, is
+//! a backend operation: `crate::train::ops::relu6`.)
 
 use burn::{
     module::{Flag, Module, ModuleMapper, Param},
@@ -9,19 +10,8 @@ use burn::{
         BatchNorm, BatchNormConfig, PaddingConfig2d,
         conv::{Conv2d, Conv2dConfig},
     },
-    tensor::{Device, Tensor, activation::relu},
+    tensor::{Device, Tensor},
 };
-
-/// ReLU6 as relu(x) − relu(x − 6). burn's `relu6` is a clamp, which its
-/// autodiff records as comparisons and masked fills, forward and backward:
-/// 17.6% of an EfficientNet-Lite0 training step on LibTorch's CPU
-/// (docs/BENCHMARKS.md), whose `masked_fill` kernel is scalar. Two ReLUs and a
-/// subtraction give the same values (exactly up to x = 12; beyond, within an
-/// ulp of x) with vectorised kernels both ways.
-pub fn relu6<const D: usize>(x: Tensor<D>) -> Tensor<D> {
-    let above_six = relu(x.clone().sub_scalar(6.0));
-    relu(x) - above_six
-}
 
 /// `conv` then `bn` normalising with its running statistics (inference), as
 /// one convolution with a bias: per output channel, with s = γ / √(var + ε),

@@ -30,10 +30,11 @@ use std::path::Path;
 
 use super::{
     Architecture, Backbone, LOAD_STATE_DICT, ModelKind,
-    layers::{ConvBn, ConvBnConfig, relu6, set_trainable},
+    layers::{ConvBn, ConvBnConfig, set_trainable},
     pretrained::{escape, load_checked, pth_store},
 };
 use crate::preprocess::Normalization;
+use crate::train::ops::relu6::relu6;
 
 /// What torchvision's MobileNetV2 was trained with.
 pub const NORMALIZATION: Normalization = Normalization::IMAGENET;

@@ -17,14 +17,15 @@
 //!   and the sums are added in order, so the result does not depend on the
 //!   thread count.
 //!
+//! Asymmetric padding is read in place, not applied to a copy of the input.
 //! `f32` and `f64` run natively; `f16` and `bf16` through `f32`.
 
 use crate::ops::module::{cast_from_f32, cast_to_f32};
-use crate::{Flex, FlexTensor, Layout};
+use crate::{FlexTensor, Layout};
 use alloc::{vec, vec::Vec};
 use burn_backend::{
     DType, Element, TensorMetadata,
-    ops::{ConvOptions, conv::pad_asymmetric_conv_input},
+    ops::ConvOptions,
 };
 use burn_std::{Bytes, Shape, bf16, f16};
 use histoshard_kernels::{Real, depthwise::Depthwise};
@@ -38,7 +39,6 @@ pub(crate) fn conv2d_weight_backward(
     output_grad: FlexTensor,
     options: ConvOptions<2>,
 ) -> FlexTensor {
-    let (x, options) = pad_asymmetric_conv_input::<Flex, 2>(x, options);
     let weight_shape = weight.shape();
     match x.dtype() {
         DType::F32 => weight_grad::<f32>(x, output_grad, weight_shape, &options),
@@ -102,8 +102,10 @@ fn weight_grad<T: Real + Element + bytemuck::Pod>(
     )
 }
 
-/// The convolution, its padding symmetric (asymmetric padding is applied to
-/// the input first).
+/// The convolution. `padding` is the padding before the first row and
+/// column: both kernels read zero wherever a tap falls outside the input, so
+/// asymmetric padding needs no padded copy of the input (the far side's
+/// extent is in `out`).
 struct Geometry {
     batch: usize,
     c_in: usize,
@@ -125,7 +127,10 @@ impl Geometry {
 
     /// A 1×1, stride-1, unpadded convolution: its im2col is its input.
     fn is_pointwise(&self) -> bool {
-        self.kernel == [1, 1] && self.stride == [1, 1] && self.padding == [0, 0]
+        self.kernel == [1, 1]
+            && self.stride == [1, 1]
+            && self.padding == [0, 0]
+            && self.out == self.input
     }
 
     fn c_out_group(&self) -> usize {

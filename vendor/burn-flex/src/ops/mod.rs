@@ -101,6 +101,8 @@ pub mod comparison;
 mod conv_common;
 pub mod conv;
 pub mod conv_transpose;
+// histoshard (vendor/README.md, burn-flex change 4).
+mod conv_input_grad;
 // histoshard (vendor/README.md, burn-flex change 1).
 #[cfg(feature = "rayon")]
 mod conv_weight_grad;

@@ -76,6 +76,16 @@ impl ModuleOps<Flex> for Flex {
         }
     }
 
+    // histoshard (vendor/README.md, burn-flex change 4): without a padded copy of `x`.
+    fn conv2d_x_backward(
+        x: FloatTensor<Flex>,
+        weight: FloatTensor<Flex>,
+        output_grad: FloatTensor<Flex>,
+        options: ConvOptions<2>,
+    ) -> FloatTensor<Flex> {
+        crate::ops::conv_input_grad::conv2d_x_backward(x, weight, output_grad, options)
+    }
+
     // histoshard (vendor/README.md, burn-flex change 1).
     #[cfg(feature = "rayon")]
     fn conv2d_weight_backward(
