@@ -8,7 +8,9 @@
 //! training step (docs/BENCHMARKS.md). Here the transposed convolution crops
 //! the padding before the first row and column itself (its own `padding`),
 //! and a narrow removes the rows and columns that only the extra padding at
-//! the far side made. The same values as the default, element for element.
+//! the far side made. The same function as the default (tests/flex_kernels.rs
+//! checks both gradients against the definition on asymmetric paddings,
+//! more before than after among them).
 
 use crate::{Flex, FlexTensor};
 use burn_backend::{
@@ -34,7 +36,7 @@ pub(crate) fn conv2d_x_backward(
     for k in 0..2 {
         // The transposed convolution's own size, less `begin` at each side;
         // at least the input's, as the far-side padding (≥ 0) makes up.
-        let natural = ((out[k] - 1) * options.stride[k] + options.dilation[k] * (kernel[k] - 1) + 1)
+        let natural = (out[k].saturating_sub(1) * options.stride[k] + options.dilation[k] * (kernel[k] - 1) + 1)
             .saturating_sub(2 * begin[k]);
         size[k] = natural.max(input[k]);
         padding_out[k] = size[k] - natural;
