@@ -21,7 +21,10 @@ Two sources, one grouping:
   symbol when that says it (a depthwise kernel, a GEMM, oneDNN's JIT code),
   else split between operations in the proportions the same symbol has in
   the samples whose stack does say (an element-wise kernel serves batch
-  norm, ReLU6 and the residual adds alike).
+  norm, ReLU6 and the residual adds alike). oneDNN's JIT kernels count as
+  one symbol per kind; what no stack names of them (perf cannot unwind JIT
+  code) is "oneDNN JIT code, operation not told": LibTorch's convolutions and
+  layout reorders.
 
 * ``torch.profiler`` (PyTorch): ``scripts/bench_torch_train.py --profile``
   calls :func:`torch_groups` on the profiled steps; an event's self time goes
@@ -57,6 +60,7 @@ GROUPS = [
     "elementwise (residual, grad sums)",
     "Adam",
     "memory / alloc",
+    "oneDNN JIT code, operation not told",
     "other",
 ]
 
@@ -125,6 +129,17 @@ def name(frame):
     return frame.split(" [")[0]
 
 
+# oneDNN's JIT kernels (named through perf's map of the process, /tmp/perf-PID.map)
+# are numbered per instance: "jit_single_blk_kernel.72". Perf cannot unwind
+# through JIT code, so most of their samples have the kernel and nothing else;
+# one name per kind lets the samples that do have a stack share out the rest.
+JIT = r" \[/tmp/perf-\d+\.map\]$"
+
+
+def leaf_kind(leaf):
+    return re.sub(r"\.\d+(?=" + JIT + ")", "", leaf)
+
+
 def perf_group(frames):
     """The group a stack says, or None (then the kernel's share decides)."""
     leaf = name(frames[0]) if frames else "[unknown]"
@@ -170,7 +185,7 @@ def perf_main(a):
     total = 0
     for _tid, period, frames in perf_samples(sys.stdin):
         total += period
-        leaf = frames[0] if frames else "[unknown]"
+        leaf = leaf_kind(frames[0]) if frames else "[unknown]"
         group = perf_group(frames)
         if group is None:
             unresolved[leaf] += period
@@ -186,6 +201,10 @@ def perf_main(a):
                 by_group[group] += period * p / n
         elif re.search(ELEMENTWISE, leaf):
             by_group["elementwise (residual, grad sums)"] += period
+        elif re.search(JIT, leaf):
+            # LibTorch's convolutions and their layout reorders, no stack to
+            # say which (forward, input or weight gradient).
+            by_group["oneDNN JIT code, operation not told"] += period
         else:
             by_group["other"] += period
             leftovers[leaf] += period
