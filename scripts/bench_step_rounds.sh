@@ -21,18 +21,15 @@ for round in $(seq "${ROUNDS:-3}"); do
     for spec in "112 6" "224 3"; do
         read -r size steps <<<"$spec"
         common=(--model efficientnet-lite0 --batch-size 16 --size "$size" --steps "$steps" --warmup 1 --threads "${THREADS:-2}")
-        echo -n "round $round, $size², flex: "
-        "$ex" "${common[@]}" --device flex
-        if [ -n "${BEFORE:-}" ]; then
-            echo -n "round $round, $size², flex before: "
-            "$BEFORE" "${common[@]}" --device flex
-        fi
-        echo -n "round $round, $size², LibTorch: "
-        "$ex" "${common[@]}" --device cpu
-        if [ -n "${BEFORE:-}" ]; then
-            echo -n "round $round, $size², LibTorch before: "
-            "$BEFORE" "${common[@]}" --device cpu
-        fi
+        for backend in "flex flex" "LibTorch cpu"; do
+            read -r label device <<<"$backend"
+            echo -n "round $round, $size², $label: "
+            "$ex" "${common[@]}" --device "$device"
+            if [ -n "${BEFORE:-}" ]; then
+                echo -n "round $round, $size², $label before: "
+                "$BEFORE" "${common[@]}" --device "$device"
+            fi
+        done
         echo -n "round $round, $size², PyTorch: "
         "$py" scripts/bench_torch_train.py "${common[@]}" --device cpu 2>&1 | grep -v gpuGetDeviceCount
         echo -n "round $round, $size², PyTorch, histoshard's malloc settings: "

@@ -5,17 +5,18 @@
 //! size, runs the transposed convolution over the whole padded plane, then
 //! crops it. TensorFlow's "SAME" stride-2 convolutions of EfficientNet pad
 //! asymmetrically, and those copies were part of the padding share of flex's
-//! training step (docs/BENCHMARKS.md). Here the transposed convolution crops
-//! the padding before the first row and column itself (its own `padding`),
-//! and a narrow removes the rows and columns that only the extra padding at
-//! the far side made. The same function as the default (tests/flex_kernels.rs
-//! checks both gradients against the definition on asymmetric paddings,
-//! more before than after among them).
+//! training step (docs/BENCHMARKS.md). Here, as in vendor/burn-tch's change
+//! 4: the output padding is the default's (burn's `calculate_padding_out` on
+//! the padded size), the transposed convolution crops the padding both sides
+//! share itself, and a narrow takes the input's rows and columns out of what
+//! is left. The same function as the default (tests/flex_kernels.rs checks
+//! both gradients against the definition on asymmetric paddings, more before
+//! than after among them).
 
 use crate::{Flex, FlexTensor};
 use burn_backend::{
     TensorMetadata,
-    ops::{ConvOptions, ConvTransposeOptions, ModuleOps},
+    ops::{ConvOptions, ConvTransposeOptions, ModuleOps, conv::calculate_padding_out},
 };
 
 /// The gradient of `conv2d(x, weight, options)` with respect to `x`, given
@@ -29,30 +30,39 @@ pub(crate) fn conv2d_x_backward(
     let [_, _, h, w] = x.shape().dims::<4>();
     let [_, _, kh, kw] = weight.shape().dims::<4>();
     let [_, _, oh, ow] = output_grad.shape().dims::<4>();
-    let (input, kernel, out) = ([h, w], [kh, kw], [oh, ow]);
-    let begin = options.padding_begin();
+    let (size_in, kernel, size_out) = ([h, w], [kh, kw], [oh, ow]);
+    let mut padding = [0; 2];
     let mut padding_out = [0; 2];
-    let mut size = [0; 2];
+    let mut start = [0; 2];
     for k in 0..2 {
-        // The transposed convolution's own size, less `begin` at each side;
-        // at least the input's, as the far-side padding (≥ 0) makes up.
-        let natural = (out[k].saturating_sub(1) * options.stride[k] + options.dilation[k] * (kernel[k] - 1) + 1)
-            .saturating_sub(2 * begin[k]);
-        size[k] = natural.max(input[k]);
-        padding_out[k] = size[k] - natural;
+        let (begin, end) = options.padding[k];
+        padding[k] = begin.min(end);
+        start[k] = begin - padding[k];
+        padding_out[k] = calculate_padding_out(
+            kernel[k],
+            options.stride[k],
+            0,
+            options.dilation[k],
+            size_in[k] + begin + end,
+            size_out[k],
+        );
     }
-    let grad = Flex::conv_transpose2d(
+    let mut grad = Flex::conv_transpose2d(
         output_grad,
         weight,
         None,
         ConvTransposeOptions::new(
             options.stride,
-            begin,
+            padding,
             padding_out,
             options.dilation,
             options.groups,
         ),
     );
-    let grad = if size[0] > h { grad.narrow(2, 0, h) } else { grad };
-    if size[1] > w { grad.narrow(3, 0, w) } else { grad }
+    for k in 0..2 {
+        if grad.shape()[k + 2] != size_in[k] {
+            grad = grad.narrow(k + 2, start[k], size_in[k]);
+        }
+    }
+    grad
 }
