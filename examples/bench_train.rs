@@ -5,6 +5,10 @@
 //! Step mode: one random batch made on the device before timing; each step
 //! is forward (train mode) → cross-entropy → backward → Adam (lr 1e-3),
 //! reading the loss back as the trainer does; `--warmup` untimed steps first.
+//! `--channels-last true` lays the batch out in memory as [n, h, w, c] and
+//! views it as [n, c, h, w]: PyTorch's channels-last memory format, which
+//! LibTorch's kernels carry on where they can (`bench_torch_train.py
+//! --channels-last` is PyTorch's side).
 //!
 //! ```text
 //! cargo run --release --example bench_train -- --model cnn --batch-size 32 --size 224 --device flex
@@ -57,6 +61,7 @@ struct Args {
     loader: Option<String>,
     workers: usize,
     features: bool,
+    channels_last: bool,
 }
 
 fn parse() -> Args {
@@ -71,6 +76,7 @@ fn parse() -> Args {
         loader: None,
         workers: 2,
         features: false,
+        channels_last: false,
     };
     let argv: Vec<String> = std::env::args().skip(1).collect();
     for pair in argv.chunks(2) {
@@ -87,6 +93,7 @@ fn parse() -> Args {
             "--loader" => a.loader = Some(value.clone()),
             "--workers" => a.workers = number(),
             "--features" => a.features = value == "true",
+            "--channels-last" => a.channels_last = value == "true",
             other => panic!("unknown flag {other}"),
         }
     }
@@ -158,7 +165,13 @@ fn steps(a: &Args) {
     let n = a.batch * 3 * a.size * a.size;
     let x: Vec<f32> = (0..n).map(|_| rng.random::<f32>() * 2.0 - 1.0).collect();
     let y: Vec<i64> = (0..a.batch).map(|_| rng.random_range(0..2)).collect();
-    let images = Tensor::<4>::from_data(TensorData::new(x, [a.batch, 3, a.size, a.size]), &device);
+    let images = if a.channels_last {
+        // The values in [n, h, w, c] order, viewed as [n, c, h, w].
+        Tensor::<4>::from_data(TensorData::new(x, [a.batch, a.size, a.size, 3]), &device)
+            .permute([0, 3, 1, 2])
+    } else {
+        Tensor::<4>::from_data(TensorData::new(x, [a.batch, 3, a.size, a.size]), &device)
+    };
     let labels = Tensor::<1, Int>::from_data(TensorData::new(y, [a.batch]), &device);
     let mut started = Instant::now();
     let mut cpu_started = cpu_seconds();
@@ -179,7 +192,7 @@ fn steps(a: &Args) {
     let cores = (cpu_seconds() - cpu_started) / s;
     perf_control(perf.as_deref(), "disable");
     println!(
-        "{{\"model\":\"{}\",\"device\":\"{}\",\"backend\":\"{}\",\"threads\":{},\"batch\":{},\"size\":{},\"steps\":{},\"img_per_s\":{:.2},\"ms_per_step\":{:.1},\"cores_used\":{cores:.2}}}",
+        "{{\"model\":\"{}\",\"device\":\"{}\",\"backend\":\"{}\",\"threads\":{},\"batch\":{},\"size\":{},\"steps\":{},\"img_per_s\":{:.2},\"ms_per_step\":{:.1},\"cores_used\":{cores:.2},\"channels_last\":{}}}",
         a.model,
         choice,
         choice.backend(),
@@ -188,7 +201,8 @@ fn steps(a: &Args) {
         a.size,
         a.steps,
         (a.batch * a.steps) as f64 / s,
-        1000.0 * s / a.steps as f64
+        1000.0 * s / a.steps as f64,
+        a.channels_last
     );
 }
 

@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # The training step of EfficientNet-Lite0 (batch 16) side by side, in turn, for
 # several rounds (docs/BENCHMARKS.md, "flex with its own training kernels"):
-# burn + flex, burn + LibTorch, PyTorch eager with its default allocator and with
-# the allocator settings histoshard trains with; optionally an older build of
+# burn + flex, burn + LibTorch (also with a channels-last input), PyTorch eager
+# with its default allocator and with the allocator settings histoshard trains
+# with, in its default layout and channels-last (the layout the plain PyTorch
+# script of the real-tissue issue ends up in); optionally an older build of
 # examples/bench_train as "before" (built with both backends, it runs on both).
 # One JSON line per run, prefixed with the round, size and what ran.
 #
@@ -32,9 +34,16 @@ for round in $(seq "${ROUNDS:-3}"); do
         done
         echo -n "round $round, $size², PyTorch: "
         "$py" scripts/bench_torch_train.py "${common[@]}" --device cpu 2>&1 | grep -v gpuGetDeviceCount
+        echo -n "round $round, $size², LibTorch, channels-last input: "
+        "$ex" "${common[@]}" --device cpu --channels-last true
         echo -n "round $round, $size², PyTorch, histoshard's malloc settings: "
         MALLOC_MMAP_MAX_=0 MALLOC_TRIM_THRESHOLD_=2147483647 \
             "$py" scripts/bench_torch_train.py "${common[@]}" --device cpu 2>&1 | grep -v gpuGetDeviceCount
+        # What glas_torch_reference.py runs: its tiles are NHWC arrays,
+        # permuted, so PyTorch's kernels work channels-last.
+        echo -n "round $round, $size², PyTorch channels-last, histoshard's malloc settings: "
+        MALLOC_MMAP_MAX_=0 MALLOC_TRIM_THRESHOLD_=2147483647 \
+            "$py" scripts/bench_torch_train.py "${common[@]}" --device cpu --channels-last 2>&1 | grep -v gpuGetDeviceCount
     done
 done
 echo "# $(date -u +%FT%TZ) load $(cut -d' ' -f1-3 /proc/loadavg)"

@@ -79,6 +79,9 @@ def main():
     p.add_argument("--depth", type=int, default=4, help="cnn: number of blocks")
     p.add_argument("--max-width", type=int, default=256, help="cnn: channel cap")
     p.add_argument("--stem-stride", type=int, default=1, help="cnn: stride of the first conv")
+    p.add_argument("--channels-last", action="store_true",
+                   help="model and input in channels-last memory format (what "
+                        "glas_torch_reference.py's tiles end up in: NHWC arrays, permuted)")
     p.add_argument("--profile", action="store_true",
                    help="then profile --steps more steps, grouped by operation (second JSON line)")
     a = p.parse_args()
@@ -95,12 +98,16 @@ def main():
     else:
         model = efficientnet_lite0(a.size)
     model = model.to(device).train()
+    if a.channels_last:
+        model = model.to(memory_format=torch.channels_last)
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
     loss_fn = nn.CrossEntropyLoss()
 
     g = torch.Generator().manual_seed(0)
     images = torch.randn(a.batch_size, 3, a.size, a.size, generator=g).to(device)
     labels = torch.randint(0, 2, (a.batch_size,), generator=g).to(device)
+    if a.channels_last:
+        images = images.contiguous(memory_format=torch.channels_last)
 
     def step():
         optimizer.zero_grad(set_to_none=True)
@@ -136,6 +143,7 @@ def main():
         "img_per_s": round(a.batch_size * a.steps / seconds, 2),
         "ms_per_step": round(1000 * seconds / a.steps, 2),
         "cores_used": round(cpu / seconds, 2),
+        "channels_last": a.channels_last,
         "torch_version": torch.__version__,
     }))
 

@@ -143,7 +143,7 @@ pub struct Args {
     head_lr: Option<f64>,
     /// Pretrained models: what fine-tuning trains: all, none or last:N blocks
     /// (MBConv / residual / inverted residual blocks, Inception's Mixed_* blocks)
-    /// [default: all].
+    /// [default: last:11 for efficientnet-lite0, all for the others].
     #[arg(long)]
     unfreeze: Option<String>,
     /// Pretrained models: batch-norm statistics while fine-tuning [default: train].

@@ -163,9 +163,10 @@ impl TrainConfig {
         if kind.is_pretrained() {
             // Chosen by patient-grouped cross-validation on the real GlaS
             // training images (docs/RESULTS.md §1): batch norm re-estimated on
-            // the tissue for the head stage, then every block fine-tuned with
-            // batch statistics (the decisive difference), Adam without decay
-            // at a constant rate, batch 16, no class weights.
+            // the tissue for the head stage, then fine-tuning with batch
+            // statistics (the decisive difference) of every block, or of the
+            // model's own default depth (`ModelInfo::unfreeze_last`), Adam
+            // without decay at a constant rate, batch 16, no class weights.
             let unfreeze = kind
                 .info()
                 .unfreeze_last

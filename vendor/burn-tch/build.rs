@@ -145,6 +145,9 @@ impl SystemInfo {
             "src/cuda_hack/fake_cuda_dependency.cpp"
         };
         println!("cargo:rerun-if-changed={cuda_dependency}");
+        // histoshard: PyTorch's batch-norm backward, which tch does not bind.
+        let batch_norm_backward = "src/ops/batch_norm_backward.cpp";
+        println!("cargo:rerun-if-changed={batch_norm_backward}");
 
         match self.os {
             Os::Linux | Os::Macos => {
@@ -156,7 +159,7 @@ impl SystemInfo {
                     .flag(format!("-Wl,-rpath={}", self.libtorch_lib_dir.display()))
                     .flag("-std=c++17")
                     .flag(format!("-D_GLIBCXX_USE_CXX11_ABI={}", self.cxx11_abi))
-                    .files(&[cuda_dependency])
+                    .files(&[cuda_dependency, batch_norm_backward])
                     .compile("burn-tch");
             }
             Os::Windows => {
@@ -166,7 +169,7 @@ impl SystemInfo {
                     .warnings(false)
                     .includes(&self.libtorch_include_dirs)
                     .flag("/std:c++17")
-                    .files(&[cuda_dependency])
+                    .files(&[cuda_dependency, batch_norm_backward])
                     .compile("burn-tch");
             }
         };

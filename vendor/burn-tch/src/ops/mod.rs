@@ -1,5 +1,6 @@
 mod activation;
 mod base;
+mod batch_norm_backward;
 mod bool_tensor;
 mod depthwise;
 mod int_tensor;

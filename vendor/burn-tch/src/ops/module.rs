@@ -77,17 +77,11 @@ impl ModuleOps<Self> for LibTorch {
         )
     }
 
-    // histoshard: the gradients of `batch_norm_train`, by the closed form,
-    // reducing over every dimension but the channels in place (burn's default
-    // first swaps them to the front: a copy of the input and of the gradient):
-    //   x̂ = (x − μ)/σ,  dβ = Σ g,  dγ = Σ g·x̂,
-    //   dx = γ/σ · (g − dβ/N − x̂·dγ/N),  σ = √(variance + ε).
-    // tch 0.22 does not expose PyTorch's fused `native_batch_norm_backward`
-    // (its generator skips the output mask argument). Reaching it through
-    // autograd, as `conv2d_weight_backward` does, means recomputing the
-    // forward (statistics and output) and Σ y ⊙ g first: 1.5–9× slower than
-    // these seven ops over the whole tensor on the 2-core CPU, on
-    // EfficientNet's shapes (vendor/README.md).
+    // histoshard: the gradients of `batch_norm_train` are PyTorch's fused
+    // `native_batch_norm_backward`, the kernel its autograd runs: two passes
+    // over `x` and the gradient. tch 0.22 does not bind it, so it is reached
+    // through one C++ function (`batch_norm_backward.rs`). burn passes the
+    // biased variance; PyTorch wants 1/√(variance + ε), a per-channel op.
     fn batch_norm_train_backward(
         x: TchTensor,
         gamma: TchTensor,
@@ -96,34 +90,20 @@ impl ModuleOps<Self> for LibTorch {
         epsilon: f64,
         output_grad: TchTensor,
     ) -> BatchNormTrainBackward<Self> {
-        let size = x.tensor.size();
-        let channels = size[1];
-        let count = size.iter().product::<i64>() / channels.max(1);
-        let dims: Vec<i64> = std::iter::once(0).chain(2..size.len() as i64).collect();
-        let mut per_channel = vec![1i64; size.len()];
-        per_channel[1] = channels;
-        let grad = &output_grad.tensor;
-
-        let inv_std = variance
-            .tensor
-            .g_add_scalar(epsilon)
-            .rsqrt()
-            .reshape(per_channel.as_slice());
-        let centered = &x.tensor - mean.tensor.reshape(per_channel.as_slice());
-        let beta_grad = grad.sum_dim_intlist(dims.as_slice(), true, None::<tch::Kind>);
-        let gamma_grad =
-            (grad * &centered).sum_dim_intlist(dims.as_slice(), true, None::<tch::Kind>) * &inv_std;
-        let mut x_grad = grad - beta_grad.g_div_scalar(count as f64);
-        let _ = x_grad.addcmul_(
-            &centered,
-            &(&inv_std * &gamma_grad).g_mul_scalar(-1.0 / count as f64),
+        let inv_std = variance.tensor.g_add_scalar(epsilon).rsqrt();
+        let (x_grad, gamma_grad, beta_grad) = super::batch_norm_backward::native_batch_norm_backward(
+            &output_grad.tensor,
+            &x.tensor,
+            &gamma.tensor,
+            &mean.tensor,
+            &inv_std,
+            epsilon,
         );
-        let _ = x_grad.g_mul_(&(gamma.tensor.reshape(per_channel.as_slice()) * &inv_std));
 
         BatchNormTrainBackward::new(
             TchTensor::new(x_grad),
-            TchTensor::new(gamma_grad.reshape([channels])),
-            TchTensor::new(beta_grad.reshape([channels])),
+            TchTensor::new(gamma_grad),
+            TchTensor::new(beta_grad),
         )
     }
 
