@@ -13,7 +13,7 @@ mod kernels;
 
 use histoshard::train::learner::DeviceChoice;
 use kernels::{
-    BATCH_NORM_RESULTS, Case, activation_input, activation_results, batch_norm_input,
+    BATCH_NORM_RESULTS, CONV_RESULTS, Case, activation_input, activation_results, batch_norm_input,
     batch_norm_output_grad, batch_norm_results, conv_cases, gradients, values,
 };
 
@@ -29,10 +29,10 @@ fn assert_close(want: &[f64], got: &[f32], tolerance: f64, what: &str) {
     }
 }
 
-/// The gradients of Σ conv2d(x, w, b) ⊙ g, with the inputs of
+/// y = conv2d(x, w, b) and the gradients of Σ y ⊙ g, with the inputs of
 /// `kernels::gradients`, from the definition: `y[n, o, oy, ox] = b[o] +
 /// Σ w[o, i, ky, kx] · x[n, group·C_in/g + i, oy·s + ky·d − p, ox·s + kx·d − p]`.
-fn reference_gradients(case: &Case) -> [Vec<f64>; 3] {
+fn reference_gradients(case: &Case) -> [Vec<f64>; 4] {
     let [batch, c_in, h, w] = case.input;
     let [c_out, c_in_group, kh, kw] = case.weight;
     let options = &case.options;
@@ -45,7 +45,9 @@ fn reference_gradients(case: &Case) -> [Vec<f64>; 3] {
     let x = widen(values(case.input.iter().product(), 1));
     let weight = widen(values(case.weight.iter().product(), 2));
     let g = widen(values(batch * c_out * oh * ow, 4));
-    let (mut x_grad, mut w_grad, mut b_grad) = (
+    let bias = widen(values(c_out, 3));
+    let (mut y, mut x_grad, mut w_grad, mut b_grad) = (
+        vec![0.0; g.len()],
         vec![0.0; x.len()],
         vec![0.0; weight.len()],
         vec![0.0; c_out],
@@ -56,7 +58,9 @@ fn reference_gradients(case: &Case) -> [Vec<f64>; 3] {
             let group = o / c_out_group;
             for oy in 0..oh {
                 for ox in 0..ow {
-                    let go = g[((n * c_out + o) * oh + oy) * ow + ox];
+                    let yi = ((n * c_out + o) * oh + oy) * ow + ox;
+                    let go = g[yi];
+                    y[yi] += bias[o];
                     b_grad[o] += go;
                     for i in 0..c_in_group {
                         let c = group * c_in_group + i;
@@ -73,6 +77,7 @@ fn reference_gradients(case: &Case) -> [Vec<f64>; 3] {
                                 }
                                 let xi = ((n * c_in + c) * h + iy) * w + ix;
                                 let wi = ((o * c_in_group + i) * kh + ky) * kw + kx;
+                                y[yi] += weight[wi] * x[xi];
                                 w_grad[wi] += go * x[xi];
                                 x_grad[xi] += go * weight[wi];
                             }
@@ -82,7 +87,7 @@ fn reference_gradients(case: &Case) -> [Vec<f64>; 3] {
             }
         }
     }
-    [x_grad, w_grad, b_grad]
+    [y, x_grad, w_grad, b_grad]
 }
 
 #[test]
@@ -91,11 +96,8 @@ fn flex_convolution_gradients_match_the_definition() {
     for case in &conv_cases() {
         let got = gradients(&flex, case);
         let want = reference_gradients(case);
-        for (what, (w, g)) in ["input", "weight", "bias"]
-            .iter()
-            .zip(want.iter().zip(&got))
-        {
-            assert_close(w, g, 1e-5, &format!("{}: {what} gradient", case.name));
+        for (what, (w, g)) in CONV_RESULTS.iter().zip(want.iter().zip(&got)) {
+            assert_close(w, g, 1e-5, &format!("{}: {what}", case.name));
         }
     }
 }

@@ -20,8 +20,8 @@ mod kernels;
 use burn::tensor::{DType, Device, Tensor, TensorData, ops::PadMode};
 use histoshard::train::learner::DeviceChoice;
 use kernels::{
-    BATCH_NORM_RESULTS, activation_input, activation_results, batch_norm_results, conv_cases, flat,
-    gradients, values,
+    BATCH_NORM_RESULTS, CONV_RESULTS, activation_input, activation_results, batch_norm_results,
+    conv_cases, flat, gradients, values,
 };
 
 #[test]
@@ -32,10 +32,7 @@ fn libtorch_convolution_gradients_match_flex() {
         let want = gradients(&flex, case);
         for (device, choice, tolerance) in libtorch_devices() {
             let got = gradients(&choice.device().expect("LibTorch device"), case);
-            for (what, (w, g)) in ["input", "weight", "bias"]
-                .iter()
-                .zip(want.iter().zip(&got))
-            {
+            for (what, (w, g)) in CONV_RESULTS.iter().zip(want.iter().zip(&got)) {
                 assert_close(
                     w,
                     g,

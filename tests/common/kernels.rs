@@ -30,8 +30,9 @@ pub struct Case {
     pub options: ConvOptions<2>,
 }
 
-/// Gradients of Σ conv2d(x, w, b) ⊙ g with respect to x, w and b.
-pub fn gradients(device: &Device, case: &Case) -> [Vec<f32>; 3] {
+/// The output y = conv2d(x, w, b), and the gradients of Σ y ⊙ g with
+/// respect to x, w and b: [`CONV_RESULTS`].
+pub fn gradients(device: &Device, case: &Case) -> [Vec<f32>; 4] {
     let device = device.clone().autodiff();
     let tensor = |shape: [usize; 4], seed| {
         let n = shape.iter().product();
@@ -49,13 +50,23 @@ pub fn gradients(device: &Device, case: &Case) -> [Vec<f32>; 3] {
         TensorData::new(values(y.shape().num_elements(), 4), y.dims()),
         &device,
     );
+    let output = flat(Some(y.clone()), case.name);
     let grads = (y * g).sum().backward();
     [
+        output,
         flat(x.grad(&grads), case.name),
         flat(w.grad(&grads), case.name),
         flat(b.grad(&grads), case.name),
     ]
 }
+
+/// What [`gradients`] returns, in order.
+pub const CONV_RESULTS: [&str; 4] = [
+    "output",
+    "input gradient",
+    "weight gradient",
+    "bias gradient",
+];
 
 pub fn flat<const D: usize>(grad: Option<Tensor<D>>, case: &str) -> Vec<f32> {
     let grad = grad.unwrap_or_else(|| panic!("{case}: no gradient"));

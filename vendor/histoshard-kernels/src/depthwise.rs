@@ -1,6 +1,7 @@
-//! The two gradients of a depthwise convolution (weight `[C, 1, kh, kw]`,
-//! `groups == C`), computed directly (`x` padded, stride `s`, dilation `d`):
+//! A depthwise convolution (weight `[C, 1, kh, kw]`, `groups == C`) and its
+//! two gradients, computed directly (`x` padded, stride `s`, dilation `d`):
 //!
+//! - output: `y[n, c, oy, ox] = Σ_{i, j} W[c, 0, i, j] · x[n, c, oy·s + i·d, ox·s + j·d]`;
 //! - weight: `dW[c, 0, i, j] = Σ_n Σ_{oy, ox} g[n, c, oy, ox] · x[n, c, oy·s + i·d, ox·s + j·d]`;
 //! - input (a depthwise transposed convolution):
 //!   `dx[n, c, oy·s + i·d, ox·s + j·d] += g[n, c, oy, ox] · W[c, 0, i, j]`.
@@ -10,10 +11,14 @@
 //! padding as zeros), in which every tap is a stride-1 shift, with the
 //! output-gradient plane zero-padded on the right to the planes' width. Each
 //! tap is then one contiguous pass over the plane (the padded columns add
-//! zero), in 16 lanes that the compiler vectorises: for the weight, a dot
-//! product of the input's planes and the gradient; for the input, the
+//! zero), in 16 lanes that the compiler vectorises: for the output, the
+//! input's planes times the tap's weight added into a zeroed plane at the
+//! planes' width, whose first `ow` columns are copied out; for the weight, a
+//! dot product of the input's planes and the gradient; for the input, the
 //! gradient times the tap's weight added into zeroed planes, then copied
-//! out. The copies stay in cache; the tensors are read once.
+//! out. The copies stay in cache; the tensors are read once. The output's
+//! pass is over the output's rows, so small planes (EfficientNet's last
+//! blocks run at 7×7 and 4×4 on 112-px patches) are not a row at a time.
 //!
 //! Why not the backends' own kernels: oneDNN 3.7 (LibTorch's CPU
 //! convolutions) has a depthwise backward-weights kernel for 3×3 only and
@@ -52,6 +57,38 @@ impl Depthwise {
     pub fn is_empty(&self) -> bool {
         [self.batch, self.channels, self.input[0], self.input[1]].contains(&0)
             || self.out.contains(&0)
+    }
+
+    /// Writes the output planes `first .. first + out.len() / (oh·ow)` (plane
+    /// `p` is batch item `p / C`, channel `p % C`) into `out`, overwriting
+    /// it; `weight` is `[C, kh·kw]`, and there is no bias. Callers split the
+    /// planes over their threads, one call per range.
+    ///
+    /// # Panics
+    /// If `x`, `weight` or `out` is not of the size the geometry says.
+    pub fn forward<T: Real>(&self, x: &[T], weight: &[T], first: usize, out: &mut [T]) {
+        let plane = self.out[0] * self.out[1];
+        assert_eq!(
+            x.len(),
+            self.batch * self.channels * self.input[0] * self.input[1]
+        );
+        assert_eq!(weight.len(), self.channels * self.taps());
+        assert!(out.len() % plane.max(1) == 0);
+        assert!(first + out.len() / plane.max(1) <= self.batch * self.channels);
+        out.fill(T::default());
+        if self.is_empty() || self.taps() == 0 {
+            return;
+        }
+        let geometry = Geometry::new(self);
+        let mut buffers = Buffers::new(&geometry);
+        for (k, y) in out.chunks_exact_mut(plane).enumerate() {
+            let index = first + k;
+            let c = index % self.channels;
+            buffers.load_input(&geometry, x, index);
+            buffers.grad.fill(T::default());
+            buffers.gather(&geometry, &weight[c * self.taps()..][..self.taps()]);
+            buffers.unload_output(&geometry, y);
+        }
     }
 
     /// Writes the gradient of channels `first .. first + out.len() / taps()`
@@ -199,6 +236,12 @@ impl<T: Real> Buffers<T> {
 
     fn load(&mut self, geometry: &Geometry, x: &[T], grad: &[T], n: usize, c: usize) {
         let index = n * geometry.shape.channels + c;
+        self.load_input(geometry, x, index);
+        self.load_grad(geometry, grad, index);
+    }
+
+    /// Plane `index` of the input, into the polyphase planes.
+    fn load_input(&mut self, geometry: &Geometry, x: &[T], index: usize) {
         let [h, w] = geometry.shape.input;
         let x = &x[index * h * w..][..h * w];
         for (y, row) in x.chunks_exact(w).enumerate() {
@@ -211,7 +254,6 @@ impl<T: Real> Buffers<T> {
                 }
             }
         }
-        self.load_grad(geometry, grad, index);
     }
 
     /// Plane `index` of the output gradient, at the planes' width.
@@ -238,6 +280,30 @@ impl<T: Real> Buffers<T> {
                     *d = *v;
                 }
             }
+        }
+    }
+
+    /// Adds the polyphase planes at each tap's shift times its weight into the
+    /// output plane, held in `grad` at the planes' width.
+    fn gather(&mut self, geometry: &Geometry, weights: &[T]) {
+        let len = geometry.tap_len();
+        let y = &mut self.grad[..len];
+        for (start, weight) in geometry.tap_starts().zip(weights) {
+            for (o, v) in y.iter_mut().zip(&self.phases[start..][..len]) {
+                *o += *v * *weight;
+            }
+        }
+    }
+
+    /// The first `ow` columns of each row of the output plane [Buffers::gather]
+    /// left in `grad`.
+    fn unload_output(&self, geometry: &Geometry, y: &mut [T]) {
+        let ow = geometry.shape.out[1];
+        for (dest, row) in y
+            .chunks_exact_mut(ow)
+            .zip(self.grad.chunks(geometry.plane[1]))
+        {
+            dest.copy_from_slice(&row[..ow]);
         }
     }
 

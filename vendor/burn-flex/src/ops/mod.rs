@@ -108,6 +108,9 @@ mod conv_input_grad;
 mod conv_weight_grad;
 pub mod cumulative;
 pub mod deform_conv;
+// histoshard (vendor/README.md, burn-flex change 5).
+#[cfg(feature = "rayon")]
+mod depthwise_forward;
 // histoshard (vendor/README.md, burn-flex change 3).
 #[cfg(feature = "rayon")]
 mod depthwise_transpose;

@@ -66,6 +66,14 @@ impl ModuleOps<Flex> for Flex {
         bias: Option<FloatTensor<Flex>>,
         options: ConvOptions<2>,
     ) -> FloatTensor<Flex> {
+        // histoshard (vendor/README.md, burn-flex change 5): depthwise ones
+        // directly, asymmetric padding in place.
+        #[cfg(feature = "rayon")]
+        let (x, weight, bias) =
+            match crate::ops::depthwise_forward::conv2d(x, weight, bias, &options) {
+                Ok(out) => return out,
+                Err(args) => args,
+            };
         let (x, options) = pad_asymmetric_conv_input::<Flex, 2>(x, options);
         match x.dtype() {
             DType::F32 => conv::conv2d_f32(x, weight, bias, &options),

@@ -1,0 +1,101 @@
+//! histoshard (vendor/README.md, burn-flex change 5): depthwise convolutions
+//! (weight `[C, 1, kh, kw]`, `groups == C`) computed directly by
+//! `histoshard_kernels::depthwise`, the planes split over rayon's threads,
+//! with asymmetric ("SAME") padding read in place.
+//!
+//! burn-flex 0.22.1's own depthwise kernel works a row of a plane at a time,
+//! and its convolutions take symmetric padding only, so an asymmetric one
+//! first pads a copy of the input. Fine-tuning EfficientNet-Lite0's last 11
+//! blocks on 112-px patches, where the planes are 14×14 to 4×4, spent a
+//! quarter of its time in that kernel (docs/BENCHMARKS.md). Every other
+//! convolution keeps burn-flex's path. `f32` and `f64` only; the rest keep it
+//! too.
+
+use crate::{FlexTensor, Layout};
+use alloc::vec;
+use burn_backend::{
+    DType, Element, TensorMetadata,
+    ops::{ConvOptions, conv::calculate_conv_output_size_asymmetric},
+};
+use burn_std::{Bytes, Shape};
+use histoshard_kernels::{Real, depthwise::Depthwise};
+use rayon::prelude::*;
+
+/// `Ok(conv2d(x, weight, bias, options))` for a depthwise convolution of
+/// `f32` or `f64` tensors; every other one comes back as `Err` with its
+/// arguments.
+#[allow(clippy::type_complexity)]
+pub(crate) fn conv2d(
+    x: FlexTensor,
+    weight: FlexTensor,
+    bias: Option<FlexTensor>,
+    options: &ConvOptions<2>,
+) -> Result<FlexTensor, (FlexTensor, FlexTensor, Option<FlexTensor>)> {
+    let (xs, ws) = (x.shape(), weight.shape());
+    let depthwise = xs.num_dims() == 4
+        && ws.num_dims() == 4
+        && ws[1] == 1
+        && ws[0] == xs[1]
+        && options.groups == xs[1]
+        && weight.dtype() == x.dtype()
+        && bias.as_ref().is_none_or(|b| b.dtype() == x.dtype());
+    match x.dtype() {
+        DType::F32 if depthwise => Ok(convolve::<f32>(x, weight, bias, options)),
+        DType::F64 if depthwise => Ok(convolve::<f64>(x, weight, bias, options)),
+        _ => Err((x, weight, bias)),
+    }
+}
+
+fn convolve<T: Real + Element + bytemuck::Pod>(
+    x: FlexTensor,
+    weight: FlexTensor,
+    bias: Option<FlexTensor>,
+    options: &ConvOptions<2>,
+) -> FlexTensor {
+    let x = x.into_contiguous();
+    let weight = weight.into_contiguous();
+    let [batch, channels, h, w] = x.layout().shape().dims::<4>();
+    let [_, _, kh, kw] = weight.layout().shape().dims::<4>();
+    let out = [(0, h, kh), (1, w, kw)].map(|(k, size, kernel)| {
+        calculate_conv_output_size_asymmetric(
+            kernel,
+            options.stride[k],
+            options.padding[k],
+            options.dilation[k],
+            size,
+        )
+    });
+    let shape = Depthwise {
+        batch,
+        channels,
+        input: [h, w],
+        padding: options.padding.map(|(begin, _)| begin),
+        kernel: [kh, kw],
+        out,
+        stride: options.stride,
+        dilation: options.dilation,
+    };
+    let plane = out[0] * out[1];
+    let mut y = vec![T::default(); batch * channels * plane];
+    if plane > 0 && !shape.is_empty() {
+        let (x, w) = (x.storage::<T>(), weight.storage::<T>());
+        let per_task = (batch * channels)
+            .div_ceil(rayon::current_num_threads() * 4)
+            .max(1);
+        y.par_chunks_mut(per_task * plane)
+            .enumerate()
+            .for_each(|(t, chunk)| shape.forward(x, w, t * per_task, chunk));
+    }
+    if let Some(bias) = bias {
+        let bias = bias.into_contiguous();
+        let bias = bias.storage::<T>();
+        for (k, plane) in y.chunks_exact_mut(plane.max(1)).enumerate() {
+            plane.iter_mut().for_each(|v| *v += bias[k % channels]);
+        }
+    }
+    FlexTensor::new(
+        Bytes::from_elems(y),
+        Layout::contiguous(Shape::new([batch, channels, out[0], out[1]])),
+        T::dtype(),
+    )
+}
