@@ -16,9 +16,9 @@
 //! planes' width, whose first `ow` columns are copied out; for the weight, a
 //! dot product of the input's planes and the gradient; for the input, the
 //! gradient times the tap's weight added into zeroed planes, then copied
-//! out. The copies stay in cache; the tensors are read once. The output's
-//! pass is over the output's rows, so small planes (EfficientNet's last
-//! blocks run at 7×7 and 4×4 on 112-px patches) are not a row at a time.
+//! out. The copies stay in cache; the tensors are read once. Each tap's
+//! pass covers a whole plane, so small planes (EfficientNet's last blocks
+//! run at 7×7 and 4×4 on 112-px patches) still make long passes.
 //!
 //! Why not the backends' own kernels: oneDNN 3.7 (LibTorch's CPU
 //! convolutions) has a depthwise backward-weights kernel for 3×3 only and

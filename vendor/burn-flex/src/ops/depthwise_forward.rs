@@ -11,13 +11,14 @@
 //! convolution keeps burn-flex's path. `f32` and `f64` only; the rest keep it
 //! too.
 
+use super::conv_common::add_bias;
 use crate::{FlexTensor, Layout};
 use alloc::vec;
 use burn_backend::{
     DType, Element, TensorMetadata,
     ops::{ConvOptions, conv::calculate_conv_output_size_asymmetric},
 };
-use burn_std::{Bytes, Shape};
+use burn_std::{Bytes, ElementAdd, Shape};
 use histoshard_kernels::{Real, depthwise::Depthwise};
 use rayon::prelude::*;
 
@@ -31,14 +32,7 @@ pub(crate) fn conv2d(
     bias: Option<FlexTensor>,
     options: &ConvOptions<2>,
 ) -> Result<FlexTensor, (FlexTensor, FlexTensor, Option<FlexTensor>)> {
-    let (xs, ws) = (x.shape(), weight.shape());
-    let depthwise = xs.num_dims() == 4
-        && ws.num_dims() == 4
-        && ws[1] == 1
-        && ws[0] == xs[1]
-        && options.groups == xs[1]
-        && weight.dtype() == x.dtype()
-        && bias.as_ref().is_none_or(|b| b.dtype() == x.dtype());
+    let depthwise = is_depthwise(&x, &weight, bias.as_ref(), options.groups);
     match x.dtype() {
         DType::F32 if depthwise => Ok(convolve::<f32>(x, weight, bias, options)),
         DType::F64 if depthwise => Ok(convolve::<f64>(x, weight, bias, options)),
@@ -46,7 +40,26 @@ pub(crate) fn conv2d(
     }
 }
 
-fn convolve<T: Real + Element + bytemuck::Pod>(
+/// Whether `x` (`[N, C, H, W]`) and `weight` (`[C, 1, kh, kw]`) with `groups`
+/// make a depthwise convolution or transposed convolution, every tensor of
+/// one dtype (also what `depthwise_transpose` takes).
+pub(super) fn is_depthwise(
+    x: &FlexTensor,
+    weight: &FlexTensor,
+    bias: Option<&FlexTensor>,
+    groups: usize,
+) -> bool {
+    let (xs, ws) = (x.shape(), weight.shape());
+    xs.num_dims() == 4
+        && ws.num_dims() == 4
+        && ws[1] == 1
+        && ws[0] == xs[1]
+        && groups == xs[1]
+        && weight.dtype() == x.dtype()
+        && bias.is_none_or(|b| b.dtype() == x.dtype())
+}
+
+fn convolve<T: Real + Element + ElementAdd + bytemuck::Pod>(
     x: FlexTensor,
     weight: FlexTensor,
     bias: Option<FlexTensor>,
@@ -88,10 +101,7 @@ fn convolve<T: Real + Element + bytemuck::Pod>(
     }
     if let Some(bias) = bias {
         let bias = bias.into_contiguous();
-        let bias = bias.storage::<T>();
-        for (k, plane) in y.chunks_exact_mut(plane.max(1)).enumerate() {
-            plane.iter_mut().for_each(|v| *v += bias[k % channels]);
-        }
+        add_bias(&mut y, bias.storage::<T>(), batch, channels, plane);
     }
     FlexTensor::new(
         Bytes::from_elems(y),

@@ -9,10 +9,11 @@
 //! step there (docs/BENCHMARKS.md). Every other transposed convolution keeps
 //! burn-flex's kernel. `f32` and `f64` only; the rest keep it too.
 
+use super::{conv_common::add_bias, depthwise_forward::is_depthwise};
 use crate::{FlexTensor, Layout};
 use alloc::vec;
-use burn_backend::{DType, Element, TensorMetadata, ops::ConvTransposeOptions};
-use burn_std::{Bytes, Shape};
+use burn_backend::{DType, Element, ops::ConvTransposeOptions};
+use burn_std::{Bytes, ElementAdd, Shape};
 use histoshard_kernels::{Real, depthwise::Depthwise};
 use rayon::prelude::*;
 
@@ -26,14 +27,7 @@ pub(crate) fn conv_transpose2d(
     bias: Option<FlexTensor>,
     options: &ConvTransposeOptions<2>,
 ) -> Result<FlexTensor, (FlexTensor, FlexTensor, Option<FlexTensor>)> {
-    let (xs, ws) = (x.shape(), weight.shape());
-    let depthwise = xs.num_dims() == 4
-        && ws.num_dims() == 4
-        && ws[1] == 1
-        && ws[0] == xs[1]
-        && options.groups == xs[1]
-        && weight.dtype() == x.dtype()
-        && bias.as_ref().is_none_or(|b| b.dtype() == x.dtype());
+    let depthwise = is_depthwise(&x, &weight, bias.as_ref(), options.groups);
     match x.dtype() {
         DType::F32 if depthwise => Ok(transpose::<f32>(x, weight, bias, options)),
         DType::F64 if depthwise => Ok(transpose::<f64>(x, weight, bias, options)),
@@ -41,7 +35,7 @@ pub(crate) fn conv_transpose2d(
     }
 }
 
-fn transpose<T: Real + Element + bytemuck::Pod>(
+fn transpose<T: Real + Element + ElementAdd + bytemuck::Pod>(
     x: FlexTensor,
     weight: FlexTensor,
     bias: Option<FlexTensor>,
@@ -82,10 +76,7 @@ fn transpose<T: Real + Element + bytemuck::Pod>(
     }
     if let Some(bias) = bias {
         let bias = bias.into_contiguous();
-        let bias = bias.storage::<T>();
-        for (k, plane) in out.chunks_exact_mut(plane.max(1)).enumerate() {
-            plane.iter_mut().for_each(|v| *v += bias[k % channels]);
-        }
+        add_bias(&mut out, bias.storage::<T>(), batch, channels, plane);
     }
     FlexTensor::new(
         Bytes::from_elems(out),
