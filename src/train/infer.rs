@@ -25,9 +25,9 @@ use crate::{error::Error, progress::Progress};
 
 /// Images of a batch as a `[n, c, h, w]` tensor on `device`, laid out in
 /// memory channels-last (`[n, h, w, c]`, viewed through a permutation).
-/// LibTorch's CPU kernels (oneDNN's convolutions, batch norm) then run
-/// channels-last, as PyTorch's do for such input: EfficientNet-Lite0's
-/// training step 1.2× faster (docs/BENCHMARKS.md; CUDA not measured).
+/// LibTorch's CPU kernels carry the layout on where they can, as PyTorch's
+/// do for such input: EfficientNet-Lite0's training step is 1.2× faster
+/// (docs/BENCHMARKS.md; CUDA not measured).
 /// flex's first operation copies the view into its own layout: the same
 /// values, so the same results (`tests/train.rs`' recorded digests).
 pub fn images_tensor(batch: &Batch, device: &Device) -> Tensor<4> {
