@@ -4,7 +4,9 @@
 //! f64 loops written from the definitions, on the convolutions of
 //! `common/kernels.rs` and on batch norm of rank 2, 3 and 4 with a constant
 //! channel; histoshard's ReLU6 operation (`src/train/ops/`) against
-//! min(max(x, 0), 6). `libtorch_gradients.rs` then checks LibTorch against flex.
+//! min(max(x, 0), 6); the two strategies of `histoshard_kernels::depthwise`
+//! against each other. `libtorch_gradients.rs` then checks LibTorch against
+//! flex.
 
 #![cfg(feature = "flex")]
 
@@ -12,6 +14,7 @@
 mod kernels;
 
 use histoshard::train::learner::DeviceChoice;
+use histoshard_kernels::depthwise::{Depthwise, Strategy};
 use kernels::{
     BATCH_NORM_RESULTS, CONV_RESULTS, Case, activation_input, activation_results, batch_norm_input,
     batch_norm_output_grad, batch_norm_results, conv_cases, gradients, values,
@@ -281,5 +284,104 @@ fn flex_relu6_matches_the_definition() {
                 assert_eq!(grad[i], if inside { g[i] } else { 0.0 }, "{name}'({xi})");
             }
         }
+    }
+}
+
+/// A depthwise geometry: batch, channels, input `[h, w]`, kernel, stride,
+/// dilation, and padding `[(before, after); 2]`.
+fn depthwise(
+    batch: usize,
+    channels: usize,
+    input: [usize; 2],
+    kernel: [usize; 2],
+    stride: [usize; 2],
+    dilation: [usize; 2],
+    padding: [(usize, usize); 2],
+) -> Depthwise {
+    let out = [0, 1].map(|k| {
+        (input[k] + padding[k].0 + padding[k].1 - dilation[k] * (kernel[k] - 1) - 1) / stride[k] + 1
+    });
+    Depthwise {
+        batch,
+        channels,
+        input,
+        padding: padding.map(|p| p.0),
+        kernel,
+        out,
+        stride,
+        dilation,
+    }
+}
+
+/// What one strategy gives for `shape` (output, input gradient, weight
+/// gradient), each computed in ranges of `split` planes (channels for the
+/// weight gradient), as the backends' threads split the work.
+fn depthwise_results(shape: &Depthwise, strategy: Strategy, split: usize) -> [Vec<f32>; 3] {
+    let (h, w) = (shape.input[0], shape.input[1]);
+    let (oh, ow) = (shape.out[0], shape.out[1]);
+    let planes = shape.batch * shape.channels;
+    let x = values(planes * h * w, 21);
+    let weight = values(shape.channels * shape.taps(), 22);
+    let g = values(planes * oh * ow, 23);
+    let mut y = vec![f32::NAN; planes * oh * ow];
+    for (k, chunk) in y.chunks_mut(split * oh * ow).enumerate() {
+        shape.forward_by(strategy, &x, &weight, k * split, chunk);
+    }
+    let mut dx = vec![f32::NAN; planes * h * w];
+    for (k, chunk) in dx.chunks_mut(split * h * w).enumerate() {
+        shape.input_grad_by(strategy, &weight, &g, k * split, chunk);
+    }
+    let mut dw = vec![f32::NAN; weight.len()];
+    for (k, chunk) in dw.chunks_mut(split * shape.taps()).enumerate() {
+        shape.weight_grad_by(strategy, &x, &g, k * split, chunk);
+    }
+    [y, dx, dw]
+}
+
+/// `histoshard_kernels::depthwise`'s two strategies agree: the output and the
+/// input gradient bit for bit (each value sums its terms in the same order),
+/// the weight gradient within float rounding; and neither depends on how the
+/// planes are split into calls (ranges that start and end inside an image
+/// too). The definition tests above reach both through flex.
+#[test]
+fn depthwise_strategies_agree() {
+    let shapes = [
+        depthwise(3, 7, [4, 4], [5, 5], [1, 1], [1, 1], [(2, 2), (2, 2)]),
+        depthwise(2, 5, [7, 7], [5, 5], [2, 2], [1, 1], [(1, 2), (1, 2)]),
+        depthwise(2, 6, [9, 8], [3, 3], [2, 1], [1, 2], [(0, 1), (2, 2)]),
+        depthwise(1, 4, [13, 11], [5, 3], [1, 1], [2, 1], [(4, 4), (1, 1)]),
+        depthwise(2, 3, [20, 20], [3, 3], [1, 1], [1, 1], [(1, 1), (1, 1)]),
+        depthwise(2, 3, [10, 10], [7, 7], [3, 3], [1, 1], [(0, 0), (0, 0)]),
+    ];
+    let picked: Vec<Strategy> = shapes.iter().map(Depthwise::strategy).collect();
+    assert!(picked.contains(&Strategy::Planes) && picked.contains(&Strategy::ChannelsLast));
+    let what = ["output", "input gradient", "weight gradient"];
+    for shape in &shapes {
+        let whole = shape.batch * shape.channels;
+        let planes = depthwise_results(shape, Strategy::Planes, whole);
+        for split in [whole, 4, 1] {
+            let last = depthwise_results(shape, Strategy::ChannelsLast, split);
+            for (k, name) in what.iter().enumerate().take(2) {
+                assert!(
+                    planes[k]
+                        .iter()
+                        .map(|v| v.to_bits())
+                        .eq(last[k].iter().map(|v| v.to_bits())),
+                    "{shape:?}, split {split}: {name} differs"
+                );
+            }
+            let want: Vec<f64> = planes[2].iter().map(|&v| f64::from(v)).collect();
+            assert_close(
+                &want,
+                &last[2],
+                1e-6,
+                &format!("{shape:?}, split {split}: {}", what[2]),
+            );
+        }
+        let split_planes = depthwise_results(shape, Strategy::Planes, 4);
+        assert_eq!(
+            split_planes, planes,
+            "{shape:?}: planes split into calls of 4"
+        );
     }
 }

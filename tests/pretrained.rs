@@ -748,7 +748,8 @@ fn the_head_stage_leaves_the_backbone_untouched_and_fine_tuning_moves_it() {
 /// new images), whether the trainable blocks' batch norms keep their
 /// statistics or normalise with the batch's; a cache spilled to the run
 /// folder (`--cache-memory 0`) gives exactly the in-memory cache's run and
-/// leaves no file behind.
+/// leaves no file behind. The cached run's frozen-feature stage computes its
+/// features from the same cache, bit for bit what the whole network gives.
 #[test]
 #[ignore = "needs scripts/fetch_weights.sh; scripts/test.sh runs it"]
 fn the_prefix_cache_gives_the_weights_of_the_uncached_loop() {
@@ -833,6 +834,10 @@ fn the_prefix_cache_gives_the_weights_of_the_uncached_loop() {
         let (cached, plain, spilled) = (&outputs[0], &outputs[1], &outputs[2]);
         // Spilled or not, the cache holds the same values: the same run.
         assert_eq!(cached, spilled, "--bn-stats {bn}: in memory vs spilled");
+        // The cached path's frozen-feature stage takes its features from the
+        // cached activations, the plain one from whole forward passes: the
+        // same values, so the head's epoch is the same to the last bit.
+        assert_eq!(cached.1[..2], plain.1[..2], "--bn-stats {bn}: head epoch");
         assert_eq!(cached.0.len(), 2);
         assert_eq!(cached.1.len(), 6);
         for (a, b) in cached

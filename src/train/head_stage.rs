@@ -1,5 +1,7 @@
 //! Stage 1 of transfer learning: the frozen backbone runs once over train
-//! and val, in inference mode, and its pooled features are kept in memory
+//! and val, in inference mode (from the prefix cache's activations when
+//! fine-tuning will use one, [`super::prefix_cache`]), and its pooled
+//! features are kept in memory
 //! ([`FeatureCache`]: 1,280 floats a patch for EfficientNet-Lite and
 //! MobileNetV2, 512 or 2,048 for ResNets, 2,048 for Inception-v3, about
 //! 10 MB for the GlaS set); the new head then trains on those for
@@ -23,6 +25,7 @@ use super::{
     infer::{Inference, Predictions, images_tensor, softmax_rows, to_vec},
     metrics,
     models::{Model, Pretrained},
+    prefix_cache::PrefixCache,
     session::{Session, Start, end_epoch, epoch_row},
     transfer,
 };
@@ -30,8 +33,16 @@ use crate::progress::Progress;
 
 /// Stage 1 of transfer learning: cache the frozen backbone's features of
 /// train and val once, then train the new head on them for `epochs` (of
-/// `freeze_epochs`) epochs; each epoch is checkpointed like any other.
-pub(super) fn head_stage(session: &Session, start: Start, epochs: usize) -> TrainResult<Start> {
+/// `freeze_epochs`) epochs; each epoch is checkpointed like any other. When
+/// fine-tuning will run from cached prefix activations, those are built
+/// first (spilling beyond `cache_memory` bytes), the features computed from
+/// them, and both stages use them.
+pub(super) fn head_stage(
+    session: &Session,
+    start: Start,
+    epochs: usize,
+    cache_memory: Option<usize>,
+) -> TrainResult<Start> {
     let (info, base, progress) = (session.info, session.base, session.progress);
     let cfg = &info.config;
     let Some(t) = &cfg.transfer else {
@@ -43,22 +54,36 @@ pub(super) fn head_stage(session: &Session, start: Start, epochs: usize) -> Trai
         mut optim,
         mut state,
         mut history,
+        prefix,
     } = start;
-    let mut net = transfer::backbone(model)?.freeze_backbone(0, true);
     let loader = cfg.eval_loader();
     let started = Instant::now();
-    let train_cache = FeatureCache::build(
-        &net,
-        session.train_data,
-        &loader,
-        base,
-        progress,
-        "features",
-    )?;
-    let val_cache = session
-        .val_data
-        .map(|v| FeatureCache::build(&net, v, &loader, base, progress, "features"))
-        .transpose()?;
+    let prefix = session.prefix_caches(prefix, &model, cache_memory)?;
+    let mut net = transfer::backbone(model)?.freeze_backbone(0, true);
+    let (train_cache, val_cache) = match &prefix {
+        Some(caches) => (
+            FeatureCache::from_prefix(&net, &caches.train, base)?,
+            caches
+                .val
+                .as_ref()
+                .map(|c| FeatureCache::from_prefix(&net, c, base))
+                .transpose()?,
+        ),
+        None => (
+            FeatureCache::build(
+                &net,
+                session.train_data,
+                &loader,
+                base,
+                progress,
+                "features",
+            )?,
+            session
+                .val_data
+                .map(|v| FeatureCache::build(&net, v, &loader, base, progress, "features"))
+                .transpose()?,
+        ),
+    };
     let mut cache_seconds = started.elapsed().as_secs_f64();
     tracing::info!(
         "frozen {} features of {} + {} patches cached in {cache_seconds:.1} s ({:.1} patches/s)",
@@ -134,6 +159,7 @@ pub(super) fn head_stage(session: &Session, start: Start, epochs: usize) -> Trai
         optim: cfg.optimizer(),
         state,
         history,
+        prefix,
     })
 }
 
@@ -184,6 +210,33 @@ impl FeatureCache {
             bar.inc(batch.len() as u64);
         }
         bar.finish_and_clear();
+        Ok(out)
+    }
+
+    /// The features of every record of `cache` from its activations, batch
+    /// by batch as its loader streamed them: the model's tail in inference
+    /// mode. With the loader [`FeatureCache::build`] would use, the same
+    /// values in the same order: the same operations on the same batches,
+    /// the prefix's already done (`tests/pretrained.rs`).
+    pub fn from_prefix(
+        model: &Pretrained,
+        cache: &PrefixCache,
+        device: &Device,
+    ) -> TrainResult<Self> {
+        let device = device.clone().without_autodiff();
+        let model = Inference::of_pretrained(model);
+        let rows: Vec<usize> = cache.batches().concat();
+        let mut out = FeatureCache {
+            width: 0,
+            features: Vec::new(),
+            labels: rows.iter().map(|&r| cache.labels()[r] as i64).collect(),
+            rows,
+        };
+        for batch in cache.batches() {
+            let f = model.tail_features(cache.batch(batch, &device)?, cache.tail())?;
+            out.width = f.dims()[1];
+            out.features.extend(to_vec(f)?);
+        }
         Ok(out)
     }
 

@@ -122,6 +122,17 @@ impl Inference {
         }
     }
 
+    /// Pooled features from [`prefix`](Self::prefix)'s output: the last
+    /// `tail` blocks, the head convolution and pooling. With
+    /// [`prefix`](Self::prefix), the same values as
+    /// [`features`](Self::features) (the same operations, split in two).
+    pub fn tail_features(&self, activations: Tensor<4>, tail: usize) -> TrainResult<Tensor<2>> {
+        match self {
+            Inference::Folded(m) => Ok(m.tail_features(activations, tail)),
+            Inference::Plain(m) => m.tail_features(activations, tail).ok_or_else(no_prefix),
+        }
+    }
+
     /// Logits from [`prefix`](Self::prefix)'s output: the last `tail`
     /// blocks, the head convolution, pooling and the classifier.
     pub fn tail_logits(&self, activations: Tensor<4>, tail: usize) -> TrainResult<Tensor<2>> {

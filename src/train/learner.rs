@@ -23,7 +23,6 @@ use super::{
     infer::{images_tensor, predict, to_vec},
     metrics::argmax,
     predict::Preprocessing,
-    prefix_cache::{self, PrefixCache, Spill},
     provenance::DataIdentity,
     run::{EpochMetrics, RUN_JSON, RunInfo, TrainState},
     session::{Session, Start, end_epoch, epoch_row},
@@ -59,7 +58,7 @@ pub struct RunOptions {
     /// Read the data from here instead of the folder in `run.json` (resume only).
     pub data: Option<PathBuf>,
     /// Bytes the prefix cache may keep in memory before it spills to the run
-    /// folder (default: [`prefix_cache::default_memory`]).
+    /// folder (default: [`super::prefix_cache::default_memory`]).
     pub cache_memory: Option<usize>,
 }
 
@@ -207,13 +206,14 @@ pub(super) fn begin(session: &Session, opts: &RunOptions) -> TrainResult<Start> 
         optim: cfg.optimizer(),
         state: TrainState::default(),
         history: Vec::new(),
+        prefix: None,
     };
     match &cfg.transfer {
         Some(t) if t.freeze_epochs > 0 => {
             let epochs = opts
                 .stop_after
                 .map_or(t.freeze_epochs, |n| n.min(t.freeze_epochs));
-            head_stage(session, start, epochs)
+            head_stage(session, start, epochs, opts.cache_memory)
         }
         _ => Ok(start),
     }
@@ -231,6 +231,7 @@ pub(super) fn fit(session: &Session, start: Start, opts: &RunOptions) -> TrainRe
         mut optim,
         mut state,
         mut history,
+        prefix,
     } = start;
     if let Some(t) = &cfg.transfer {
         model = t.stage2(model);
@@ -262,42 +263,15 @@ pub(super) fn fit(session: &Session, start: Start, opts: &RunOptions) -> TrainRe
     };
     let val_loader = cfg.eval_loader();
 
-    // Fine-tuning only a frozen-statistics tail: the prefix below it runs once.
-    let cached = match prefix_cache::tail_blocks(cfg, &model) {
-        Some(tail) => {
-            let started = Instant::now();
-            let spill = Spill {
-                memory: opts
-                    .cache_memory
-                    .unwrap_or_else(prefix_cache::default_memory),
-                dir: run_dir.to_path_buf(),
-            };
-            let build = |data, name, spill: &Spill| {
-                PrefixCache::build(&model, tail, data, name, &val_loader, base, spill, progress)
-            };
-            let train_cache = build(train_data, "train", &spill)?;
-            let val_cache = val_data
-                .map(|v| build(v, "val", &spill.after(&train_cache)))
-                .transpose()?;
-            let spilled = [Some(&train_cache), val_cache.as_ref()]
-                .into_iter()
-                .flatten()
-                .any(|c| c.spilled().is_some());
-            tracing::info!(
-                "fine-tuning the last {tail} blocks from cached activations ({:.0} MB in memory{}, {:.1} s)",
-                (train_cache.bytes() + val_cache.as_ref().map_or(0, PrefixCache::bytes)) as f64
-                    / 1e6,
-                if spilled {
-                    ", the rest in the run folder"
-                } else {
-                    ""
-                },
-                started.elapsed().as_secs_f64()
-            );
-            Some((train_cache, val_cache))
-        }
-        None => None,
-    };
+    // Fine-tuning only a frozen-statistics tail: the prefix below it runs
+    // once (a fresh run already built it for the frozen-feature stage).
+    let cached = session.prefix_caches(prefix, &model, opts.cache_memory)?;
+    if let Some(caches) = &cached {
+        tracing::info!(
+            "fine-tuning the last {} blocks from cached activations",
+            caches.tail
+        );
+    }
     let train_loader = LoaderConfig {
         pixels: cached.is_none(),
         ..train_loader
@@ -332,7 +306,7 @@ pub(super) fn fit(session: &Session, start: Start, opts: &RunOptions) -> TrainRe
             let batch = batch?;
             let n = batch.len();
             let logits = match &cached {
-                Some((c, _)) => c.logits(&model, &batch.rows, &device)?,
+                Some(caches) => caches.train.logits(&model, &batch.rows, &device)?,
                 None => model.forward(images_tensor(&batch, &device)),
             };
             let loss = loss_fn.forward(logits.clone(), labels_tensor(&batch, &device));
@@ -368,8 +342,8 @@ pub(super) fn fit(session: &Session, start: Start, opts: &RunOptions) -> TrainRe
         bar.finish_and_clear();
         let train_seconds = started.elapsed().as_secs_f64();
 
-        let val = match (&cached, val_data) {
-            (Some((_, Some(c))), _) => Some(c.predictions(&model, cfg.batch_size, base)?),
+        let val = match (cached.as_ref().and_then(|c| c.val.as_ref()), val_data) {
+            (Some(c), _) => Some(c.predictions(&model, cfg.batch_size, base)?),
             (_, Some(v)) => Some(predict(&model, v, &val_loader, base, progress, "val")?),
             (_, None) => None,
         };

@@ -18,6 +18,11 @@
 //! batch reads its rows from there: the same values, so the same weights
 //! (`tests/pretrained.rs`), at the cost of the reads (the page cache keeps
 //! what fits).
+//!
+//! A fresh run builds the caches before the frozen-feature stage, whose
+//! features are then the tail's output on them
+//! ([`super::head_stage::FeatureCache::from_prefix`]): the prefix runs once
+//! for both stages. A resumed run builds them when fine-tuning starts.
 
 use std::{
     fs::File,
@@ -59,6 +64,56 @@ pub fn logits(model: &Model, activations: Tensor<4>, tail: usize) -> TrainResult
     model.tail_logits(activations, tail).ok_or_else(no_prefix)
 }
 
+/// The caches of the training selection and, when there is one, of the
+/// validation selection.
+pub struct PrefixCaches {
+    pub tail: usize,
+    pub train: PrefixCache,
+    pub val: Option<PrefixCache>,
+}
+
+impl PrefixCaches {
+    /// Runs `model`'s prefix below its last `tail` blocks over `train` and
+    /// `val` once (in `loader`'s order, which must not shuffle), within the
+    /// memory `spill` allows.
+    #[allow(clippy::too_many_arguments)]
+    pub fn build(
+        model: &Model,
+        tail: usize,
+        train: &Dataset,
+        val: Option<&Dataset>,
+        loader: &LoaderConfig,
+        device: &Device,
+        spill: &Spill,
+        progress: &Progress,
+    ) -> TrainResult<Self> {
+        let started = std::time::Instant::now();
+        let build = |data, name, spill: &Spill| {
+            PrefixCache::build(model, tail, data, name, loader, device, spill, progress)
+        };
+        let train = build(train, "train", spill)?;
+        let val = val
+            .map(|v| build(v, "val", &spill.after(&train)))
+            .transpose()?;
+        let caches = Self { tail, train, val };
+        tracing::info!(
+            "activations below the last {tail} blocks cached ({:.0} MB in memory{}, {:.1} s)",
+            caches.all().map(PrefixCache::bytes).sum::<usize>() as f64 / 1e6,
+            if caches.all().any(|c| c.spilled().is_some()) {
+                ", the rest in the run folder"
+            } else {
+                ""
+            },
+            started.elapsed().as_secs_f64()
+        );
+        Ok(caches)
+    }
+
+    fn all(&self) -> impl Iterator<Item = &PrefixCache> {
+        std::iter::once(&self.train).chain(&self.val)
+    }
+}
+
 /// Where a cache may go: at most `memory` bytes in RAM, the rest to a file
 /// in `dir`.
 #[derive(Clone, Debug)]
@@ -68,6 +123,15 @@ pub struct Spill {
 }
 
 impl Spill {
+    /// A run's budget: `memory` bytes (default [`default_memory`]), the rest
+    /// to `run_dir`.
+    pub fn in_run(run_dir: &Path, memory: Option<usize>) -> Self {
+        Spill {
+            memory: memory.unwrap_or_else(default_memory),
+            dir: run_dir.to_path_buf(),
+        }
+    }
+
     /// What is left of the memory budget after `cache` took its share.
     pub fn after(&self, cache: &PrefixCache) -> Spill {
         Spill {
@@ -112,6 +176,8 @@ pub struct PrefixCache {
     shape: [usize; 3],
     storage: Storage,
     labels: Vec<usize>,
+    /// The rows of each batch the loader streamed, in order.
+    batches: Vec<Vec<usize>>,
 }
 
 impl PrefixCache {
@@ -137,6 +203,7 @@ impl PrefixCache {
             shape: [0; 3],
             storage: Storage::Memory(Vec::new()),
             labels: vec![0; data.len()],
+            batches: Vec::new(),
         };
         let mut first = true;
         for batch in data.stream(loader, 0)? {
@@ -156,6 +223,7 @@ impl PrefixCache {
                     .write(row, size, &flat[i * size..(i + 1) * size])?;
                 cache.labels[row] = batch.labels[i] as usize;
             }
+            cache.batches.push(batch.rows.clone());
             bar.inc(batch.len() as u64);
         }
         bar.finish_and_clear();
@@ -164,6 +232,31 @@ impl PrefixCache {
 
     fn record_size(&self) -> usize {
         self.shape.iter().product()
+    }
+
+    /// Records cached.
+    pub fn len(&self) -> usize {
+        self.labels.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.labels.is_empty()
+    }
+
+    /// The records' labels, by row.
+    pub fn labels(&self) -> &[usize] {
+        &self.labels
+    }
+
+    /// The rows of each batch the loader that built the cache streamed, in
+    /// order.
+    pub fn batches(&self) -> &[Vec<usize>] {
+        &self.batches
+    }
+
+    /// Blocks the cached activations still have to go through.
+    pub fn tail(&self) -> usize {
+        self.tail
     }
 
     /// Bytes held in memory (0 once spilled).

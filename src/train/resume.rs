@@ -95,6 +95,7 @@ pub fn resume(run_dir: &Path, opts: &RunOptions, progress: &Progress) -> TrainRe
                 optim,
                 state,
                 history,
+                prefix: None,
             }
         }
         _ => {

@@ -15,6 +15,7 @@ use super::{
     infer::Predictions,
     metrics,
     models::Model,
+    prefix_cache::{self, PrefixCaches, Spill},
     run::{
         BEST_MODEL, EpochMetrics, LAST_MODEL, LAST_OPTIM, RunInfo, TrainState, save_model,
         save_optimizer,
@@ -32,6 +33,38 @@ pub(super) struct Session<'a> {
     pub(super) val_data: Option<&'a Dataset>,
     pub(super) base: &'a Device,
     pub(super) progress: &'a Progress,
+}
+
+impl Session<'_> {
+    /// `reuse` when an earlier stage of the run built the caches; else, when
+    /// fine-tuning `model` runs from cached activations
+    /// ([`prefix_cache::tail_blocks`]), the caches of this session's data,
+    /// spilling beyond `cache_memory` bytes ([`Spill::in_run`]); else `None`.
+    pub(super) fn prefix_caches(
+        &self,
+        reuse: Option<PrefixCaches>,
+        model: &Model,
+        cache_memory: Option<usize>,
+    ) -> TrainResult<Option<PrefixCaches>> {
+        if reuse.is_some() {
+            return Ok(reuse);
+        }
+        let cfg = &self.info.config;
+        let Some(tail) = prefix_cache::tail_blocks(cfg, model) else {
+            return Ok(None);
+        };
+        PrefixCaches::build(
+            model,
+            tail,
+            self.train_data,
+            self.val_data,
+            &cfg.eval_loader(),
+            self.base,
+            &Spill::in_run(self.run_dir, cache_memory),
+            self.progress,
+        )
+        .map(Some)
+    }
 }
 
 impl<'a> Session<'a> {
@@ -60,6 +93,9 @@ pub(super) struct Start {
     pub(super) optim: ModuleOptimizer,
     pub(super) state: TrainState,
     pub(super) history: Vec<EpochMetrics>,
+    /// The prefix caches fine-tuning will use, when an earlier stage built
+    /// them.
+    pub(super) prefix: Option<PrefixCaches>,
 }
 
 /// The `metrics.csv` row of an epoch that trained on `seen` images in

@@ -105,6 +105,14 @@ pub fn conv_cases() -> Vec<Case> {
             options: ConvOptions::new([1, 1], [1, 1], [1, 1], 2),
         },
         Case {
+            // An output plane above 14×14: histoshard-kernels' plane-at-a-time
+            // strategy (the smaller ones run channels-last).
+            name: "depthwise 3×3, 17×16 planes",
+            input: [2, 3, 17, 16],
+            weight: [3, 1, 3, 3],
+            options: ConvOptions::new([1, 1], [1, 1], [1, 1], 3),
+        },
+        Case {
             name: "depthwise 5×5, stride 2",
             input: [2, 6, 12, 12],
             weight: [6, 1, 5, 5],

@@ -512,6 +512,14 @@ macro_rules! architectures {
                 }
             }
 
+            /// Pooled features from [`prefix`](Self::prefix)'s output.
+            pub fn tail_features(&self, x: Tensor<4>, tail_blocks: usize) -> Option<Tensor<2>> {
+                match self {
+                    $(Model::$s(_) => None,)+
+                    $(Model::$p(m) => m.split_tail(x, tail_blocks),)+
+                }
+            }
+
             /// Logits from [`prefix`](Self::prefix)'s output.
             pub fn tail_logits(&self, x: Tensor<4>, tail_blocks: usize) -> Option<Tensor<2>> {
                 match self {

@@ -3,7 +3,6 @@
 //! uses which). Each kernel works on plain slices in NCHW order and leaves
 //! threading to its caller, which knows its backend's thread pool: one
 //! implementation, two backends.
-#![no_std]
 
 extern crate alloc;
 
