@@ -20,13 +20,11 @@
 //! Asymmetric padding is read in place, not applied to a copy of the input.
 //! `f32` and `f64` run natively; `f16` and `bf16` through `f32`.
 
+use crate::ops::depthwise_forward::split_over_threads;
 use crate::ops::module::{cast_from_f32, cast_to_f32};
 use crate::{FlexTensor, Layout};
 use alloc::{vec, vec::Vec};
-use burn_backend::{
-    DType, Element, TensorMetadata,
-    ops::ConvOptions,
-};
+use burn_backend::{DType, Element, TensorMetadata, ops::ConvOptions};
 use burn_std::{Bytes, Shape, bf16, f16};
 use histoshard_kernels::{Real, depthwise::Depthwise};
 use rayon::prelude::*;
@@ -160,20 +158,9 @@ fn depthwise<T: Real>(geometry: &Geometry, x: &[T], grad: &[T]) -> Vec<T> {
         stride: geometry.stride,
         dilation: geometry.dilation,
     };
-    let taps = shape.taps();
-    let mut result = vec![T::default(); shape.channels * taps];
-    if taps == 0 {
-        return result;
-    }
-    let per_task = shape
-        .channels
-        .div_ceil(rayon::current_num_threads() * 4)
-        .max(1);
-    result
-        .par_chunks_mut(per_task * taps)
-        .enumerate()
-        .for_each(|(t, chunk)| shape.weight_grad(x, grad, t * per_task, chunk));
-    result
+    split_over_threads(shape.channels, shape.taps(), |first, chunk| {
+        shape.weight_grad(x, grad, first, chunk)
+    })
 }
 
 /// The batch is split into at most this many chunks, each summed on its own.

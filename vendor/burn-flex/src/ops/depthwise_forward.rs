@@ -13,7 +13,7 @@
 
 use super::conv_common::add_bias;
 use crate::{FlexTensor, Layout};
-use alloc::vec;
+use alloc::{vec, vec::Vec};
 use burn_backend::{
     DType, Element, TensorMetadata,
     ops::{ConvOptions, conv::calculate_conv_output_size_asymmetric},
@@ -59,6 +59,26 @@ pub(super) fn is_depthwise(
         && bias.is_none_or(|b| b.dtype() == x.dtype())
 }
 
+/// `units` runs of `unit` values, each range of them written by
+/// `compute(first unit, its values)` on rayon's threads, about four ranges a
+/// thread; all zeros when there is nothing to compute. How
+/// `histoshard_kernels::depthwise`'s three kernels are called (planes for
+/// the output and the input gradient, channels for the weight gradient).
+pub(super) fn split_over_threads<T: Real>(
+    units: usize,
+    unit: usize,
+    compute: impl Fn(usize, &mut [T]) + Sync + Send,
+) -> Vec<T> {
+    let mut out = vec![T::default(); units * unit];
+    if !out.is_empty() {
+        let per_task = units.div_ceil(rayon::current_num_threads() * 4).max(1);
+        out.par_chunks_mut(per_task * unit)
+            .enumerate()
+            .for_each(|(t, chunk)| compute(t * per_task, chunk));
+    }
+    out
+}
+
 fn convolve<T: Real + Element + ElementAdd + bytemuck::Pod>(
     x: FlexTensor,
     weight: FlexTensor,
@@ -89,16 +109,10 @@ fn convolve<T: Real + Element + ElementAdd + bytemuck::Pod>(
         dilation: options.dilation,
     };
     let plane = out[0] * out[1];
-    let mut y = vec![T::default(); batch * channels * plane];
-    if plane > 0 && !shape.is_empty() {
-        let (x, w) = (x.storage::<T>(), weight.storage::<T>());
-        let per_task = (batch * channels)
-            .div_ceil(rayon::current_num_threads() * 4)
-            .max(1);
-        y.par_chunks_mut(per_task * plane)
-            .enumerate()
-            .for_each(|(t, chunk)| shape.forward(x, w, t * per_task, chunk));
-    }
+    let (xs, ws) = (x.storage::<T>(), weight.storage::<T>());
+    let mut y = split_over_threads(batch * channels, plane, |first, chunk| {
+        shape.forward(xs, ws, first, chunk)
+    });
     if let Some(bias) = bias {
         let bias = bias.into_contiguous();
         add_bias(&mut y, bias.storage::<T>(), batch, channels, plane);

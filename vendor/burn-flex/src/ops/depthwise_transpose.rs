@@ -9,13 +9,14 @@
 //! step there (docs/BENCHMARKS.md). Every other transposed convolution keeps
 //! burn-flex's kernel. `f32` and `f64` only; the rest keep it too.
 
-use super::{conv_common::add_bias, depthwise_forward::is_depthwise};
+use super::{
+    conv_common::add_bias,
+    depthwise_forward::{is_depthwise, split_over_threads},
+};
 use crate::{FlexTensor, Layout};
-use alloc::vec;
 use burn_backend::{DType, Element, ops::ConvTransposeOptions};
 use burn_std::{Bytes, ElementAdd, Shape};
 use histoshard_kernels::{Real, depthwise::Depthwise};
-use rayon::prelude::*;
 
 /// `Ok(conv_transpose2d(x, weight, bias, options))` for a depthwise transposed
 /// convolution of `f32` or `f64` tensors; every other one comes back as `Err`
@@ -64,16 +65,10 @@ fn transpose<T: Real + Element + ElementAdd + bytemuck::Pod>(
         dilation: options.dilation,
     };
     let plane = input[0] * input[1];
-    let mut out = vec![T::default(); batch * channels * plane];
-    if plane > 0 && !shape.is_empty() {
-        let (w, g) = (weight.storage::<T>(), x.storage::<T>());
-        let per_task = (batch * channels)
-            .div_ceil(rayon::current_num_threads() * 4)
-            .max(1);
-        out.par_chunks_mut(per_task * plane)
-            .enumerate()
-            .for_each(|(t, chunk)| shape.input_grad(w, g, t * per_task, chunk));
-    }
+    let (w, g) = (weight.storage::<T>(), x.storage::<T>());
+    let mut out = split_over_threads(batch * channels, plane, |first, chunk| {
+        shape.input_grad(w, g, first, chunk)
+    });
     if let Some(bias) = bias {
         let bias = bias.into_contiguous();
         add_bias(&mut out, bias.storage::<T>(), batch, channels, plane);
