@@ -28,10 +28,7 @@ pub(super) fn forward<T: Real>(
     first: usize,
     out: &mut [T],
 ) {
-    // Each output sums its taps in order, as `planes` does.
-    let sums = Sums::new(pairs(shape, Order::ByOutput), |p| {
-        (p.output, p.input, p.tap)
-    });
+    let sums = Sums::new(pairs(shape), |p| (p.output, p.input, p.tap));
     let (hw, ohw) = (shape.input[0] * shape.input[1], shape.out[0] * shape.out[1]);
     let mut buffers = Buffers::new(shape, hw, ohw);
     for run in runs(shape, first, out.len() / ohw) {
@@ -55,8 +52,7 @@ pub(super) fn input_grad<T: Real>(
     first: usize,
     out: &mut [T],
 ) {
-    // Each input value sums its terms in tap order, as `planes` does.
-    let sums = Sums::new(pairs(shape, Order::ByTap), |p| (p.input, p.output, p.tap));
+    let sums = Sums::new(pairs(shape), |p| (p.input, p.output, p.tap));
     let (hw, ohw) = (shape.input[0] * shape.input[1], shape.out[0] * shape.out[1]);
     let mut buffers = Buffers::new(shape, hw, ohw);
     for run in runs(shape, first, out.len() / hw) {
@@ -84,7 +80,7 @@ pub(super) fn weight_grad<T: Real>(
     first: usize,
     out: &mut [T],
 ) {
-    let sums = Sums::new(pairs(shape, Order::ByTap), |p| (p.tap, p.output, p.input));
+    let sums = Sums::new(pairs(shape), |p| (p.tap, p.output, p.input));
     let taps = shape.taps();
     let (hw, ohw) = (shape.input[0] * shape.input[1], shape.out[0] * shape.out[1]);
     let cw = out.len() / taps;
@@ -211,19 +207,11 @@ struct Pair {
     input: usize,
 }
 
-/// The order of [`pairs`].
-#[derive(Clone, Copy, PartialEq, Eq)]
-enum Order {
-    /// By output pixel, then tap: each output sums its taps in order.
-    ByOutput,
-    /// By tap, then output pixel: each input-gradient value sums its terms
-    /// in tap order.
-    ByTap,
-}
-
-/// Every pair whose input pixel is inside the input.
+/// Every pair whose input pixel is inside the input, by tap and then output
+/// pixel: grouped by any of the three ([`Sums::new`]), each group then sums
+/// in tap order, as `planes` does.
 #[inline(always)]
-fn pairs(shape: &Depthwise, order: Order) -> Vec<Pair> {
+fn pairs(shape: &Depthwise) -> Vec<Pair> {
     let [_, w] = shape.input;
     let [oh, ow] = shape.out;
     let [kh, kw] = shape.kernel;
@@ -242,14 +230,9 @@ fn pairs(shape: &Depthwise, order: Order) -> Vec<Pair> {
         })
     };
     let (outputs, taps) = (oh * ow, kh * kw);
-    match order {
-        Order::ByOutput => (0..outputs)
-            .flat_map(|o| (0..taps).filter_map(move |t| pair(o, t)))
-            .collect(),
-        Order::ByTap => (0..taps)
-            .flat_map(|t| (0..outputs).filter_map(move |o| pair(o, t)))
-            .collect(),
-    }
+    (0..taps)
+        .flat_map(|t| (0..outputs).filter_map(move |o| pair(o, t)))
+        .collect()
 }
 
 /// Consecutive channels of one image: planes `plane .. plane + channels`.

@@ -21,8 +21,9 @@
 //!
 //! [`channels_last`] is compiled for AVX-512 and AVX2 besides the baseline
 //! and picks one at run time (`multiversion`): the crate is built for any
-//! x86-64, whose baseline has 128-bit vectors only. That made it 12–15%
-//! faster on EfficientNet-Lite0's layers; [`planes`] ran 3–7% slower so
+//! x86-64, whose baseline has 128-bit vectors only. That made its first
+//! version (before the sums in registers) 12–15% faster on
+//! EfficientNet-Lite0's layers; [`planes`] ran 3–7% slower so
 //! compiled, and is not
 //! (`examples/bench_depthwise.rs`, docs/BENCHMARKS.md).
 //!
