@@ -5,8 +5,7 @@
 use std::path::Path;
 
 use burn::optim::{
-    AdamConfig, AdamWConfig, ModuleOptimizer, SgdConfig, decay::WeightDecayConfig,
-    momentum::MomentumConfig,
+    AdamWConfig, ModuleOptimizer, SgdConfig, decay::WeightDecayConfig, momentum::MomentumConfig,
 };
 use serde::{Deserialize, Serialize};
 
@@ -14,6 +13,7 @@ use super::{
     data::{LoaderConfig, Selection},
     device::DeviceChoice,
     models::{ModelKind, ModelSpec, pretrained},
+    ops::adam::FusedAdam,
     transfer::{self, TransferConfig},
 };
 use crate::{error::Error, patch::augment::AugmentConfig};
@@ -301,7 +301,7 @@ impl TrainConfig {
         let decay =
             (self.weight_decay > 0.0).then(|| WeightDecayConfig::new(self.weight_decay as f32));
         match self.optimizer {
-            OptimizerKind::Adam => AdamConfig::new().with_weight_decay(decay).init(),
+            OptimizerKind::Adam => FusedAdam::new(decay).into(),
             OptimizerKind::Adamw => AdamWConfig::new()
                 .with_weight_decay(self.weight_decay as f32)
                 .init(),

@@ -245,18 +245,66 @@ pub fn serve(
 /// `tests/data/<recorded>`; with `HISTOSHARD_BLESS=1` records them first.
 /// `what` names the output in the failure message.
 pub fn check_digests(files: &BTreeMap<String, Vec<u8>>, recorded: &str, what: &str) {
+    let recorded = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/data")
+        .join(recorded);
+    compare_digests(files, &recorded, what);
+}
+
+/// [`check_digests`] for outputs of floating-point training, recorded once
+/// per vector instruction set: flex's kernels pick theirs at run time
+/// (macerator's reductions, gemm's micro-kernels), and the width decides how
+/// a sum is grouped, so the same seed gives other last bits on an AVX2
+/// machine than on an AVX-512 one. The record is
+/// `tests/data/<stem>.<level>.txt`; on a level with none recorded (an ARM
+/// machine, say) the comparison is skipped, saying so, and the rest of the
+/// calling test still runs.
+pub fn check_cpu_digests(files: &BTreeMap<String, Vec<u8>>, stem: &str, what: &str) {
+    let level = simd_level();
+    let recorded = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/data")
+        .join(format!("{stem}.{level}.txt"));
+    if !recorded.exists() && std::env::var_os("HISTOSHARD_BLESS").is_none() {
+        eprintln!(
+            "{what}: no digests recorded for {level} ({} is missing); not compared",
+            recorded.display()
+        );
+        return;
+    }
+    compare_digests(files, &recorded, what);
+}
+
+/// The x86-64 level (`x86-64-v4`: AVX-512, `x86-64-v3`: AVX2 and FMA)
+/// this CPU runs flex's dispatched kernels at, or `other`.
+pub fn simd_level() -> &'static str {
+    #[cfg(target_arch = "x86_64")]
+    {
+        use std::arch::is_x86_feature_detected as has;
+        if has!("avx512f")
+            && has!("avx512bw")
+            && has!("avx512cd")
+            && has!("avx512dq")
+            && has!("avx512vl")
+        {
+            return "x86-64-v4";
+        }
+        if has!("avx2") && has!("fma") {
+            return "x86-64-v3";
+        }
+    }
+    "other"
+}
+
+fn compare_digests(files: &BTreeMap<String, Vec<u8>>, recorded: &Path, what: &str) {
     use sha2::{Digest, Sha256};
     let got: String = files
         .iter()
         .map(|(name, bytes)| format!("{}  {name}\n", hex::encode(Sha256::digest(bytes))))
         .collect();
-    let recorded = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/data")
-        .join(recorded);
     if std::env::var_os("HISTOSHARD_BLESS").is_some() {
-        std::fs::write(&recorded, &got).unwrap();
+        std::fs::write(recorded, &got).unwrap();
     }
-    let want = std::fs::read_to_string(&recorded).unwrap();
+    let want = std::fs::read_to_string(recorded).unwrap();
     assert!(
         got == want,
         "{what} changed:\n--- recorded ({})\n{want}--- now\n{got}",
