@@ -16,7 +16,7 @@
 //! - [`metrics`]: accuracy, AUC, … with confidence intervals.
 //! - [`evaluate`]: patch- and image-level evaluation of a run.
 //! - [`export`]: safetensors (PyTorch names) or burnpack, plus `model.json`.
-//! - [`ops`]: backend operations histoshard adds to burn (ReLU6 in one pass each way).
+//! - [`ops`]: backend operations histoshard adds to burn (ReLU6 in one pass each way, Adam's update in one).
 //! - [`prefix_cache`]: fine-tuning a frozen-statistics tail from cached activations.
 //! - [`plot`]: SVG charts (lines, grouped bars, confusion matrix) with `plotters`.
 //! - [`predict`]: whole new images → patch probabilities, image label, heatmap.
