@@ -35,15 +35,11 @@ const BETA_1: f32 = 0.9;
 const BETA_2: f32 = 0.999;
 const EPSILON: f32 = 1e-5;
 
-/// The scalars of one Adam step, computed as burn's `AdaptiveMomentum` does
-/// (f32 arithmetic) for step number `time` (1 for the first).
+/// The scalars of one Adam step that change from step to step, computed as
+/// burn's `AdaptiveMomentum` does (f32 arithmetic) for step number `time`
+/// (1 for the first); β₁, β₂ and their complements are the constants above.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct AdamStep {
-    pub beta_1: f32,
-    pub beta_2: f32,
-    /// 1 − β₁ and 1 − β₂, the weights of the new gradient.
-    pub grad_weight_1: f32,
-    pub grad_weight_2: f32,
     /// √(1 − β₂ᵗ) / (1 − β₁ᵗ): both bias corrections in one factor.
     pub correction: f32,
     /// ε·√(1 − β₂ᵗ), added to √v.
@@ -57,10 +53,6 @@ impl AdamStep {
         let time = i32::try_from(time).unwrap_or(i32::MAX);
         let corrected_sqrt = (1.0 - BETA_2.powi(time)).sqrt();
         Self {
-            beta_1: BETA_1,
-            beta_2: BETA_2,
-            grad_weight_1: 1.0 - BETA_1,
-            grad_weight_2: 1.0 - BETA_2,
             correction: corrected_sqrt / (1.0 - BETA_1.powi(time)),
             epsilon: EPSILON * corrected_sqrt,
             lr: lr as f32,
@@ -93,12 +85,12 @@ fn composed<B: Backend>(
     s: AdamStep,
 ) -> (FloatTensor<B>, FloatTensor<B>, FloatTensor<B>) {
     let moment_1 = B::float_add(
-        B::float_mul_scalar(moment_1, s.beta_1.into()),
-        B::float_mul_scalar(grad.clone(), s.grad_weight_1.into()),
+        B::float_mul_scalar(moment_1, BETA_1.into()),
+        B::float_mul_scalar(grad.clone(), (1.0 - BETA_1).into()),
     );
     let moment_2 = B::float_add(
-        B::float_mul_scalar(moment_2, s.beta_2.into()),
-        B::float_mul_scalar(B::float_mul(grad.clone(), grad), s.grad_weight_2.into()),
+        B::float_mul_scalar(moment_2, BETA_2.into()),
+        B::float_mul_scalar(B::float_mul(grad.clone(), grad), (1.0 - BETA_2).into()),
     );
     let update = B::float_div(
         B::float_mul_scalar(moment_1.clone(), s.correction.into()),
@@ -119,7 +111,7 @@ mod flex {
     };
     use rayon::prelude::*;
 
-    use super::{AdamOps, AdamStep, composed};
+    use super::{AdamOps, AdamStep, BETA_1, BETA_2, composed};
 
     /// Elements per rayon task (four arrays are read, three written).
     const CHUNK: usize = 1 << 14;
@@ -173,8 +165,8 @@ mod flex {
             .zip(v.par_chunks_mut(CHUNK))
             .for_each(|(((p, g), m), v)| {
                 for (((p, &g), m), v) in p.iter_mut().zip(g).zip(m).zip(v) {
-                    *m = *m * s.beta_1 + g * s.grad_weight_1;
-                    *v = *v * s.beta_2 + (g * g) * s.grad_weight_2;
+                    *m = *m * BETA_1 + g * (1.0 - BETA_1);
+                    *v = *v * BETA_2 + (g * g) * (1.0 - BETA_2);
                     let update = (*m * s.correction) / (v.sqrt() + s.epsilon);
                     *p -= update * s.lr;
                 }
@@ -250,7 +242,7 @@ mod tests {
     use burn::optim::{AdamState, Optimizer};
     use burn::tensor::{Device, Distribution, Tensor};
 
-    use super::{FusedAdam, adam_reference};
+    use super::FusedAdam;
 
     fn bits(t: &Tensor<2>) -> Vec<u32> {
         let values = t.to_data().try_to_vec::<f32>().unwrap_or_default();
@@ -266,7 +258,9 @@ mod tests {
         let shape = [300, 257];
         let mut fused_param = Tensor::<2>::random(shape, Distribution::Normal(0.0, 1.0), &device);
         let mut plain_param = fused_param.clone();
-        let (fused, plain) = (FusedAdam::new(None), adam_reference());
+        let fused = FusedAdam::new(None);
+        // burn's own Adam, built from the same constants.
+        let plain = fused.composed.clone();
         let mut fused_state: Option<AdamState<2>> = None;
         let mut plain_state: Option<AdamState<2>> = None;
         for step in 0..12 {
@@ -294,14 +288,4 @@ mod tests {
             assert_eq!(bits(&f.momentum.moment_2), bits(&p.momentum.moment_2));
         }
     }
-}
-
-/// burn's own Adam with the constants [`FusedAdam`] uses.
-#[cfg(test)]
-fn adam_reference() -> Adam {
-    AdamConfig::new()
-        .with_beta_1(BETA_1)
-        .with_beta_2(BETA_2)
-        .with_epsilon(EPSILON)
-        .build()
 }
