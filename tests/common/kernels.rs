@@ -175,6 +175,16 @@ pub fn conv_cases() -> Vec<Case> {
             weight: [16, 8, 1, 1],
             options: ConvOptions::new([1, 1], [0, 0], [1, 1], 1),
         },
+        // An expansion of EfficientNet's shape: flex splits its input gradient
+        // over the batch by the GEMMs' work although the gradient is small,
+        // and its weight gradient (over 16 K values) adds the batch's partial
+        // sums in parallel chunks (vendor/burn-flex change 6).
+        Case {
+            name: "pointwise 1×1, narrow to wide, 4×4 planes",
+            input: [4, 96, 4, 4],
+            weight: [256, 96, 1, 1],
+            options: ConvOptions::new([1, 1], [0, 0], [1, 1], 1),
+        },
     ]
 }
 

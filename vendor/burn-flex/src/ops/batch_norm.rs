@@ -20,6 +20,7 @@
 //! in `f64`. `f32` and `f64` run natively; `f16` and `bf16` through `f32`.
 
 use crate::ops::module::{cast_from_f32, cast_to_f32};
+use crate::ops::par_fill::par_filled;
 use crate::{Flex, FlexTensor, Layout};
 use alloc::{vec, vec::Vec};
 use burn_backend::{
@@ -172,11 +173,13 @@ impl Planes {
         &self,
         f: impl Fn(usize, usize, &mut [T]) + Sync,
     ) -> FlexTensor {
-        let mut out = vec![T::default(); self.shape.num_elements()];
-        out.par_chunks_mut(self.plane.max(1))
-            .with_min_len(self.min_len())
-            .enumerate()
-            .for_each(|(i, plane)| f(i, i % self.channels, plane));
+        let out = par_filled(
+            T::default(),
+            self.shape.num_elements(),
+            self.plane.max(1),
+            self.min_len(),
+            |i, plane| f(i, i % self.channels, plane),
+        );
         tensor(out, self.shape.clone())
     }
 }

@@ -683,47 +683,52 @@ fn conv3d_1x1_impl<
     #[cfg(not(feature = "rayon"))]
     let parallelism = gemm::Parallelism::None;
 
+    // histoshard (vendor/README.md, burn-flex change 6): each batch item's
+    // output is zeroed by the thread that computes it.
+    #[cfg(feature = "rayon")]
+    let mut output = super::par_fill::par_filled(
+        zero,
+        total_output,
+        (channels_out * spatial).max(1),
+        1,
+        |b, item| {
+            for g in 0..groups {
+                let x_offset = b * channels_in * spatial + g * k * spatial;
+                let w_offset = g * out_channels_per_group * k;
+                let out_offset = g * out_channels_per_group * spatial;
+                let dst = &mut item[out_offset..][..out_channels_per_group * spatial];
+                // SAFETY: `dst` is `[m, n]` row-major; `w` and `x` are in bounds
+                // as in the serial loop below.
+                unsafe {
+                    gemm::gemm(
+                        m,
+                        n,
+                        k,
+                        dst.as_mut_ptr(),
+                        1,          // dst_cs
+                        n as isize, // dst_rs
+                        false,      // read_dst
+                        w_data.as_ptr().add(w_offset),
+                        1,          // lhs_cs: W row-major
+                        k as isize, // lhs_rs
+                        x_data.as_ptr().add(x_offset),
+                        1,          // rhs_cs: X row-major
+                        n as isize, // rhs_rs
+                        zero,
+                        one,
+                        false,
+                        false,
+                        false,
+                        parallelism,
+                    );
+                }
+            }
+        },
+    );
+    #[cfg(not(feature = "rayon"))]
     let mut output = vec![zero; total_output];
 
     {
-        #[cfg(feature = "rayon")]
-        {
-            use rayon::prelude::*;
-            let dst_ptr = crate::ops::SendMutPtr::new(output.as_mut_ptr());
-
-            (0..batch_size).into_par_iter().for_each(|b| {
-                for g in 0..groups {
-                    let x_offset = b * channels_in * spatial + g * k * spatial;
-                    let w_offset = g * out_channels_per_group * k;
-                    let out_offset =
-                        b * channels_out * spatial + g * out_channels_per_group * spatial;
-
-                    unsafe {
-                        gemm::gemm(
-                            m,
-                            n,
-                            k,
-                            dst_ptr.ptr_add(out_offset),
-                            1,          // dst_cs
-                            n as isize, // dst_rs
-                            false,      // read_dst
-                            w_data.as_ptr().add(w_offset),
-                            1,          // lhs_cs: W row-major
-                            k as isize, // lhs_rs
-                            x_data.as_ptr().add(x_offset),
-                            1,          // rhs_cs: X row-major
-                            n as isize, // rhs_rs
-                            zero,
-                            one,
-                            false,
-                            false,
-                            false,
-                            parallelism,
-                        );
-                    }
-                }
-            });
-        }
         #[cfg(not(feature = "rayon"))]
         {
             for b in 0..batch_size {

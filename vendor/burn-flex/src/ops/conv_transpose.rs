@@ -211,6 +211,11 @@ type ConvTransposeGemmFn<T> = fn(&mut [T], &[T], &[T], usize, usize, usize, usiz
 #[cfg(feature = "rayon")]
 const GEMM_PARALLEL_WORK: usize = 192 * 192 * 192;
 
+/// histoshard (change 6): multiply-adds over all batch items and groups from
+/// which they are split over rayon's threads (~0.1 ms of work on one core).
+#[cfg(feature = "rayon")]
+const GROUPS_PARALLEL_WORK: usize = 1 << 20;
+
 /// Compute the half-open range `[in_start, in_end)` of input spatial positions `i`
 /// for which the corresponding output index `i * stride + k * dilation - pad`
 /// lies inside `[0, out_size)`.
@@ -332,8 +337,6 @@ fn conv_transpose3d_impl<
             dtype,
         );
     }
-    let mut output = vec![zero; output_size];
-
     let group_chunk_len = out_channels_per_group * out_spatial;
     #[cfg(feature = "rayon")]
     let total_groups = batch_size * groups;
@@ -487,37 +490,39 @@ fn conv_transpose3d_impl<
         }
     };
 
-    #[cfg(feature = "rayon")]
-    if total_groups > 1
-        && (total_groups * out_channels_per_group * out_spatial) >= super::PARALLEL_THRESHOLD
-    {
-        use rayon::prelude::*;
+    let serial = || {
+        let mut output = vec![zero; output_size];
+        let mut columns = vec![zero; columns_len];
+        for (bg, group_output) in output.chunks_mut(group_chunk_len).enumerate() {
+            let b = bg / groups;
+            let g = bg % groups;
+            process_group(b, g, group_output, &mut columns);
+        }
         output
-            .par_chunks_mut(group_chunk_len)
-            .enumerate()
-            .for_each(|(bg, group_output)| {
-                let b = bg / groups;
-                let g = bg % groups;
-                let mut columns = vec![zero; columns_len];
-                process_group(b, g, group_output, &mut columns);
-            });
-    } else {
-        let mut columns = vec![zero; columns_len];
-        for (bg, group_output) in output.chunks_mut(group_chunk_len).enumerate() {
-            let b = bg / groups;
-            let g = bg % groups;
-            process_group(b, g, group_output, &mut columns);
-        }
-    }
-    #[cfg(not(feature = "rayon"))]
+    };
+    // histoshard (vendor/README.md, burn-flex change 6): batch items and
+    // groups go to rayon's threads when their GEMMs are enough work, not only
+    // when the output is large: the input gradient of a 1×1 convolution from
+    // many channels to few (EfficientNet's expansions, 7×7 planes) has a
+    // small output but K = the many channels.
+    #[cfg(feature = "rayon")]
+    let gemm_work = total_groups * col_ch * in_channels_per_group * in_spatial;
+    #[cfg(feature = "rayon")]
+    let mut output = if total_groups > 1
+        && (total_groups * out_channels_per_group * out_spatial >= super::PARALLEL_THRESHOLD
+            || gemm_work >= GROUPS_PARALLEL_WORK)
     {
-        let mut columns = vec![zero; columns_len];
-        for (bg, group_output) in output.chunks_mut(group_chunk_len).enumerate() {
+        super::par_fill::par_filled(zero, output_size, group_chunk_len, 1, |bg, group_output| {
             let b = bg / groups;
             let g = bg % groups;
+            let mut columns = vec![zero; columns_len];
             process_group(b, g, group_output, &mut columns);
-        }
-    }
+        })
+    } else {
+        serial()
+    };
+    #[cfg(not(feature = "rayon"))]
+    let mut output = serial();
 
     // Add bias if present
     if let Some(bias) = bias {

@@ -11,16 +11,15 @@
 //! convolution keeps burn-flex's path. `f32` and `f64` only; the rest keep it
 //! too.
 
-use super::conv_common::add_bias;
+use super::{conv_common::add_bias, par_fill::par_filled};
 use crate::{FlexTensor, Layout};
-use alloc::{vec, vec::Vec};
+use alloc::vec::Vec;
 use burn_backend::{
     DType, Element, TensorMetadata,
     ops::{ConvOptions, conv::calculate_conv_output_size_asymmetric},
 };
 use burn_std::{Bytes, ElementAdd, Shape};
 use histoshard_kernels::{Real, depthwise::Depthwise};
-use rayon::prelude::*;
 
 /// `Ok(conv2d(x, weight, bias, options))` for a depthwise convolution of
 /// `f32` or `f64` tensors; every other one comes back as `Err` with its
@@ -69,14 +68,14 @@ pub(super) fn split_over_threads<T: Real>(
     unit: usize,
     compute: impl Fn(usize, &mut [T]) + Sync + Send,
 ) -> Vec<T> {
-    let mut out = vec![T::default(); units * unit];
-    if !out.is_empty() {
-        let per_task = units.div_ceil(rayon::current_num_threads() * 4).max(1);
-        out.par_chunks_mut(per_task * unit)
-            .enumerate()
-            .for_each(|(t, chunk)| compute(t * per_task, chunk));
-    }
-    out
+    let per_task = units.div_ceil(rayon::current_num_threads() * 4).max(1);
+    par_filled(
+        T::default(),
+        units * unit,
+        per_task * unit,
+        1,
+        |t, chunk| compute(t * per_task, chunk),
+    )
 }
 
 fn convolve<T: Real + Element + ElementAdd + bytemuck::Pod>(

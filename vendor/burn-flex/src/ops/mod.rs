@@ -111,6 +111,9 @@ pub mod deform_conv;
 // histoshard (vendor/README.md, burn-flex change 5).
 #[cfg(feature = "rayon")]
 mod depthwise_forward;
+// histoshard (vendor/README.md, burn-flex change 6).
+#[cfg(feature = "rayon")]
+pub(crate) mod par_fill;
 // histoshard (vendor/README.md, burn-flex change 3).
 #[cfg(feature = "rayon")]
 mod depthwise_transpose;
