@@ -245,10 +245,14 @@ pub fn serve(
 /// `tests/data/<recorded>`; with `HISTOSHARD_BLESS=1` records them first.
 /// `what` names the output in the failure message.
 pub fn check_digests(files: &BTreeMap<String, Vec<u8>>, recorded: &str, what: &str) {
-    let recorded = Path::new(env!("CARGO_MANIFEST_DIR"))
+    compare_digests(files, &test_data(recorded), what);
+}
+
+/// `tests/data/<name>`.
+fn test_data(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("tests/data")
-        .join(recorded);
-    compare_digests(files, &recorded, what);
+        .join(name)
 }
 
 /// [`check_digests`] for outputs of floating-point training, recorded once
@@ -261,9 +265,7 @@ pub fn check_digests(files: &BTreeMap<String, Vec<u8>>, recorded: &str, what: &s
 /// calling test still runs.
 pub fn check_cpu_digests(files: &BTreeMap<String, Vec<u8>>, stem: &str, what: &str) {
     let level = simd_level();
-    let recorded = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/data")
-        .join(format!("{stem}.{level}.txt"));
+    let recorded = test_data(&format!("{stem}.{level}.txt"));
     if !recorded.exists() && std::env::var_os("HISTOSHARD_BLESS").is_none() {
         eprintln!(
             "{what}: no digests recorded for {level} ({} is missing); not compared",

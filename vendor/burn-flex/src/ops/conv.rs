@@ -683,88 +683,53 @@ fn conv3d_1x1_impl<
     #[cfg(not(feature = "rayon"))]
     let parallelism = gemm::Parallelism::None;
 
+    // One batch item's output `[channels_out, spatial]`, a GEMM per group;
+    // `read_dst` false, so what `item` held is overwritten.
+    let item_gemm = |b: usize, item: &mut [T]| {
+        for g in 0..groups {
+            let x_offset = b * channels_in * spatial + g * k * spatial;
+            let w_offset = g * out_channels_per_group * k;
+            let dst = &mut item[g * out_channels_per_group * spatial..][..m * n];
+            // SAFETY: `dst` is `[m, n]` row-major, `w` `[m, k]` and `x`
+            // `[k, n]` from their offsets, all in bounds.
+            unsafe {
+                gemm::gemm(
+                    m,
+                    n,
+                    k,
+                    dst.as_mut_ptr(),
+                    1,          // dst_cs
+                    n as isize, // dst_rs
+                    false,      // read_dst
+                    w_data.as_ptr().add(w_offset),
+                    1,          // lhs_cs: W row-major
+                    k as isize, // lhs_rs
+                    x_data.as_ptr().add(x_offset),
+                    1,          // rhs_cs: X row-major
+                    n as isize, // rhs_rs
+                    zero,
+                    one,
+                    false,
+                    false,
+                    false,
+                    parallelism,
+                );
+            }
+        }
+    };
+    let item_len = (channels_out * spatial).max(1);
     // histoshard (vendor/README.md, burn-flex change 6): each batch item's
     // output is zeroed by the thread that computes it.
     #[cfg(feature = "rayon")]
-    let mut output = super::par_fill::par_filled(
-        zero,
-        total_output,
-        (channels_out * spatial).max(1),
-        1,
-        |b, item| {
-            for g in 0..groups {
-                let x_offset = b * channels_in * spatial + g * k * spatial;
-                let w_offset = g * out_channels_per_group * k;
-                let out_offset = g * out_channels_per_group * spatial;
-                let dst = &mut item[out_offset..][..out_channels_per_group * spatial];
-                // SAFETY: `dst` is `[m, n]` row-major; `w` and `x` are in bounds
-                // as in the serial loop below.
-                unsafe {
-                    gemm::gemm(
-                        m,
-                        n,
-                        k,
-                        dst.as_mut_ptr(),
-                        1,          // dst_cs
-                        n as isize, // dst_rs
-                        false,      // read_dst
-                        w_data.as_ptr().add(w_offset),
-                        1,          // lhs_cs: W row-major
-                        k as isize, // lhs_rs
-                        x_data.as_ptr().add(x_offset),
-                        1,          // rhs_cs: X row-major
-                        n as isize, // rhs_rs
-                        zero,
-                        one,
-                        false,
-                        false,
-                        false,
-                        parallelism,
-                    );
-                }
-            }
-        },
-    );
+    let mut output = super::par_fill::par_filled(zero, total_output, item_len, 1, item_gemm);
     #[cfg(not(feature = "rayon"))]
-    let mut output = vec![zero; total_output];
-
-    {
-        #[cfg(not(feature = "rayon"))]
-        {
-            for b in 0..batch_size {
-                for g in 0..groups {
-                    let x_offset = b * channels_in * spatial + g * k * spatial;
-                    let w_offset = g * out_channels_per_group * k;
-                    let out_offset =
-                        b * channels_out * spatial + g * out_channels_per_group * spatial;
-
-                    unsafe {
-                        gemm::gemm(
-                            m,
-                            n,
-                            k,
-                            output.as_mut_ptr().add(out_offset),
-                            1,
-                            n as isize,
-                            false,
-                            w_data.as_ptr().add(w_offset),
-                            1,
-                            k as isize,
-                            x_data.as_ptr().add(x_offset),
-                            1,
-                            n as isize,
-                            zero,
-                            one,
-                            false,
-                            false,
-                            false,
-                            parallelism,
-                        );
-                    }
-                }
-            }
+    let mut output = {
+        let mut output = vec![zero; total_output];
+        for (b, item) in output.chunks_mut(item_len).enumerate() {
+            item_gemm(b, item);
         }
-    }
+        output
+    };
 
     if let Some(bias) = bias {
         let bias = bias.to_contiguous();

@@ -205,16 +205,21 @@ fn im2col_gemm<T: Real + Element + bytemuck::Pod>(
     // Each value adds the partial sums in chunk order, so the split over
     // threads does not change the result (change 6: this ran on the calling
     // thread alone, 8% of its samples in the default job's fine-tuning).
-    result
-        .par_chunks_mut(SUM_CHUNK)
-        .enumerate()
-        .for_each(|(i, out)| {
-            for sum in &rest {
-                out.iter_mut()
-                    .zip(&sum[i * SUM_CHUNK..])
-                    .for_each(|(a, b)| *a += *b);
-            }
-        });
+    let add_rest = |i: usize, out: &mut [T]| {
+        for sum in &rest {
+            out.iter_mut()
+                .zip(&sum[i * SUM_CHUNK..])
+                .for_each(|(a, b)| *a += *b);
+        }
+    };
+    if len > SUM_CHUNK && !rest.is_empty() {
+        result
+            .par_chunks_mut(SUM_CHUNK)
+            .enumerate()
+            .for_each(|(i, out)| add_rest(i, out));
+    } else {
+        add_rest(0, &mut result);
+    }
     result
 }
 
