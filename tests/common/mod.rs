@@ -255,25 +255,83 @@ fn test_data(name: &str) -> PathBuf {
         .join(name)
 }
 
-/// [`check_digests`] for outputs of floating-point training, recorded once
-/// per vector instruction set: flex's kernels pick theirs at run time
+/// [`check_digests`] for outputs of floating-point training, recorded per
+/// vector instruction set and CPU: flex's kernels pick theirs at run time
 /// (macerator's reductions, gemm's micro-kernels), and the width decides how
 /// a sum is grouped, so the same seed gives other last bits on an AVX2
-/// machine than on an AVX-512 one. The record is
-/// `tests/data/<stem>.<level>.txt`; on a level with none recorded (an ARM
-/// machine, say) the comparison is skipped, saying so, and the rest of the
-/// calling test still runs.
+/// machine than on an AVX-512 one; within a level, the CPU model can matter
+/// too (the transfer-learning run differs between an AMD EPYC and an Intel
+/// Xeon, docs/BURN_NOTES.md). The record is `tests/data/<stem>.<level>.txt`,
+/// one set of digests under a `# <CPU>` line (`/proc/cpuinfo`'s model name)
+/// for each machine that recorded it. On a machine with no set, the
+/// comparison is skipped, saying so, and the rest of the calling test still
+/// runs; `HISTOSHARD_BLESS=1` records (or replaces) this machine's set.
 pub fn check_cpu_digests(files: &BTreeMap<String, Vec<u8>>, stem: &str, what: &str) {
     let level = simd_level();
     let recorded = test_data(&format!("{stem}.{level}.txt"));
-    if !recorded.exists() && std::env::var_os("HISTOSHARD_BLESS").is_none() {
+    let cpu = cpu_name();
+    let mut sets = std::fs::read_to_string(&recorded)
+        .map(|record| digest_sets(&record))
+        .unwrap_or_default();
+    let got = digest_lines(files);
+    if std::env::var_os("HISTOSHARD_BLESS").is_some() {
+        sets.retain(|(label, _)| *label != cpu);
+        sets.push((cpu.clone(), got.clone()));
+        let record: String = sets
+            .iter()
+            .map(|(label, digests)| format!("# {label}\n{digests}"))
+            .collect();
+        std::fs::write(&recorded, record).unwrap();
+    }
+    let Some((_, want)) = sets.iter().find(|(label, _)| *label == cpu) else {
         eprintln!(
-            "{what}: no digests recorded for {level} ({} is missing); not compared",
+            "{what}: no digests recorded for {cpu} at {level} in {}; not compared \
+             (HISTOSHARD_BLESS=1 records them)",
             recorded.display()
         );
         return;
+    };
+    assert!(
+        got == *want,
+        "{what} changed on {cpu}:\n--- recorded ({})\n{want}--- now\n{got}",
+        recorded.display()
+    );
+}
+
+/// This machine's CPU, as `/proc/cpuinfo` names it (`model name`).
+fn cpu_name() -> String {
+    std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|info| {
+            info.lines()
+                .find(|l| l.starts_with("model name"))
+                .and_then(|l| l.split_once(':'))
+                .map(|(_, name)| name.trim().to_string())
+        })
+        .unwrap_or_else(|| std::env::consts::ARCH.to_string())
+}
+
+/// A record's `(CPU, digests)` sets: each `# <CPU>` line and the lines up
+/// to the next.
+fn digest_sets(record: &str) -> Vec<(String, String)> {
+    let mut sets: Vec<(String, String)> = Vec::new();
+    for line in record.lines() {
+        match (line.strip_prefix("# "), sets.last_mut()) {
+            (Some(label), _) => sets.push((label.to_string(), String::new())),
+            (None, Some((_, digests))) => digests.push_str(&format!("{line}\n")),
+            (None, None) => panic!("a digest line before any `# <CPU>` line: {line}"),
+        }
     }
-    compare_digests(files, &recorded, what);
+    sets
+}
+
+/// `<sha256>  <name>` a line, for each of `files`.
+fn digest_lines(files: &BTreeMap<String, Vec<u8>>) -> String {
+    use sha2::{Digest, Sha256};
+    files
+        .iter()
+        .map(|(name, bytes)| format!("{}  {name}\n", hex::encode(Sha256::digest(bytes))))
+        .collect()
 }
 
 /// The x86-64 level (`x86-64-v4`: AVX-512, `x86-64-v3`: AVX2 and FMA)
@@ -298,11 +356,7 @@ pub fn simd_level() -> &'static str {
 }
 
 fn compare_digests(files: &BTreeMap<String, Vec<u8>>, recorded: &Path, what: &str) {
-    use sha2::{Digest, Sha256};
-    let got: String = files
-        .iter()
-        .map(|(name, bytes)| format!("{}  {name}\n", hex::encode(Sha256::digest(bytes))))
-        .collect();
+    let got = digest_lines(files);
     if std::env::var_os("HISTOSHARD_BLESS").is_some() {
         std::fs::write(recorded, &got).unwrap();
     }

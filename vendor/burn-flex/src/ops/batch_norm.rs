@@ -17,22 +17,28 @@
 //!   `σ = √(var + ε)` and `M` values per channel.
 //!
 //! Each plane's sums run in `T` across 16 lanes; the planes' sums are added
-//! in `f64`. `f32` and `f64` run natively; `f16` and `bf16` through `f32`.
+//! in `f64`, in batch order. `f32` and `f64` run natively; `f16` and `bf16`
+//! through `f32`.
+//!
+//! histoshard (burn-flex change 7): each task takes whole channels and runs
+//! every pass over a channel's planes before the next channel, while they
+//! are in cache — not a pass over the whole tensor for each sum and for the
+//! output. The same operations in the same order: the same bits.
 
 use crate::ops::module::{cast_from_f32, cast_to_f32};
-use crate::ops::par_fill::par_filled;
+use crate::ops::par_fill::{ClassChunks, par_filled_by_class};
 use crate::{Flex, FlexTensor, Layout};
-use alloc::{vec, vec::Vec};
+use alloc::vec::Vec;
 use burn_backend::{
     DType, Element, TensorMetadata,
     ops::{BatchNormTrain, BatchNormTrainBackward},
 };
 use burn_std::{Bytes, Shape, bf16, f16};
 use histoshard_kernels::Real;
-use rayon::prelude::*;
 
-/// Planes of fewer values than this are handed to rayon in groups that add
-/// up to at least this many, so that `[N, C]` inputs don't make a task per value.
+/// Channels of fewer values than this are handed to rayon in groups that
+/// add up to at least this many, so that `[N, C]` inputs don't make a task
+/// per channel of a few values.
 const MIN_TASK: usize = 4096;
 
 /// Batch norm with the given statistics.
@@ -140,8 +146,9 @@ impl Planes {
         self.shape.num_elements() / self.channels.max(1)
     }
 
-    fn min_len(&self) -> usize {
-        MIN_TASK.div_ceil(self.plane.max(1))
+    /// Planes per channel: the batch.
+    fn batch(&self) -> usize {
+        self.shape.num_elements() / (self.channels * self.plane).max(1)
     }
 
     /// Plane `i`'s values in `data`.
@@ -149,38 +156,62 @@ impl Planes {
         &data[i * self.plane..][..self.plane]
     }
 
-    /// `f(plane index, channel)` for every plane, as `[n][c]`.
-    fn map<R: Send>(&self, f: impl Fn(usize, usize) -> R + Sync) -> Vec<R> {
-        (0..self.shape.num_elements() / self.plane.max(1))
-            .into_par_iter()
-            .with_min_len(self.min_len())
-            .map(|i| f(i, i % self.channels))
-            .collect()
+    /// Channel `c`'s planes in `data`, in batch order.
+    fn channel<'a, T>(&'a self, data: &'a [T], c: usize) -> impl Iterator<Item = &'a [T]> + 'a {
+        (0..self.batch()).map(move |n| self.plane(data, n * self.channels + c))
     }
 
-    /// Adds `[n][c]` per-plane sums into `[c]`.
-    fn per_channel_sums(&self, sums: &[f64]) -> Vec<f64> {
-        let mut total = vec![0.0; self.channels];
-        for row in sums.chunks_exact(self.channels.max(1)) {
-            total.iter_mut().zip(row).for_each(|(t, s)| *t += s);
-        }
-        total
+    /// `Σ f(plane)` over channel `c`'s planes in `f64`, in batch order.
+    fn channel_sum<T>(&self, data: &[T], c: usize, f: impl Fn(&[T]) -> f64) -> f64 {
+        self.channel(data, c)
+            .fold(0.0, |total, plane| total + f(plane))
     }
 
-    /// A new tensor of the input's shape whose every plane `f(plane index,
-    /// channel, out)` fills.
-    fn fill<T: Real + Element + bytemuck::Pod>(
+    /// A new tensor of the input's shape, filled a channel at a time on
+    /// rayon's threads: `f(channel, planes)` fills the channel's planes (in
+    /// batch order) and returns what is collected per channel. Channels of
+    /// fewer values than [`MIN_TASK`] go to a task together.
+    fn fill_channels<T: Real + Element + bytemuck::Pod, R: Send>(
         &self,
-        f: impl Fn(usize, usize, &mut [T]) + Sync,
-    ) -> FlexTensor {
-        let out = par_filled(
+        f: impl Fn(usize, &mut ClassChunks<'_, T>) -> R + Sync,
+    ) -> (FlexTensor, Vec<R>) {
+        let min_channels = MIN_TASK.div_ceil(self.per_channel().max(1));
+        let (out, per_channel) = par_filled_by_class(
             T::default(),
             self.shape.num_elements(),
-            self.plane.max(1),
-            self.min_len(),
-            |i, plane| f(i, i % self.channels, plane),
+            self.plane,
+            self.channels,
+            min_channels,
+            f,
         );
-        tensor(out, self.shape.clone())
+        (tensor(out, self.shape.clone()), per_channel)
+    }
+}
+
+/// One channel's `y = (x − mean)·scale + β`.
+struct Normalize<T> {
+    shifted: T,
+    scale: T,
+    beta: T,
+}
+
+impl<T: Real> Normalize<T> {
+    /// `scale = γ/√(var + ε)`, in `f64`.
+    fn new(gamma: f64, beta: f64, mean: f64, variance: f64, epsilon: f64) -> Self {
+        Self {
+            shifted: T::from_f64(-mean),
+            scale: T::from_f64(gamma / (variance + epsilon).sqrt()),
+            beta: T::from_f64(beta),
+        }
+    }
+
+    /// (x − mean)·scale + β, not x·scale + (β − mean·scale): the scale of a
+    /// channel of (near) zero variance is ~1/√ε, and the second form would
+    /// cancel two large terms.
+    fn write(&self, x: &[T], out: &mut [T]) {
+        for (y, v) in out.iter_mut().zip(x) {
+            *y = (*v + self.shifted) * self.scale + self.beta;
+        }
     }
 }
 
@@ -215,37 +246,16 @@ fn inference<T: Real + Element + bytemuck::Pod>(
     epsilon: f64,
 ) -> FlexTensor {
     let [gamma, beta, mean, variance] = [gamma, beta, mean, variance].map(values::<T>);
-    normalize::<T>(x, &gamma, &beta, &mean, &variance, epsilon)
-}
-
-fn normalize<T: Real + Element + bytemuck::Pod>(
-    x: FlexTensor,
-    gamma: &[f64],
-    beta: &[f64],
-    mean: &[f64],
-    variance: &[f64],
-    epsilon: f64,
-) -> FlexTensor {
-    let planes = Planes::of(&x);
-    let scale: Vec<f64> = gamma
-        .iter()
-        .zip(variance)
-        .map(|(g, v)| g / (v + epsilon).sqrt())
-        .collect();
-    let shifted: Vec<T> = mean.iter().map(|&m| T::from_f64(-m)).collect();
-    let scale: Vec<T> = scale.iter().map(|&s| T::from_f64(s)).collect();
-    let beta: Vec<T> = beta.iter().map(|&b| T::from_f64(b)).collect();
     let x = x.into_contiguous();
-    let x = x.storage::<T>();
-    // (x − mean)·scale + β, not x·scale + (β − mean·scale): the scale of a
-    // channel of (near) zero variance is ~1/√ε, and the second form would
-    // cancel two large terms.
-    planes.fill::<T>(|i, c, out| {
-        let (shifted, scale, beta) = (shifted[c], scale[c], beta[c]);
-        for (y, v) in out.iter_mut().zip(planes.plane(x, i)) {
-            *y = (*v + shifted) * scale + beta;
+    let planes = Planes::of(&x);
+    let data = x.storage::<T>();
+    let (output, _) = planes.fill_channels::<T, ()>(|c, out| {
+        let normalize = Normalize::new(gamma[c], beta[c], mean[c], variance[c], epsilon);
+        for ((_, out), x) in out.zip(planes.channel(data, c)) {
+            normalize.write(x, out);
         }
-    })
+    });
+    output
 }
 
 fn train<T: Real + Element + bytemuck::Pod>(
@@ -258,21 +268,20 @@ fn train<T: Real + Element + bytemuck::Pod>(
     let planes = Planes::of(&x);
     let count = planes.per_channel().max(1) as f64;
     let data = x.storage::<T>();
-    let sums = planes.map(|i, _| sum(planes.plane(data, i)));
-    let mean: Vec<f64> = planes
-        .per_channel_sums(&sums)
-        .iter()
-        .map(|s| s / count)
-        .collect();
-    let shifted: Vec<T> = mean.iter().map(|&m| T::from_f64(-m)).collect();
-    let squares = planes.map(|i, c| squared_deviations(planes.plane(data, i), shifted[c]));
-    let variance: Vec<f64> = planes
-        .per_channel_sums(&squares)
-        .iter()
-        .map(|s| s / count)
-        .collect();
     let [gamma, beta] = [gamma, beta].map(values::<T>);
-    let output = normalize::<T>(x, &gamma, &beta, &mean, &variance, epsilon);
+    // The mean, then the mean of (x − mean)², then the output.
+    let (output, statistics) = planes.fill_channels::<T, (f64, f64)>(|c, out| {
+        let mean = planes.channel_sum(data, c, sum) / count;
+        let shifted = T::from_f64(-mean);
+        let variance =
+            planes.channel_sum(data, c, |plane| squared_deviations(plane, shifted)) / count;
+        let normalize = Normalize::new(gamma[c], beta[c], mean, variance, epsilon);
+        for ((_, out), x) in out.zip(planes.channel(data, c)) {
+            normalize.write(x, out);
+        }
+        (mean, variance)
+    });
+    let (mean, variance): (Vec<f64>, Vec<f64>) = statistics.into_iter().unzip();
     [
         output,
         channel_tensor::<T>(&mean),
@@ -294,37 +303,30 @@ fn backward<T: Real + Element + bytemuck::Pod>(
     let count = planes.per_channel().max(1) as f64;
     let [gamma, mean, variance] = [gamma, mean, variance].map(values::<T>);
     let (data, g) = (x.storage::<T>(), grad.storage::<T>());
-    let shifted: Vec<T> = mean.iter().map(|&m| T::from_f64(-m)).collect();
-    // Per plane: Σ g and Σ g·(x − mean).
-    let sums = planes.map(|i, c| {
-        let g = planes.plane(g, i);
-        (sum(g), deviations_dot(planes.plane(data, i), g, shifted[c]))
-    });
-    let (beta_sums, centred_sums): (Vec<f64>, Vec<f64>) = sums.into_iter().unzip();
-    let beta_grad = planes.per_channel_sums(&beta_sums);
-    let centred = planes.per_channel_sums(&centred_sums);
-    let inv_std: Vec<f64> = variance
-        .iter()
-        .map(|v| 1.0 / (v + epsilon).sqrt())
-        .collect();
-    let gamma_grad: Vec<f64> = centred.iter().zip(&inv_std).map(|(s, i)| s * i).collect();
-    // dx = k_g·g + k_x·(x − mean) + k_0 per channel (centred first, as in
-    // `normalize`).
-    let mut k_g = Vec::with_capacity(planes.channels);
-    let mut k_x = Vec::with_capacity(planes.channels);
-    let mut k_0 = Vec::with_capacity(planes.channels);
-    for c in 0..planes.channels {
-        let scale = gamma[c] * inv_std[c];
-        k_g.push(T::from_f64(scale));
-        k_x.push(T::from_f64(-scale * inv_std[c] * gamma_grad[c] / count));
-        k_0.push(T::from_f64(-scale * beta_grad[c] / count));
-    }
-    let x_grad = planes.fill::<T>(|i, c, out| {
-        let (x, g) = (planes.plane(data, i), planes.plane(g, i));
-        for ((dx, &v), &g) in out.iter_mut().zip(x).zip(g) {
-            *dx = k_g[c] * g + k_x[c] * (v + shifted[c]) + k_0[c];
+    let (x_grad, sums) = planes.fill_channels::<T, (f64, f64)>(|c, out| {
+        let shifted = T::from_f64(-mean[c]);
+        // Σ g and Σ g·(x − mean), each plane's sum added in batch order.
+        let (mut beta_grad, mut centred) = (0.0, 0.0);
+        for (x, g) in planes.channel(data, c).zip(planes.channel(g, c)) {
+            beta_grad += sum(g);
+            centred += deviations_dot(x, g, shifted);
         }
+        let inv_std = 1.0 / (variance[c] + epsilon).sqrt();
+        let gamma_grad = centred * inv_std;
+        // dx = k_g·g + k_x·(x − mean) + k_0 (centred first, as in `Normalize`).
+        let scale = gamma[c] * inv_std;
+        let k_g = T::from_f64(scale);
+        let k_x = T::from_f64(-scale * inv_std * gamma_grad / count);
+        let k_0 = T::from_f64(-scale * beta_grad / count);
+        let planes_of_channel = planes.channel(data, c).zip(planes.channel(g, c));
+        for ((_, out), (x, g)) in out.zip(planes_of_channel) {
+            for ((dx, &v), &g) in out.iter_mut().zip(x).zip(g) {
+                *dx = k_g * g + k_x * (v + shifted) + k_0;
+            }
+        }
+        (gamma_grad, beta_grad)
     });
+    let (gamma_grad, beta_grad): (Vec<f64>, Vec<f64>) = sums.into_iter().unzip();
     [
         x_grad,
         channel_tensor::<T>(&gamma_grad),
