@@ -205,6 +205,13 @@ impl<T: Real> Normalize<T> {
         }
     }
 
+    /// Channel `c`'s planes of `data`, normalised into its planes of `out`.
+    fn write_channel(&self, planes: &Planes, data: &[T], c: usize, out: &mut ClassChunks<'_, T>) {
+        for (out, x) in out.zip(planes.channel(data, c)) {
+            self.write(x, out);
+        }
+    }
+
     /// (x − mean)·scale + β, not x·scale + (β − mean·scale): the scale of a
     /// channel of (near) zero variance is ~1/√ε, and the second form would
     /// cancel two large terms.
@@ -251,9 +258,7 @@ fn inference<T: Real + Element + bytemuck::Pod>(
     let data = x.storage::<T>();
     let (output, _) = planes.fill_channels::<T, ()>(|c, out| {
         let normalize = Normalize::new(gamma[c], beta[c], mean[c], variance[c], epsilon);
-        for ((_, out), x) in out.zip(planes.channel(data, c)) {
-            normalize.write(x, out);
-        }
+        normalize.write_channel(&planes, data, c, out);
     });
     output
 }
@@ -276,9 +281,7 @@ fn train<T: Real + Element + bytemuck::Pod>(
         let variance =
             planes.channel_sum(data, c, |plane| squared_deviations(plane, shifted)) / count;
         let normalize = Normalize::new(gamma[c], beta[c], mean, variance, epsilon);
-        for ((_, out), x) in out.zip(planes.channel(data, c)) {
-            normalize.write(x, out);
-        }
+        normalize.write_channel(&planes, data, c, out);
         (mean, variance)
     });
     let (mean, variance): (Vec<f64>, Vec<f64>) = statistics.into_iter().unzip();
@@ -319,7 +322,7 @@ fn backward<T: Real + Element + bytemuck::Pod>(
         let k_x = T::from_f64(-scale * inv_std * gamma_grad / count);
         let k_0 = T::from_f64(-scale * beta_grad / count);
         let planes_of_channel = planes.channel(data, c).zip(planes.channel(g, c));
-        for ((_, out), (x, g)) in out.zip(planes_of_channel) {
+        for (out, (x, g)) in out.zip(planes_of_channel) {
             for ((dx, &v), &g) in out.iter_mut().zip(x).zip(g) {
                 *dx = k_g * g + k_x * (v + shifted) + k_0;
             }

@@ -110,8 +110,8 @@ struct Shared<T>(*mut MaybeUninit<T>);
 // SAFETY: each task writes only its own class's chunks (ClassChunks).
 unsafe impl<T: Send> Sync for Shared<T> {}
 
-/// One class's chunks of [`par_filled_by_class`]'s vector, in order: the
-/// chunk's index and its values (zeroed).
+/// One class's chunks of [`par_filled_by_class`]'s vector, in order, each
+/// zeroed.
 pub(crate) struct ClassChunks<'a, T> {
     base: &'a Shared<T>,
     chunk: usize,
@@ -122,7 +122,7 @@ pub(crate) struct ClassChunks<'a, T> {
 }
 
 impl<'a, T: Copy> Iterator for ClassChunks<'a, T> {
-    type Item = (usize, &'a mut [T]);
+    type Item = &'a mut [T];
 
     fn next(&mut self) -> Option<Self::Item> {
         if self.next >= self.end {
@@ -137,8 +137,6 @@ impl<'a, T: Copy> Iterator for ClassChunks<'a, T> {
             unsafe { core::slice::from_raw_parts_mut(self.base.0.add(i * self.chunk), self.chunk) };
         part.fill(MaybeUninit::new(self.zero));
         // SAFETY: every element of `part` was initialised on the line above.
-        Some((i, unsafe {
-            &mut *(part as *mut [MaybeUninit<T>] as *mut [T])
-        }))
+        Some(unsafe { &mut *(part as *mut [MaybeUninit<T>] as *mut [T]) })
     }
 }
