@@ -291,11 +291,7 @@ pub fn check_cpu_digests(files: &BTreeMap<String, Vec<u8>>, stem: &str, what: &s
         );
         return;
     };
-    assert!(
-        got == *want,
-        "{what} changed on {cpu}:\n--- recorded ({})\n{want}--- now\n{got}",
-        recorded.display()
-    );
+    assert_same(&got, want, &format!("{what} on {cpu}"), &recorded);
 }
 
 /// This machine's CPU, as `/proc/cpuinfo` names it (`model name`).
@@ -361,6 +357,11 @@ fn compare_digests(files: &BTreeMap<String, Vec<u8>>, recorded: &Path, what: &st
         std::fs::write(recorded, &got).unwrap();
     }
     let want = std::fs::read_to_string(recorded).unwrap();
+    assert_same(&got, &want, what, recorded);
+}
+
+/// Fails, showing both, unless the digest lines `got` are those `recorded` holds.
+fn assert_same(got: &str, want: &str, what: &str, recorded: &Path) {
     assert!(
         got == want,
         "{what} changed:\n--- recorded ({})\n{want}--- now\n{got}",
