@@ -139,15 +139,7 @@ pub(super) fn head_stage(
             info.num_classes,
         );
         let model = Model::from(trained);
-        let stop = end_epoch(
-            session.run_dir,
-            info,
-            &model,
-            &optim,
-            &mut state,
-            &mut history,
-            row,
-        )?;
+        let stop = end_epoch(session, &model, &optim, &mut state, &mut history, row)?;
         net = transfer::backbone(model)?;
         if stop {
             break;

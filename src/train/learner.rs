@@ -18,6 +18,7 @@ use burn::{
 
 use super::{
     data::{Batch, Dataset, LoaderConfig},
+    epoch_writer::EpochWriter,
     error::{TrainError, TrainResult},
     head_stage::head_stage,
     infer::{images_tensor, predict, to_vec},
@@ -159,7 +160,16 @@ pub fn train(
         train_data.class_counts(),
         info.val_records
     );
-    let session = Session::new(run_dir, &info, &train_data, &val_data, &base, progress);
+    let checkpoints = EpochWriter::default();
+    let session = Session::new(
+        run_dir,
+        &info,
+        &train_data,
+        &val_data,
+        &base,
+        progress,
+        &checkpoints,
+    );
     let start = begin(&session, opts)?;
     let opts = opts.after(start.state.epochs_done);
     fit(&session, start, &opts)
@@ -220,7 +230,7 @@ pub(super) fn begin(session: &Session, opts: &RunOptions) -> TrainResult<Start> 
 }
 
 pub(super) fn fit(session: &Session, start: Start, opts: &RunOptions) -> TrainResult<TrainOutcome> {
-    let (run_dir, info, base) = (session.run_dir, session.info, session.base);
+    let (info, base) = (session.info, session.base);
     let (train_data, val_data) = (session.train_data, session.val_data);
     let progress = session.progress;
     let cfg = &info.config;
@@ -358,9 +368,10 @@ pub(super) fn fit(session: &Session, start: Start, opts: &RunOptions) -> TrainRe
             stage,
             k,
         );
-        if end_epoch(run_dir, info, &model, &optim, &mut state, &mut history, row)? {
+        if end_epoch(session, &model, &optim, &mut state, &mut history, row)? {
             break;
         }
     }
+    session.checkpoints.finish()?;
     Ok(TrainOutcome { state, history })
 }

@@ -5,6 +5,7 @@
 //! - [`classify`]: ImageNet top-k of photos with a pretrained backbone.
 //! - [`compare`]: several models on the same data, one table and one plot.
 //! - [`cv`]: patient-grouped K-fold cross-validation, patch and image level.
+//! - `epoch_writer`: each epoch's checkpoint written on a background thread while the next trains.
 //! - [`config`]: a run's options, checks, schedule and optimizer.
 //! - [`data`]: manifest-driven streaming batches (shuffle buffer, prefetch, CRC faults named).
 //! - [`models`]: the model registry: one table row per `--model`, the `Architecture` and `Backbone` traits.
@@ -33,6 +34,7 @@ pub mod config;
 pub mod cv;
 pub mod data;
 pub mod device;
+mod epoch_writer;
 pub mod error;
 pub mod evaluate;
 pub mod export;

@@ -5,6 +5,7 @@ use std::path::Path;
 use super::{
     checkpoint,
     data::Dataset,
+    epoch_writer::EpochWriter,
     error::TrainResult,
     learner::{RunOptions, TrainOutcome, begin, fit},
     provenance::{self, DataIdentity},
@@ -67,7 +68,16 @@ pub fn resume(run_dir: &Path, opts: &RunOptions, progress: &Progress) -> TrainRe
         )
         .into());
     }
-    let session = Session::new(run_dir, &info, &train_data, &val_data, &base, progress);
+    let checkpoints = EpochWriter::default();
+    let session = Session::new(
+        run_dir,
+        &info,
+        &train_data,
+        &val_data,
+        &base,
+        progress,
+        &checkpoints,
+    );
     let start = match state {
         Some(state) if !start_over => {
             let mut history = EpochMetrics::load_all(run_dir)?;

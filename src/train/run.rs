@@ -13,7 +13,11 @@
 
 use std::path::{Path, PathBuf};
 
-use burn::{module::Module, optim::ModuleOptimizer, tensor::Device};
+use burn::{
+    module::Module,
+    optim::ModuleOptimizer,
+    tensor::{Bytes, Device},
+};
 use serde::{Deserialize, Serialize};
 
 use super::{
@@ -163,19 +167,18 @@ pub fn checkpoint_err(path: &Path, e: impl std::fmt::Display) -> TrainError {
     }
 }
 
-/// Writes a model's parameters (batch-norm running statistics included)
-/// atomically.
-pub fn save_model(model: &Model, path: &Path) -> TrainResult<()> {
-    let bytes = model
+/// A model's parameters (batch-norm running statistics included) as the
+/// bytes of a checkpoint file; `path` is the file they are for, named in
+/// errors.
+pub fn model_bytes(model: &Model, path: &Path) -> TrainResult<Bytes> {
+    model
         .clone()
         .into_record()
         .into_bytes()
-        .map_err(|e| checkpoint_err(path, format!("{e:?}")))?;
-    crate::atomic::write(path, &bytes)?;
-    Ok(())
+        .map_err(|e| checkpoint_err(path, format!("{e:?}")))
 }
 
-/// Loads parameters saved by [`save_model`] into `model` (built from the same spec).
+/// Loads parameters saved as [`model_bytes`] into `model` (built from the same spec).
 pub fn load_model(model: Model, path: &Path) -> TrainResult<Model> {
     // burn reads the file itself: refuse a FIFO or device before it waits on one.
     crate::fsutil::regular_metadata(path)?;
@@ -199,11 +202,10 @@ pub fn load_run_model(
     Ok((model, path))
 }
 
-/// Writes an optimizer's state atomically.
-pub fn save_optimizer(optim: &ModuleOptimizer, path: &Path) -> TrainResult<()> {
-    let bytes = optim
+/// An optimizer's state as the bytes of a checkpoint file (`path`, named in
+/// errors).
+pub fn optimizer_bytes(optim: &ModuleOptimizer, path: &Path) -> TrainResult<Bytes> {
+    optim
         .into_bytes()
-        .map_err(|e| checkpoint_err(path, format!("{e:?}")))?;
-    crate::atomic::write(path, &bytes)?;
-    Ok(())
+        .map_err(|e| checkpoint_err(path, format!("{e:?}")))
 }

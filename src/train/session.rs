@@ -8,17 +8,16 @@ use std::path::Path;
 use burn::{optim::ModuleOptimizer, tensor::Device};
 
 use super::{
-    checkpoint,
     config::Keep,
     data::Dataset,
+    epoch_writer::{EpochFiles, EpochWriter},
     error::{TrainError, TrainResult},
     infer::Predictions,
     metrics,
     models::Model,
     prefix_cache::{self, PrefixCaches, Spill},
     run::{
-        BEST_MODEL, EpochMetrics, LAST_MODEL, LAST_OPTIM, RunInfo, TrainState, save_model,
-        save_optimizer,
+        EpochMetrics, LAST_MODEL, LAST_OPTIM, RunInfo, TrainState, model_bytes, optimizer_bytes,
     },
 };
 use crate::progress::Progress;
@@ -33,6 +32,8 @@ pub(super) struct Session<'a> {
     pub(super) val_data: Option<&'a Dataset>,
     pub(super) base: &'a Device,
     pub(super) progress: &'a Progress,
+    /// Writes each epoch's checkpoint while the next one trains.
+    pub(super) checkpoints: &'a EpochWriter,
 }
 
 impl Session<'_> {
@@ -75,6 +76,7 @@ impl<'a> Session<'a> {
         val_data: &'a Option<Dataset>,
         base: &'a Device,
         progress: &'a Progress,
+        checkpoints: &'a EpochWriter,
     ) -> Self {
         Self {
             run_dir,
@@ -83,6 +85,7 @@ impl<'a> Session<'a> {
             val_data: val_data.as_ref(),
             base,
             progress,
+            checkpoints,
         }
     }
 }
@@ -142,17 +145,18 @@ pub(super) fn epoch_row(
     }
 }
 
-/// Logs and checkpoints a finished epoch (model, optimizer, kept model,
-/// `metrics.csv`, plots, `state.json`); true when training should stop early.
+/// Logs a finished epoch and hands its checkpoint (model, optimizer, kept
+/// model, `metrics.csv`, plots, `state.json`) to the session's
+/// [`EpochWriter`]; true when training should stop early.
 pub(super) fn end_epoch(
-    run_dir: &Path,
-    info: &RunInfo,
+    session: &Session,
     model: &Model,
     optim: &ModuleOptimizer,
     state: &mut TrainState,
     history: &mut Vec<EpochMetrics>,
     row: EpochMetrics,
 ) -> TrainResult<bool> {
+    let (run_dir, info) = (session.run_dir, session.info);
     let cfg = &info.config;
     let epoch = row.epoch;
     // Without a validation split there is nothing to print but "none".
@@ -179,10 +183,6 @@ pub(super) fn end_epoch(
             lr: row.lr,
         });
     }
-    // Pending until `state.json` commits the epoch (see `checkpoint`).
-    let pending = |name| checkpoint::pending_path(run_dir, epoch, name);
-    save_model(model, &pending(LAST_MODEL))?;
-    save_optimizer(optim, &pending(LAST_OPTIM))?;
     state.epochs_done = epoch;
     let improved = row.val_loss.is_finite() && state.best_val_loss.is_none_or(|b| row.val_loss < b);
     if improved {
@@ -191,21 +191,26 @@ pub(super) fn end_epoch(
     } else {
         state.epochs_without_improvement += 1;
     }
-    if improved || cfg.keep == Keep::Last {
+    let kept = improved || cfg.keep == Keep::Last;
+    if kept {
         state.best_epoch = epoch;
-        save_model(model, &pending(BEST_MODEL))?;
     }
     history.push(row);
-    EpochMetrics::save_all(run_dir, history)?;
-    super::report::write_training_plots(run_dir, history)?;
     if cfg
         .early_stopping
         .is_some_and(|p| state.epochs_without_improvement >= p)
     {
         state.stopped_early = true;
     }
-    state.save(run_dir)?;
-    checkpoint::promote(run_dir, epoch)?;
+    session.checkpoints.submit(EpochFiles {
+        run_dir: run_dir.to_path_buf(),
+        epoch,
+        model: model_bytes(model, &run_dir.join(LAST_MODEL))?,
+        optimizer: optimizer_bytes(optim, &run_dir.join(LAST_OPTIM))?,
+        kept,
+        history: history.clone(),
+        state: state.clone(),
+    })?;
     if state.stopped_early {
         tracing::info!(
             "early stop after epoch {epoch}: no better val loss for {} epochs",
