@@ -115,17 +115,27 @@ impl Sums {
     /// of the second).
     #[inline(always)]
     fn new(pairs: Vec<Pair>, key: impl Fn(&Pair) -> (usize, usize, usize)) -> Self {
-        let mut keyed: Vec<(usize, usize, usize)> = pairs.iter().map(key).collect();
-        // Stable: within a group, the pairs' own order.
-        keyed.sort_by_key(|k| k.0);
-        let mut groups: Vec<(usize, core::ops::Range<usize>)> = Vec::new();
-        for (i, &(row, _, _)) in keyed.iter().enumerate() {
-            match groups.last_mut() {
-                Some((last, range)) if *last == row => range.end = i + 1,
-                _ => groups.push((row, i..i + 1)),
-            }
+        let keyed: Vec<(usize, usize, usize)> = pairs.iter().map(key).collect();
+        // A counting sort by the row added into: stable, so within a group
+        // the pairs keep their own order. Every task of every call builds
+        // this; a comparison sort was 1.5% of an inference pass.
+        let rows = keyed.iter().map(|k| k.0 + 1).max().unwrap_or(0);
+        let mut starts = vec![0usize; rows + 1];
+        for k in &keyed {
+            starts[k.0 + 1] += 1;
         }
-        let terms = keyed.into_iter().map(|(_, a, b)| (a, b)).collect();
+        for r in 0..rows {
+            starts[r + 1] += starts[r];
+        }
+        let groups = (0..rows)
+            .filter(|&r| starts[r] < starts[r + 1])
+            .map(|r| (r, starts[r]..starts[r + 1]))
+            .collect();
+        let mut terms = vec![(0, 0); keyed.len()];
+        for (row, a, b) in keyed {
+            terms[starts[row]] = (a, b);
+            starts[row] += 1;
+        }
         Self { groups, terms }
     }
 
