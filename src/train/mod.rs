@@ -2,10 +2,10 @@
 //! at run time through a [`burn::tensor::Device`]).
 //!
 //! - [`checkpoint`]: an epoch's checkpoint files commit together (kill-safe `--resume`).
+//! - `epoch_writer`: each epoch's checkpoint written on a background thread while the next trains.
 //! - [`classify`]: ImageNet top-k of photos with a pretrained backbone.
 //! - [`compare`]: several models on the same data, one table and one plot.
 //! - [`cv`]: patient-grouped K-fold cross-validation, patch and image level.
-//! - `epoch_writer`: each epoch's checkpoint written on a background thread while the next trains.
 //! - [`config`]: a run's options, checks, schedule and optimizer.
 //! - [`data`]: manifest-driven streaming batches (shuffle buffer, prefetch, CRC faults named).
 //! - [`models`]: the model registry: one table row per `--model`, the `Architecture` and `Backbone` traits.
