@@ -4,7 +4,7 @@
 //! before it is renamed into place ([`crate::atomic`]), and an
 //! EfficientNet-Lite0 fine-tuning epoch writes 54 MB (the model, Adam's
 //! moments, the kept model). On the official GlaS job that wait was about
-//! 1.1 s of a 33 s training, with both cores idle (`docs/BENCHMARKS.md`). So
+//! 1.1 s of a 34 s `train`, with both cores idle (`docs/BENCHMARKS.md`). So
 //! the trainer serialises the epoch (milliseconds), hands the bytes to one
 //! background thread and trains on; the thread writes them in the order
 //! [`super::checkpoint`]'s protocol needs (pending files, `state.json`, then

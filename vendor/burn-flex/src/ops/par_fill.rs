@@ -37,12 +37,7 @@ where
         .par_chunks_mut(chunk.max(1))
         .with_min_len(min_chunks.max(1))
         .enumerate()
-        .for_each(|(i, part)| {
-            part.fill(MaybeUninit::new(zero));
-            // SAFETY: every element of `part` was initialised on the line above.
-            let part = unsafe { &mut *(part as *mut [MaybeUninit<T>] as *mut [T]) };
-            fill(i, part);
-        });
+        .for_each(|(i, part)| fill(i, zeroed(part, zero)));
     // SAFETY: the chunks cover `0..len`, and each was initialised above.
     unsafe { out.set_len(len) };
     out
@@ -135,8 +130,13 @@ impl<'a, T: Copy> Iterator for ClassChunks<'a, T> {
         // yields each of its chunks once, hands it out.
         let part =
             unsafe { core::slice::from_raw_parts_mut(self.base.0.add(i * self.chunk), self.chunk) };
-        part.fill(MaybeUninit::new(self.zero));
-        // SAFETY: every element of `part` was initialised on the line above.
-        Some(unsafe { &mut *(part as *mut [MaybeUninit<T>] as *mut [T]) })
+        Some(zeroed(part, self.zero))
     }
+}
+
+/// `part`, every value set to `zero`, as initialised values.
+fn zeroed<T: Copy>(part: &mut [MaybeUninit<T>], zero: T) -> &mut [T] {
+    part.fill(MaybeUninit::new(zero));
+    // SAFETY: every element of `part` was initialised on the line above.
+    unsafe { &mut *(part as *mut [MaybeUninit<T>] as *mut [T]) }
 }
