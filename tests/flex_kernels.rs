@@ -16,8 +16,9 @@ mod kernels;
 use histoshard::train::learner::DeviceChoice;
 use histoshard_kernels::depthwise::{Depthwise, Strategy};
 use kernels::{
-    BATCH_NORM_RESULTS, CONV_RESULTS, Case, activation_input, activation_results, batch_norm_input,
-    batch_norm_output_grad, batch_norm_results, conv_cases, gradients, values,
+    BATCH_NORM_RELU6_RESULTS, BATCH_NORM_RESULTS, CONV_RESULTS, Case, activation_input,
+    activation_results, batch_norm_input, batch_norm_output_grad, batch_norm_relu6_results,
+    batch_norm_results, conv_cases, gradients, values,
 };
 
 /// Every value within `tolerance` of the reference's largest magnitude (or 1).
@@ -283,6 +284,80 @@ fn flex_relu6_matches_the_definition() {
                 let inside = xi > 0.0 && (!six || xi < 6.0);
                 assert_eq!(grad[i], if inside { g[i] } else { 0.0 }, "{name}'({xi})");
             }
+        }
+    }
+}
+
+/// histoshard's ReLU6 of a training batch norm (`src/train/ops/
+/// batch_norm_relu6.rs`, vendor/burn-flex change 9) is ReLU6 after burn's
+/// batch norm bit for bit: output, running statistics, gradients.
+#[test]
+fn flex_batch_norm_relu6_is_relu6_of_batch_norm() {
+    let flex = DeviceChoice::Flex.device().expect("flex device");
+    let fused = batch_norm_relu6_results(&flex, true);
+    let apart = batch_norm_relu6_results(&flex, false);
+    let output = &fused[0];
+    assert!(
+        output.contains(&0.0) && output.contains(&6.0),
+        "the clamp was not reached"
+    );
+    assert!(
+        output.iter().any(|&v| v > 0.0 && v < 6.0),
+        "nothing inside (0, 6)"
+    );
+    for (what, (f, a)) in BATCH_NORM_RELU6_RESULTS
+        .iter()
+        .zip(fused.iter().zip(&apart))
+    {
+        let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+        assert_eq!(bits(f), bits(a), "{what}");
+    }
+}
+
+/// The 1×1 convolutions of small planes (vendor/burn-flex change 8) multiply
+/// several batch items in one GEMM: each item's output and input gradient
+/// are the bits it gets alone. Shapes: 3×3 planes in chunks of 7 items and a
+/// remainder; 4×4 planes in chunks of 4 and 1; 2×2 planes with `k` over 512
+/// and few output channels (the `gemm` crate's small-matrix blocking).
+#[test]
+fn flex_pointwise_products_do_not_depend_on_the_batch() {
+    use burn::tensor::{Tensor, TensorData, module::conv2d, ops::ConvOptions};
+    let device = DeviceChoice::Flex.device().expect("flex device").autodiff();
+    let run = |x: Vec<f32>, w: &[f32], g: Vec<f32>, [batch, c_in, c_out, side]: [usize; 4]| {
+        let x = Tensor::<4>::from_data(TensorData::new(x, [batch, c_in, side, side]), &device)
+            .require_grad();
+        let w = Tensor::<4>::from_data(TensorData::new(w.to_vec(), [c_out, c_in, 1, 1]), &device);
+        let y = conv2d(
+            x.clone(),
+            w,
+            None,
+            ConvOptions::new([1, 1], [0, 0], [1, 1], 1),
+        );
+        let g = Tensor::<4>::from_data(TensorData::new(g, [batch, c_out, side, side]), &device);
+        let out = kernels::flat(Some(y.clone()), "pointwise");
+        let grads = (y * g).sum().backward();
+        (
+            out,
+            kernels::flat(x.grad(&grads), "pointwise input gradient"),
+        )
+    };
+    for [batch, c_in, c_out, side] in [[9, 24, 40, 3], [5, 96, 256, 4], [3, 600, 20, 2]] {
+        let plane = side * side;
+        let x = values(batch * c_in * plane, 31);
+        let w = values(c_out * c_in, 32);
+        let g = values(batch * c_out * plane, 33);
+        let (y, x_grad) = run(x.clone(), &w, g.clone(), [batch, c_in, c_out, side]);
+        for b in 0..batch {
+            let item = |v: &[f32], c: usize| v[b * c * plane..][..c * plane].to_vec();
+            let (y_b, x_grad_b) = run(item(&x, c_in), &w, item(&g, c_out), [1, c_in, c_out, side]);
+            let bits = |v: Vec<f32>| v.into_iter().map(f32::to_bits).collect::<Vec<_>>();
+            let name = format!("{batch}×{c_in}→{c_out} at {side}×{side}, item {b}");
+            assert_eq!(bits(item(&y, c_out)), bits(y_b), "{name}: output");
+            assert_eq!(
+                bits(item(&x_grad, c_in)),
+                bits(x_grad_b),
+                "{name}: input gradient"
+            );
         }
     }
 }

@@ -20,8 +20,9 @@ mod kernels;
 use burn::tensor::{DType, Device, Tensor, TensorData, ops::PadMode};
 use histoshard::train::learner::DeviceChoice;
 use kernels::{
-    BATCH_NORM_RESULTS, CONV_RESULTS, activation_input, activation_results, batch_norm_results,
-    conv_cases, flat, gradients, values,
+    BATCH_NORM_RELU6_RESULTS, BATCH_NORM_RESULTS, CONV_RESULTS, activation_input,
+    activation_results, batch_norm_relu6_results, batch_norm_results, conv_cases, flat, gradients,
+    values,
 };
 
 #[test]
@@ -63,6 +64,29 @@ fn libtorch_relu_gradients_match_flex() {
                     );
                 }
             }
+        }
+    }
+}
+
+/// histoshard's ReLU6 of a training batch norm on LibTorch: PyTorch's batch
+/// norm, clamp and `hardtanh_backward` (masked by the clamped output) give
+/// the bits of the two separate steps, and flex's values.
+#[test]
+fn libtorch_batch_norm_relu6_matches_its_parts_and_flex() {
+    let want = batch_norm_relu6_results(&DeviceChoice::Flex.device().expect("flex device"), true);
+    for (device, choice, tolerance) in libtorch_devices() {
+        let libtorch = choice.device().expect("LibTorch device");
+        let fused = batch_norm_relu6_results(&libtorch, true);
+        let apart = batch_norm_relu6_results(&libtorch, false);
+        for (i, what) in BATCH_NORM_RELU6_RESULTS.iter().enumerate() {
+            let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+            assert_eq!(bits(&fused[i]), bits(&apart[i]), "{what} on {device}");
+            assert_close(
+                &want[i],
+                &fused[i],
+                tolerance,
+                &format!("{what} on {device}"),
+            );
         }
     }
 }

@@ -185,6 +185,14 @@ pub fn conv_cases() -> Vec<Case> {
             weight: [256, 96, 1, 1],
             options: ConvOptions::new([1, 1], [0, 0], [1, 1], 1),
         },
+        // Small planes: flex multiplies 7 items of 3×3 at a time, then the
+        // remaining 2 (vendor/burn-flex change 8).
+        Case {
+            name: "pointwise 1×1, 3×3 planes, 9 items",
+            input: [9, 24, 3, 3],
+            weight: [40, 24, 1, 1],
+            options: ConvOptions::new([1, 1], [0, 0], [1, 1], 1),
+        },
     ]
 }
 
@@ -301,3 +309,52 @@ pub fn activation_results(device: &Device, six: bool, transposed: bool) -> (Vec<
     let grads = (y * weights).sum().backward();
     (out, flat(input.grad(&grads), "activation"))
 }
+
+/// ReLU6 of a training batch norm on `device` (made differentiable), for a
+/// `[4, 5, 6, 7]` input of [`batch_norm_input`] with γ of 3 and β of 2 near
+/// the mean, so that outputs fall below 0, inside (0, 6) and above 6:
+/// `fused` through `histoshard::train::ops::batch_norm_relu6`, else as
+/// `relu6(bn.forward(x))`. Returns the output, the running mean and
+/// variance after the step, and the gradients of Σ y ⊙ g with respect to x,
+/// γ and β.
+pub fn batch_norm_relu6_results(device: &Device, fused: bool) -> [Vec<f32>; 6] {
+    use burn::nn::BatchNormConfig;
+    use histoshard::train::ops::batch_norm_relu6::batch_norm_relu6;
+    let shape = [4, 5, 6, 7];
+    let device = device.clone().autodiff();
+    let mut bn = BatchNormConfig::new(shape[1])
+        .with_epsilon(1e-3)
+        .init(&device);
+    bn.gamma = bn.gamma.map(|g| g.mul_scalar(3.0).detach().require_grad());
+    bn.beta = bn.beta.map(|b| b.add_scalar(2.0).detach().require_grad());
+    let n: usize = shape.iter().product();
+    let x = Tensor::<4>::from_data(TensorData::new(batch_norm_input(&shape), shape), &device)
+        .require_grad();
+    let y = if fused {
+        batch_norm_relu6(&bn, x.clone())
+    } else {
+        relu6(bn.forward(x.clone()))
+    };
+    let g = Tensor::<4>::from_data(TensorData::new(batch_norm_output_grad(n), shape), &device);
+    let output = flat(Some(y.clone()), "batch norm + relu6");
+    let grads = (y * g).sum().backward();
+    let running = |t: Tensor<1>| t.into_data().try_to_vec::<f32>().unwrap();
+    [
+        output,
+        running(bn.running_mean.value()),
+        running(bn.running_var.value()),
+        flat(x.grad(&grads), "batch norm + relu6 x"),
+        flat(bn.gamma.grad(&grads), "batch norm + relu6 gamma"),
+        flat(bn.beta.grad(&grads), "batch norm + relu6 beta"),
+    ]
+}
+
+/// What [`batch_norm_relu6_results`] returns, in order.
+pub const BATCH_NORM_RELU6_RESULTS: [&str; 6] = [
+    "output",
+    "running mean",
+    "running variance",
+    "input gradient",
+    "gamma gradient",
+    "beta gradient",
+];

@@ -33,7 +33,7 @@ use super::{
     pretrained::{load_checked, pth_store},
 };
 use crate::preprocess::Normalization;
-use crate::train::ops::relu6::relu6;
+use crate::train::ops::{batch_norm_relu6::batch_norm_relu6, relu6::relu6};
 
 /// Which EfficientNet-Lite.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -263,9 +263,9 @@ impl MbConv {
     fn forward(&self, input: Tensor<4>) -> Tensor<4> {
         let mut x = input.clone();
         if let (Some(conv), Some(bn)) = (&self.expand_conv, &self.bn0) {
-            x = relu6(bn.forward(conv.forward(x)));
+            x = batch_norm_relu6(bn, conv.forward(x));
         }
-        x = relu6(self.bn1.forward(self.depthwise_conv.forward(x)));
+        x = batch_norm_relu6(&self.bn1, self.depthwise_conv.forward(x));
         x = self.bn2.forward(self.project_conv.forward(x));
         if self.residual { x + input } else { x }
     }
@@ -321,7 +321,7 @@ impl EfficientNet {
     /// The stem and every block but the last `tail_blocks`: what stays
     /// frozen when fine-tuning trains only those (`--unfreeze last:N`).
     pub fn prefix(&self, images: Tensor<4>, tail_blocks: usize) -> Tensor<4> {
-        let mut x = relu6(self.bn0.forward(self.conv_stem.forward(images)));
+        let mut x = batch_norm_relu6(&self.bn0, self.conv_stem.forward(images));
         for b in &self.blocks[..self.blocks.len().saturating_sub(tail_blocks)] {
             x = b.forward(x);
         }
@@ -335,7 +335,7 @@ impl EfficientNet {
         for b in &self.blocks[self.blocks.len().saturating_sub(tail_blocks)..] {
             x = b.forward(x);
         }
-        let x = relu6(self.bn1.forward(self.conv_head.forward(x)));
+        let x = batch_norm_relu6(&self.bn1, self.conv_head.forward(x));
         self.pool.forward(x).flatten(1, 3)
     }
 

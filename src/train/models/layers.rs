@@ -13,6 +13,8 @@ use burn::{
     tensor::{Device, Tensor},
 };
 
+use crate::train::ops::batch_norm_relu6::batch_norm_relu6;
+
 /// `conv` then `bn` normalising with its running statistics (inference), as
 /// one convolution with a bias: per output channel, with s = γ / √(var + ε),
 /// the weights times s and the bias (b − mean)·s + β (b = 0 without one).
@@ -55,6 +57,12 @@ impl ConvBn {
     /// Convolution then batch norm, no activation.
     pub fn forward(&self, x: Tensor<4>) -> Tensor<4> {
         self.bn.forward(self.conv.forward(x))
+    }
+
+    /// Convolution, batch norm, then ReLU6 (the norm and the ReLU6 one step
+    /// when the norm trains: `crate::train::ops::batch_norm_relu6`).
+    pub fn forward_relu6(&self, x: Tensor<4>) -> Tensor<4> {
+        batch_norm_relu6(&self.bn, self.conv.forward(x))
     }
 }
 

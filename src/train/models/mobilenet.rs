@@ -34,7 +34,6 @@ use super::{
     pretrained::{escape, load_checked, pth_store},
 };
 use crate::preprocess::Normalization;
-use crate::train::ops::relu6::relu6;
 
 /// What torchvision's MobileNetV2 was trained with.
 pub const NORMALIZATION: Normalization = Normalization::IMAGENET;
@@ -92,9 +91,9 @@ impl InvertedResidual {
     fn forward(&self, input: Tensor<4>) -> Tensor<4> {
         let mut x = input.clone();
         if let Some(expand) = &self.expand {
-            x = relu6(expand.forward(x));
+            x = expand.forward_relu6(x);
         }
-        x = relu6(self.depthwise.forward(x));
+        x = self.depthwise.forward_relu6(x);
         x = self.project.forward(x);
         if self.residual { x + input } else { x }
     }
@@ -193,11 +192,11 @@ impl MobileNetV2 {
 impl Backbone for MobileNetV2 {
     /// `[n, 3, h, w]` normalised images → `[n, 1280]` pooled features.
     fn features(&self, images: Tensor<4>) -> Tensor<2> {
-        let mut x = relu6(self.stem.forward(images));
+        let mut x = self.stem.forward_relu6(images);
         for b in &self.blocks {
             x = b.forward(x);
         }
-        let x = relu6(self.conv_head.forward(x));
+        let x = self.conv_head.forward_relu6(x);
         self.pool.forward(x).flatten(1, 3)
     }
 

@@ -73,9 +73,9 @@ pub(crate) fn batch_norm_train(
 ) -> BatchNormTrain<Flex> {
     let dtype = x.dtype();
     let [output, mean, variance] = match dtype {
-        DType::F32 => train::<f32>(x, gamma, beta, epsilon),
-        DType::F64 => train::<f64>(x, gamma, beta, epsilon),
-        _ => train::<f32>(to_f32(x), to_f32(gamma), to_f32(beta), epsilon)
+        DType::F32 => train::<f32>(x, gamma, beta, epsilon, None),
+        DType::F64 => train::<f64>(x, gamma, beta, epsilon, None),
+        _ => train::<f32>(to_f32(x), to_f32(gamma), to_f32(beta), epsilon, None)
             .map(|t| from_f32(t, dtype)),
     };
     BatchNormTrain::new(output, mean, variance)
@@ -93,13 +93,94 @@ pub(crate) fn batch_norm_train_backward(
 ) -> BatchNormTrainBackward<Flex> {
     let dtype = x.dtype();
     let [x_grad, gamma_grad, beta_grad] = match dtype {
-        DType::F32 => backward::<f32>(x, gamma, mean, variance, epsilon, output_grad),
-        DType::F64 => backward::<f64>(x, gamma, mean, variance, epsilon, output_grad),
+        DType::F32 => backward::<f32>(x, gamma, mean, variance, epsilon, output_grad, None),
+        DType::F64 => backward::<f64>(x, gamma, mean, variance, epsilon, output_grad, None),
         _ => {
             let [x, gamma, mean, variance, output_grad] =
                 [x, gamma, mean, variance, output_grad].map(to_f32);
-            backward::<f32>(x, gamma, mean, variance, epsilon, output_grad)
+            backward::<f32>(x, gamma, mean, variance, epsilon, output_grad, None)
                 .map(|t| from_f32(t, dtype))
+        }
+    };
+    BatchNormTrainBackward::new(x_grad, gamma_grad, beta_grad)
+}
+
+/// histoshard (vendor/README.md, burn-flex change 9): [batch_norm_train]
+/// with its output clamped to `[low, high]` in the same pass (ReLU6 is
+/// `[0, 6]`), for a backend extension to record as one step.
+pub fn batch_norm_train_clamped(
+    x: FlexTensor,
+    gamma: FlexTensor,
+    beta: FlexTensor,
+    epsilon: f64,
+    low: f64,
+    high: f64,
+) -> BatchNormTrain<Flex> {
+    let dtype = x.dtype();
+    let [output, mean, variance] = match dtype {
+        DType::F32 => train::<f32>(x, gamma, beta, epsilon, Some(Clamp::new(low, high))),
+        DType::F64 => train::<f64>(x, gamma, beta, epsilon, Some(Clamp::new(low, high))),
+        _ => train::<f32>(
+            to_f32(x),
+            to_f32(gamma),
+            to_f32(beta),
+            epsilon,
+            Some(Clamp::new(low, high)),
+        )
+        .map(|t| from_f32(t, dtype)),
+    };
+    BatchNormTrain::new(output, mean, variance)
+}
+
+/// The gradients of [batch_norm_train_clamped], given its `output`: the
+/// gradient passes where the output lies strictly inside `(low, high)` (a
+/// NaN passes, as in PyTorch's `hardtanh_backward`), then
+/// [batch_norm_train_backward]'s closed form, in the same pass.
+#[allow(clippy::too_many_arguments)]
+pub fn batch_norm_train_clamped_backward(
+    x: FlexTensor,
+    output: FlexTensor,
+    gamma: FlexTensor,
+    mean: FlexTensor,
+    variance: FlexTensor,
+    epsilon: f64,
+    low: f64,
+    high: f64,
+    output_grad: FlexTensor,
+) -> BatchNormTrainBackward<Flex> {
+    let dtype = x.dtype();
+    let [x_grad, gamma_grad, beta_grad] = match dtype {
+        DType::F32 => backward::<f32>(
+            x,
+            gamma,
+            mean,
+            variance,
+            epsilon,
+            output_grad,
+            Some((output, Clamp::new(low, high))),
+        ),
+        DType::F64 => backward::<f64>(
+            x,
+            gamma,
+            mean,
+            variance,
+            epsilon,
+            output_grad,
+            Some((output, Clamp::new(low, high))),
+        ),
+        _ => {
+            let [x, output, gamma, mean, variance, output_grad] =
+                [x, output, gamma, mean, variance, output_grad].map(to_f32);
+            backward::<f32>(
+                x,
+                gamma,
+                mean,
+                variance,
+                epsilon,
+                output_grad,
+                Some((output, Clamp::new(low, high))),
+            )
+            .map(|t| from_f32(t, dtype))
         }
     };
     BatchNormTrainBackward::new(x_grad, gamma_grad, beta_grad)
@@ -157,7 +238,11 @@ impl Planes {
     }
 
     /// Channel `c`'s planes in `data`, in batch order.
-    fn channel<'a, T>(&'a self, data: &'a [T], c: usize) -> impl Iterator<Item = &'a [T]> + 'a {
+    fn channel<'a, T>(
+        &'a self,
+        data: &'a [T],
+        c: usize,
+    ) -> impl Iterator<Item = &'a [T]> + Clone + 'a {
         (0..self.batch()).map(move |n| self.plane(data, n * self.channels + c))
     }
 
@@ -195,7 +280,7 @@ struct Normalize<T> {
     beta: T,
 }
 
-impl<T: Real> Normalize<T> {
+impl<T: Real + PartialOrd> Normalize<T> {
     /// `scale = γ/√(var + ε)`, in `f64`.
     fn new(gamma: f64, beta: f64, mean: f64, variance: f64, epsilon: f64) -> Self {
         Self {
@@ -205,19 +290,67 @@ impl<T: Real> Normalize<T> {
         }
     }
 
-    /// Channel `c`'s planes of `data`, normalised into its planes of `out`.
-    fn write_channel(&self, planes: &Planes, data: &[T], c: usize, out: &mut ClassChunks<'_, T>) {
+    /// Channel `c`'s planes of `data`, normalised into its planes of `out`
+    /// (then clamped, if `clamp` says so).
+    fn write_channel(
+        &self,
+        planes: &Planes,
+        data: &[T],
+        c: usize,
+        out: &mut ClassChunks<'_, T>,
+        clamp: Option<Clamp<T>>,
+    ) {
         for (out, x) in out.zip(planes.channel(data, c)) {
-            self.write(x, out);
+            match clamp {
+                None => self.write(x, out, |y| y),
+                Some(clamp) => self.write(x, out, |y| clamp.apply(y)),
+            }
         }
     }
 
-    /// (x − mean)·scale + β, not x·scale + (β − mean·scale): the scale of a
-    /// channel of (near) zero variance is ~1/√ε, and the second form would
-    /// cancel two large terms.
-    fn write(&self, x: &[T], out: &mut [T]) {
+    /// `then((x − mean)·scale + β)`, not x·scale + (β − mean·scale): the
+    /// scale of a channel of (near) zero variance is ~1/√ε, and the second
+    /// form would cancel two large terms.
+    #[inline(always)]
+    fn write(&self, x: &[T], out: &mut [T], then: impl Fn(T) -> T) {
         for (y, v) in out.iter_mut().zip(x) {
-            *y = (*v + self.shifted) * self.scale + self.beta;
+            *y = then((*v + self.shifted) * self.scale + self.beta);
+        }
+    }
+}
+
+/// histoshard (change 9): an activation clamped to `[low, high]` after the
+/// norm, forward and backward.
+#[derive(Clone, Copy)]
+struct Clamp<T> {
+    low: T,
+    high: T,
+}
+
+impl<T: Real + PartialOrd> Clamp<T> {
+    fn new(low: f64, high: f64) -> Self {
+        Self {
+            low: T::from_f64(low),
+            high: T::from_f64(high),
+        }
+    }
+
+    /// min(max(v, low), high), a NaN kept; selects, no branches (histoshard's
+    /// ReLU6 kernel, `src/train/ops/relu6.rs`).
+    #[inline(always)]
+    fn apply(self, v: T) -> T {
+        let low = if v < self.low { self.low } else { v };
+        if low > self.high { self.high } else { low }
+    }
+
+    /// `g` where the clamped output `y` lies strictly inside `(low, high)`,
+    /// else 0: the same mask as from the value before the clamp.
+    #[inline(always)]
+    fn pass(self, y: T, g: T) -> T {
+        if (y <= self.low) | (y >= self.high) {
+            T::default()
+        } else {
+            g
         }
     }
 }
@@ -244,7 +377,7 @@ fn channel_tensor<T: Real + Element + bytemuck::Pod>(values: &[f64]) -> FlexTens
     tensor::<T>(data, Shape::new([values.len()]))
 }
 
-fn inference<T: Real + Element + bytemuck::Pod>(
+fn inference<T: Real + Element + PartialOrd + bytemuck::Pod>(
     x: FlexTensor,
     gamma: FlexTensor,
     beta: FlexTensor,
@@ -258,16 +391,17 @@ fn inference<T: Real + Element + bytemuck::Pod>(
     let data = x.storage::<T>();
     let (output, _) = planes.fill_channels::<T, ()>(|c, out| {
         let normalize = Normalize::new(gamma[c], beta[c], mean[c], variance[c], epsilon);
-        normalize.write_channel(&planes, data, c, out);
+        normalize.write_channel(&planes, data, c, out, None);
     });
     output
 }
 
-fn train<T: Real + Element + bytemuck::Pod>(
+fn train<T: Real + Element + PartialOrd + bytemuck::Pod>(
     x: FlexTensor,
     gamma: FlexTensor,
     beta: FlexTensor,
     epsilon: f64,
+    clamp: Option<Clamp<T>>,
 ) -> [FlexTensor; 3] {
     let x = x.into_contiguous();
     let planes = Planes::of(&x);
@@ -281,7 +415,7 @@ fn train<T: Real + Element + bytemuck::Pod>(
         let variance =
             planes.channel_sum(data, c, |plane| squared_deviations(plane, shifted)) / count;
         let normalize = Normalize::new(gamma[c], beta[c], mean, variance, epsilon);
-        normalize.write_channel(&planes, data, c, out);
+        normalize.write_channel(&planes, data, c, out, clamp);
         (mean, variance)
     });
     let (mean, variance): (Vec<f64>, Vec<f64>) = statistics.into_iter().unzip();
@@ -292,42 +426,49 @@ fn train<T: Real + Element + bytemuck::Pod>(
     ]
 }
 
-fn backward<T: Real + Element + bytemuck::Pod>(
+/// The closed form; with `clamped`, the output of the clamp and its bounds,
+/// the gradient masked first (change 9), each channel's masked planes kept
+/// for both passes.
+#[allow(clippy::too_many_arguments)]
+fn backward<T: Real + Element + PartialOrd + bytemuck::Pod>(
     x: FlexTensor,
     gamma: FlexTensor,
     mean: FlexTensor,
     variance: FlexTensor,
     epsilon: f64,
     output_grad: FlexTensor,
+    clamped: Option<(FlexTensor, Clamp<T>)>,
 ) -> [FlexTensor; 3] {
     let x = x.into_contiguous();
     let grad = output_grad.into_contiguous();
+    let clamped = clamped.map(|(output, clamp)| (output.into_contiguous(), clamp));
     let planes = Planes::of(&x);
     let count = planes.per_channel().max(1) as f64;
     let [gamma, mean, variance] = [gamma, mean, variance].map(values::<T>);
     let (data, g) = (x.storage::<T>(), grad.storage::<T>());
+    let clamped = clamped
+        .as_ref()
+        .map(|(output, clamp)| (output.storage::<T>(), *clamp));
     let (x_grad, sums) = planes.fill_channels::<T, (f64, f64)>(|c, out| {
-        let shifted = T::from_f64(-mean[c]);
-        // Σ g and Σ g·(x − mean), each plane's sum added in batch order.
-        let (mut beta_grad, mut centred) = (0.0, 0.0);
-        for (x, g) in planes.channel(data, c).zip(planes.channel(g, c)) {
-            beta_grad += sum(g);
-            centred += deviations_dot(x, g, shifted);
-        }
-        let inv_std = 1.0 / (variance[c] + epsilon).sqrt();
-        let gamma_grad = centred * inv_std;
-        // dx = k_g·g + k_x·(x − mean) + k_0 (centred first, as in `Normalize`).
-        let scale = gamma[c] * inv_std;
-        let k_g = T::from_f64(scale);
-        let k_x = T::from_f64(-scale * inv_std * gamma_grad / count);
-        let k_0 = T::from_f64(-scale * beta_grad / count);
-        let planes_of_channel = planes.channel(data, c).zip(planes.channel(g, c));
-        for (out, (x, g)) in out.zip(planes_of_channel) {
-            for ((dx, &v), &g) in out.iter_mut().zip(x).zip(g) {
-                *dx = k_g * g + k_x * (v + shifted) + k_0;
+        let channel = ChannelBackward {
+            planes: &planes,
+            data,
+            c,
+            shifted: T::from_f64(-mean[c]),
+            inv_std: 1.0 / (variance[c] + epsilon).sqrt(),
+            gamma: gamma[c],
+            count,
+        };
+        match clamped {
+            None => channel.run(planes.channel(g, c), out),
+            Some((y, clamp)) => {
+                let mut masked = Vec::with_capacity(planes.batch() * planes.plane);
+                for (g, y) in planes.channel(g, c).zip(planes.channel(y, c)) {
+                    masked.extend(g.iter().zip(y).map(|(&g, &y)| clamp.pass(y, g)));
+                }
+                channel.run(masked.chunks_exact(planes.plane.max(1)), out)
             }
         }
-        (gamma_grad, beta_grad)
     });
     let (gamma_grad, beta_grad): (Vec<f64>, Vec<f64>) = sums.into_iter().unzip();
     [
@@ -335,6 +476,50 @@ fn backward<T: Real + Element + bytemuck::Pod>(
         channel_tensor::<T>(&gamma_grad),
         channel_tensor::<T>(&beta_grad),
     ]
+}
+
+/// One channel of the backward: its statistics and where its input lies.
+struct ChannelBackward<'a, T> {
+    planes: &'a Planes,
+    data: &'a [T],
+    c: usize,
+    shifted: T,
+    inv_std: f64,
+    gamma: f64,
+    count: f64,
+}
+
+impl<T: Real> ChannelBackward<'_, T> {
+    /// The channel's input gradient into `out`, given its output gradient's
+    /// planes in batch order; returns (dγ, dβ).
+    fn run<'g>(
+        &self,
+        grads: impl Iterator<Item = &'g [T]> + Clone,
+        out: &mut ClassChunks<'_, T>,
+    ) -> (f64, f64)
+    where
+        T: 'g,
+    {
+        let (planes, shifted) = (self.planes, self.shifted);
+        // Σ g and Σ g·(x − mean), each plane's sum added in batch order.
+        let (mut beta_grad, mut centred) = (0.0, 0.0);
+        for (x, g) in planes.channel(self.data, self.c).zip(grads.clone()) {
+            beta_grad += sum(g);
+            centred += deviations_dot(x, g, shifted);
+        }
+        let gamma_grad = centred * self.inv_std;
+        // dx = k_g·g + k_x·(x − mean) + k_0 (centred first, as in `Normalize`).
+        let scale = self.gamma * self.inv_std;
+        let k_g = T::from_f64(scale);
+        let k_x = T::from_f64(-scale * self.inv_std * gamma_grad / self.count);
+        let k_0 = T::from_f64(-scale * beta_grad / self.count);
+        for (out, (x, g)) in out.zip(planes.channel(self.data, self.c).zip(grads)) {
+            for ((dx, &v), &g) in out.iter_mut().zip(x).zip(g) {
+                *dx = k_g * g + k_x * (v + shifted) + k_0;
+            }
+        }
+        (gamma_grad, beta_grad)
+    }
 }
 
 const LANES: usize = 16;

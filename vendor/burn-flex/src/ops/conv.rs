@@ -718,10 +718,22 @@ fn conv3d_1x1_impl<
         }
     };
     let item_len = (channels_out * spatial).max(1);
-    // histoshard (vendor/README.md, burn-flex change 6): each batch item's
-    // output is zeroed by the thread that computes it.
+    // histoshard (vendor/README.md, burn-flex changes 6 and 8): each batch
+    // item's output is zeroed by the thread that computes it; ungrouped, the
+    // items of small planes are multiplied several at a time.
     #[cfg(feature = "rayon")]
-    let mut output = super::par_fill::par_filled(zero, total_output, item_len, 1, item_gemm);
+    let mut output = if groups == 1 {
+        let weight = super::pointwise::Matrix {
+            data: w_data,
+            rows: m,
+            cols: k,
+            row_stride: k,
+            col_stride: 1,
+        };
+        super::pointwise::batched_product(&weight, x_data, batch_size, spatial)
+    } else {
+        super::par_fill::par_filled(zero, total_output, item_len, 1, item_gemm)
+    };
     #[cfg(not(feature = "rayon"))]
     let mut output = {
         let mut output = vec![zero; total_output];

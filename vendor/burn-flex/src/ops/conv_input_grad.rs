@@ -27,6 +27,14 @@ pub(crate) fn conv2d_x_backward(
     output_grad: FlexTensor,
     options: ConvOptions<2>,
 ) -> FlexTensor {
+    // histoshard (vendor/README.md, burn-flex change 8): a pointwise
+    // convolution's input gradient is one product per batch item.
+    #[cfg(feature = "rayon")]
+    if is_pointwise(&weight, &options)
+        && let Some(grad) = crate::ops::pointwise::input_grad(&weight, &output_grad)
+    {
+        return grad;
+    }
     let [_, _, h, w] = x.shape().dims::<4>();
     let [_, _, kh, kw] = weight.shape().dims::<4>();
     let [_, _, oh, ow] = output_grad.shape().dims::<4>();
@@ -65,4 +73,16 @@ pub(crate) fn conv2d_x_backward(
         }
     }
     grad
+}
+
+/// A 1×1, stride-1, unpadded, ungrouped convolution: its input gradient is
+/// the weight's transpose times each item's output gradient.
+#[cfg(feature = "rayon")]
+fn is_pointwise(weight: &FlexTensor, options: &ConvOptions<2>) -> bool {
+    let shape = weight.shape();
+    shape[2] == 1
+        && shape[3] == 1
+        && options.stride == [1, 1]
+        && options.padding == [(0, 0), (0, 0)]
+        && options.groups == 1
 }

@@ -90,9 +90,11 @@ pub(crate) fn float_storage_as_f32(tensor: &FlexTensor) -> Cow<'_, [f32]> {
 
 pub mod activation;
 pub mod attention;
-// histoshard (vendor/README.md, burn-flex change 2).
+// histoshard (vendor/README.md, burn-flex changes 2 and 9).
 #[cfg(feature = "rayon")]
 mod batch_norm;
+#[cfg(feature = "rayon")]
+pub use batch_norm::{batch_norm_train_clamped, batch_norm_train_clamped_backward};
 pub mod binary;
 mod bool;
 pub mod cat;
@@ -117,6 +119,7 @@ pub(crate) mod par_fill;
 // histoshard (vendor/README.md, burn-flex change 3).
 #[cfg(feature = "rayon")]
 mod depthwise_transpose;
+// histoshard (vendor/README.md, burn-flex change 8).
 pub mod expand;
 #[cfg(feature = "fft")]
 pub mod fft;
@@ -129,6 +132,8 @@ pub mod interpolate;
 pub mod mask;
 pub mod matmul;
 mod module;
+#[cfg(feature = "rayon")]
+mod pointwise;
 pub mod pool;
 mod qtensor;
 pub mod reduce;
