@@ -209,7 +209,7 @@ bf16_via_f32!(
 type ConvTransposeGemmFn<T> = fn(&mut [T], &[T], &[T], usize, usize, usize, usize);
 
 #[cfg(feature = "rayon")]
-const GEMM_PARALLEL_WORK: usize = 192 * 192 * 192;
+pub(crate) const GEMM_PARALLEL_WORK: usize = 192 * 192 * 192;
 
 /// histoshard (change 6): multiply-adds over all batch items and groups from
 /// which they are split over rayon's threads (~0.1 ms of work on one core).

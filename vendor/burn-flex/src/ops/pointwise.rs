@@ -37,6 +37,7 @@ use alloc::vec::Vec;
 use burn_backend::{DType, Element, TensorMetadata};
 use burn_std::{Bytes, Shape};
 
+use super::conv_transpose::GEMM_PARALLEL_WORK;
 use crate::{FlexTensor, Layout};
 
 /// Planes of fewer values than this are multiplied several items at a time.
@@ -44,10 +45,6 @@ const MERGE_BELOW: usize = 32;
 
 /// Columns of one merged GEMM (items × plane), at most: 4 items of a 4×4 plane.
 const MERGED_COLUMNS: usize = 64;
-
-/// Multiply-adds of one item's GEMM from which the `gemm` crate splits it
-/// over rayon's threads itself (burn-flex's threshold for its convolutions).
-const GEMM_PARALLEL_WORK: usize = 192 * 192 * 192;
 
 /// The matrix `A` of `out[b] = A · x[b]`: `rows × cols` elements of `data`,
 /// element `(i, j)` at `i · row_stride + j · col_stride`.
@@ -109,6 +106,8 @@ fn product<T: Element>(a: &Matrix<'_, T>, x: &[T], columns: usize, out: &mut [T]
 unsafe fn product_into<T: Element>(a: &Matrix<'_, T>, x: &[T], columns: usize, out: *mut T) {
     let (m, k) = (a.rows, a.cols);
     assert!(x.len() >= k * columns);
+    // Large products are split over rayon's threads by `gemm` itself, from
+    // burn-flex's threshold for its convolutions.
     let parallelism = if m.saturating_mul(columns).saturating_mul(k) >= GEMM_PARALLEL_WORK {
         gemm::Parallelism::Rayon(0)
     } else {
