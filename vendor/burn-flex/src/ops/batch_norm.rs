@@ -24,6 +24,9 @@
 //! every pass over a channel's planes before the next channel, while they
 //! are in cache — not a pass over the whole tensor for each sum and for the
 //! output. The same operations in the same order: the same bits.
+//!
+//! histoshard (burn-flex change 10): and, before it computes a channel,
+//! prefetches the next channel's planes ([`Planes::prefetch`]).
 
 use crate::ops::module::{cast_from_f32, cast_to_f32};
 use crate::ops::par_fill::{ClassChunks, par_filled_by_class};
@@ -246,6 +249,22 @@ impl Planes {
         (0..self.batch()).map(move |n| self.plane(data, n * self.channels + c))
     }
 
+    /// Asks the CPU to fetch channel `c`'s planes of `data` into its caches
+    /// (nothing past the last channel); called for the next channel while
+    /// one is computed (change 10). A channel's planes lie a whole image
+    /// apart, one to a few cache lines each: a pattern the hardware
+    /// prefetchers do not follow.
+    fn prefetch<T>(&self, data: &[T], c: usize) {
+        if c >= self.channels {
+            return;
+        }
+        for plane in self.channel(data, c) {
+            for line in plane.chunks(CACHE_LINE / size_of::<T>().max(1)) {
+                prefetch(line.as_ptr());
+            }
+        }
+    }
+
     /// `Σ f(plane)` over channel `c`'s planes in `f64`, in batch order.
     fn channel_sum<T>(&self, data: &[T], c: usize, f: impl Fn(&[T]) -> f64) -> f64 {
         self.channel(data, c)
@@ -390,6 +409,7 @@ fn inference<T: Real + Element + PartialOrd + bytemuck::Pod>(
     let planes = Planes::of(&x);
     let data = x.storage::<T>();
     let (output, _) = planes.fill_channels::<T, ()>(|c, out| {
+        planes.prefetch(data, c + 1);
         let normalize = Normalize::new(gamma[c], beta[c], mean[c], variance[c], epsilon);
         normalize.write_channel(&planes, data, c, out, None);
     });
@@ -410,6 +430,7 @@ fn train<T: Real + Element + PartialOrd + bytemuck::Pod>(
     let [gamma, beta] = [gamma, beta].map(values::<T>);
     // The mean, then the mean of (x − mean)², then the output.
     let (output, statistics) = planes.fill_channels::<T, (f64, f64)>(|c, out| {
+        planes.prefetch(data, c + 1);
         let mean = planes.channel_sum(data, c, sum) / count;
         let shifted = T::from_f64(-mean);
         let variance =
@@ -450,6 +471,11 @@ fn backward<T: Real + Element + PartialOrd + bytemuck::Pod>(
         .as_ref()
         .map(|(output, clamp)| (output.storage::<T>(), *clamp));
     let (x_grad, sums) = planes.fill_channels::<T, (f64, f64)>(|c, out| {
+        planes.prefetch(data, c + 1);
+        planes.prefetch(g, c + 1);
+        if let Some((y, _)) = clamped {
+            planes.prefetch(y, c + 1);
+        }
         let channel = ChannelBackward {
             planes: &planes,
             data,
@@ -523,6 +549,23 @@ impl<T: Real> ChannelBackward<'_, T> {
 }
 
 const LANES: usize = 16;
+
+/// Bytes in a cache line of the x86-64 CPUs this was measured on.
+const CACHE_LINE: usize = 64;
+
+/// A hint to fetch the line that holds `p` into every cache level; nothing
+/// on other architectures.
+#[inline(always)]
+fn prefetch<T>(p: *const T) {
+    #[cfg(target_arch = "x86_64")]
+    // SAFETY: a prefetch is a hint: it reads nothing architecturally and
+    // cannot fault, whatever the address.
+    unsafe {
+        core::arch::x86_64::_mm_prefetch::<{ core::arch::x86_64::_MM_HINT_T0 }>(p.cast::<i8>());
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = p;
+}
 
 /// `Σ a` in 16 lanes of `T` (vectorised), returned as `f64`.
 fn sum<T: Real>(a: &[T]) -> f64 {
