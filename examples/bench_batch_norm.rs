@@ -37,14 +37,14 @@ fn main() {
     learner::set_compute_threads(2);
     let flex: DeviceChoice = "flex".parse().expect("flex is a device");
     let device = flex.device().expect("this build has flex").autodiff();
-    let copies: usize = match std::env::args().nth(1) {
-        Some(n) => n.parse().expect("COPIES is a number"),
+    let copies = match std::env::args().nth(1) {
+        Some(n) => n.parse::<usize>().expect("COPIES is a number").max(1),
         None => 1,
     };
     let cases: Vec<(BatchNorm, Tensor<4>)> = SHAPES
         .iter()
         .cycle()
-        .take(SHAPES.len() * copies.max(1))
+        .take(SHAPES.len() * copies)
         .map(|&(channels, side)| {
             let bn = BatchNormConfig::new(channels)
                 .with_epsilon(1e-3)
@@ -62,13 +62,15 @@ fn main() {
     let mut next = 0;
     let mut step = |fused: bool| {
         let copy = &cases[next * SHAPES.len()..][..SHAPES.len()];
-        next = (next + 1) % copies.max(1);
+        next = (next + 1) % copies;
         for (bn, x) in copy {
             let y = if fused {
                 batch_norm_relu6(bn, x.clone())
             } else {
                 bn.forward(x.clone())
             };
+            // The multiply gives the norm an output gradient of its own
+            // values, not only `sum`'s single value broadcast.
             let _grads = (y * 1.0).sum().backward();
         }
     };
