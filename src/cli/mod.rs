@@ -80,6 +80,23 @@ pub enum Command {
     Classify(classify::Args),
 }
 
+impl Command {
+    /// Whether the command runs models, so sets up their compute threads
+    /// first (`set_compute_threads`).
+    #[cfg(feature = "train")]
+    fn computes_with_models(&self) -> bool {
+        matches!(
+            self,
+            Command::Demo(_)
+                | Command::Train(_)
+                | Command::Evaluate(_)
+                | Command::Compare(_)
+                | Command::Predict(_)
+                | Command::Classify(_)
+        )
+    }
+}
+
 /// Logs go to stderr; `RUST_LOG` overrides the level chosen by -v/-q.
 pub fn init_logging(verbose: u8, quiet: bool) {
     let level = match (quiet, verbose) {
@@ -115,6 +132,10 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         threads: sane_threads(cli.threads),
     };
     histoshard::alloc::keep_freed_memory();
+    #[cfg(feature = "train")]
+    if cli.command.computes_with_models() {
+        histoshard::train::learner::set_compute_threads(global.threads.unwrap_or(0));
+    }
     match cli.command {
         Command::Synth(a) => synth::run(a, &global),
         #[cfg(feature = "train")]

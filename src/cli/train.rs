@@ -169,9 +169,6 @@ pub struct Args {
 }
 
 pub fn run(a: Args, g: &Global) -> anyhow::Result<ExitCode> {
-    if let Some(t) = g.threads {
-        learner::set_compute_threads(t);
-    }
     // A URL is fetched into the cache once; the run reads (and records) that folder.
     let data_arg = a
         .data

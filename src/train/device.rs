@@ -75,19 +75,38 @@ impl DeviceChoice {
     }
 }
 
-/// Bounds the trainer's compute threads: rayon's global pool, which flex
-/// computes on, and with LibTorch its intra-op pool. Call before either
-/// starts work; a rayon pool that already exists is kept.
+/// Sets up the compute threads, `n` of them (0: one per core): rayon's global
+/// pool, which flex computes on, and with LibTorch its intra-op pool (left at
+/// LibTorch's own default for 0). Call before either starts work, from the
+/// thread that will compute; a rayon pool that already exists is kept.
+///
+/// With two or more threads the calling thread is one of the pool's
+/// workers, so each operation's parallel loop starts and ends on it. A
+/// caller outside the pool hands every loop to the pool and sleeps until a
+/// worker wakes it: the official job's `train` took longer in 8 of 8
+/// interleaved pairs, with more system time (docs/BENCHMARKS.md). A pool of
+/// one keeps a worker of its own: a calling thread in the pool runs the
+/// pool's jobs only while it waits on the pool, so a job sent from any other
+/// thread would wait for it.
 pub fn set_compute_threads(n: usize) {
-    let n = n.max(1);
-    if let Err(e) = rayon::ThreadPoolBuilder::new()
-        .num_threads(n)
-        .build_global()
-    {
+    let threads = if n > 0 {
+        n
+    } else {
+        std::thread::available_parallelism().map_or(1, |c| c.get())
+    };
+    let builder = rayon::ThreadPoolBuilder::new().num_threads(threads);
+    let builder = if threads > 1 {
+        builder.use_current_thread()
+    } else {
+        builder
+    };
+    if let Err(e) = builder.build_global() {
         tracing::debug!("rayon pool already set up: {e}");
     }
     #[cfg(feature = "tch")]
-    tch::set_num_threads(i32::try_from(n).unwrap_or(i32::MAX));
+    if n > 0 {
+        tch::set_num_threads(i32::try_from(n).unwrap_or(i32::MAX));
+    }
 }
 
 #[cfg(feature = "tch")]

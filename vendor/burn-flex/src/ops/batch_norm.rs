@@ -260,7 +260,7 @@ impl Planes {
         }
         for plane in self.channel(data, c) {
             for line in plane.chunks(CACHE_LINE / size_of::<T>().max(1)) {
-                prefetch(line.as_ptr());
+                prefetch_line(line.as_ptr());
             }
         }
     }
@@ -273,10 +273,13 @@ impl Planes {
 
     /// A new tensor of the input's shape, filled a channel at a time on
     /// rayon's threads: `f(channel, planes)` fills the channel's planes (in
-    /// batch order) and returns what is collected per channel. Channels of
-    /// fewer values than [`MIN_TASK`] go to a task together.
+    /// batch order) and returns what is collected per channel. Before each
+    /// channel, the next one's planes of each of `reads` (the tensors `f`
+    /// reads, of the input's shape) are prefetched. Channels of fewer values
+    /// than [`MIN_TASK`] go to a task together.
     fn fill_channels<T: Real + Element + bytemuck::Pod, R: Send>(
         &self,
+        reads: &[&[T]],
         f: impl Fn(usize, &mut ClassChunks<'_, T>) -> R + Sync,
     ) -> (FlexTensor, Vec<R>) {
         let min_channels = MIN_TASK.div_ceil(self.per_channel().max(1));
@@ -286,7 +289,12 @@ impl Planes {
             self.plane,
             self.channels,
             min_channels,
-            f,
+            |c, out| {
+                for data in reads {
+                    self.prefetch(data, c + 1);
+                }
+                f(c, out)
+            },
         );
         (tensor(out, self.shape.clone()), per_channel)
     }
@@ -408,8 +416,7 @@ fn inference<T: Real + Element + PartialOrd + bytemuck::Pod>(
     let x = x.into_contiguous();
     let planes = Planes::of(&x);
     let data = x.storage::<T>();
-    let (output, _) = planes.fill_channels::<T, ()>(|c, out| {
-        planes.prefetch(data, c + 1);
+    let (output, _) = planes.fill_channels::<T, ()>(&[data], |c, out| {
         let normalize = Normalize::new(gamma[c], beta[c], mean[c], variance[c], epsilon);
         normalize.write_channel(&planes, data, c, out, None);
     });
@@ -429,8 +436,7 @@ fn train<T: Real + Element + PartialOrd + bytemuck::Pod>(
     let data = x.storage::<T>();
     let [gamma, beta] = [gamma, beta].map(values::<T>);
     // The mean, then the mean of (x − mean)², then the output.
-    let (output, statistics) = planes.fill_channels::<T, (f64, f64)>(|c, out| {
-        planes.prefetch(data, c + 1);
+    let (output, statistics) = planes.fill_channels::<T, (f64, f64)>(&[data], |c, out| {
         let mean = planes.channel_sum(data, c, sum) / count;
         let shifted = T::from_f64(-mean);
         let variance =
@@ -470,12 +476,11 @@ fn backward<T: Real + Element + PartialOrd + bytemuck::Pod>(
     let clamped = clamped
         .as_ref()
         .map(|(output, clamp)| (output.storage::<T>(), *clamp));
-    let (x_grad, sums) = planes.fill_channels::<T, (f64, f64)>(|c, out| {
-        planes.prefetch(data, c + 1);
-        planes.prefetch(g, c + 1);
-        if let Some((y, _)) = clamped {
-            planes.prefetch(y, c + 1);
-        }
+    let reads: Vec<&[T]> = [Some(data), Some(g), clamped.map(|(y, _)| y)]
+        .into_iter()
+        .flatten()
+        .collect();
+    let (x_grad, sums) = planes.fill_channels::<T, (f64, f64)>(&reads, |c, out| {
         let channel = ChannelBackward {
             planes: &planes,
             data,
@@ -556,7 +561,7 @@ const CACHE_LINE: usize = 64;
 /// A hint to fetch the line that holds `p` into every cache level; nothing
 /// on other architectures.
 #[inline(always)]
-fn prefetch<T>(p: *const T) {
+fn prefetch_line<T>(p: *const T) {
     #[cfg(target_arch = "x86_64")]
     // SAFETY: a prefetch is a hint: it reads nothing architecturally and
     // cannot fault, whatever the address.

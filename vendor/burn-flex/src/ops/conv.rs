@@ -718,11 +718,14 @@ fn conv3d_1x1_impl<
         }
     };
     let item_len = (channels_out * spatial).max(1);
-    // histoshard (vendor/README.md, burn-flex changes 6 and 8): each batch
-    // item's output is zeroed by the thread that computes it; ungrouped, the
-    // items of small planes are multiplied several at a time.
+    let bias = bias.map(|bias| bias.to_contiguous());
+    let bias_data: Option<&[T]> = bias.as_ref().map(|bias| bias.storage());
+    // histoshard (vendor/README.md, burn-flex changes 6, 8 and 11): each
+    // batch item's output is zeroed by the thread that computes it;
+    // ungrouped, the items of small planes are multiplied several at a time,
+    // and the bias is added by the task that computed the item.
     #[cfg(feature = "rayon")]
-    let mut output = if groups == 1 {
+    let output = if groups == 1 {
         let weight = super::pointwise::Matrix {
             data: w_data,
             rows: m,
@@ -730,24 +733,25 @@ fn conv3d_1x1_impl<
             row_stride: k,
             col_stride: 1,
         };
-        super::pointwise::batched_product(&weight, x_data, batch_size, spatial)
+        super::pointwise::batched_product(&weight, bias_data, x_data, batch_size, spatial)
     } else {
-        super::par_fill::par_filled(zero, total_output, item_len, 1, item_gemm)
+        let mut output = super::par_fill::par_filled(zero, total_output, item_len, 1, item_gemm);
+        if let Some(bias_data) = bias_data {
+            add_bias(&mut output, bias_data, batch_size, channels_out, spatial);
+        }
+        output
     };
     #[cfg(not(feature = "rayon"))]
-    let mut output = {
+    let output = {
         let mut output = vec![zero; total_output];
         for (b, item) in output.chunks_mut(item_len).enumerate() {
             item_gemm(b, item);
         }
+        if let Some(bias_data) = bias_data {
+            add_bias(&mut output, bias_data, batch_size, channels_out, spatial);
+        }
         output
     };
-
-    if let Some(bias) = bias {
-        let bias = bias.to_contiguous();
-        let bias_data: &[T] = bias.storage();
-        add_bias(&mut output, bias_data, batch_size, channels_out, spatial);
-    }
 
     let out_shape = Shape::from(vec![
         batch_size,

@@ -107,3 +107,27 @@ pub(crate) fn add_bias<#[cfg(feature = "simd")] S: macerator::Simd, T: Element +
         }
     }
 }
+
+/// histoshard (vendor/README.md, burn-flex change 11): `bias[c]` added to
+/// each of `planes`' planes of `plane` values, which are the planes of an
+/// `[n, c, …]` output from plane `first` on (plane `i` is channel
+/// `i % c`). The tasks that compute a convolution's planes call it on their
+/// own planes while those are in cache, where [`add_bias`] is another pass
+/// over the whole output on the calling thread. The same additions as
+/// [`add_bias`], so the same values.
+pub(crate) fn add_bias_to_planes<T: ElementAdd + Copy>(
+    planes: &mut [T],
+    bias: &[T],
+    first: usize,
+    plane: usize,
+) {
+    if plane == 0 || bias.is_empty() {
+        return;
+    }
+    for (i, values) in planes.chunks_exact_mut(plane).enumerate() {
+        let bias_val = bias[(first + i) % bias.len()];
+        for v in values {
+            *v = T::add(*v, bias_val);
+        }
+    }
+}

@@ -11,7 +11,7 @@
 //! convolution keeps burn-flex's path. `f32` and `f64` only; the rest keep it
 //! too.
 
-use super::{conv_common::add_bias, par_fill::par_filled};
+use super::{conv_common::add_bias_to_planes, par_fill::par_filled};
 use crate::{FlexTensor, Layout};
 use alloc::vec::Vec;
 use burn_backend::{
@@ -109,13 +109,15 @@ fn convolve<T: Real + Element + ElementAdd + bytemuck::Pod>(
     };
     let plane = out[0] * out[1];
     let (xs, ws) = (x.storage::<T>(), weight.storage::<T>());
-    let mut y = split_over_threads(batch * channels, plane, |first, chunk| {
-        shape.forward(xs, ws, first, chunk)
+    let bias = bias.map(FlexTensor::into_contiguous);
+    let bias = bias.as_ref().map(|b| b.storage::<T>());
+    // Change 11: each task adds the bias to the planes it has just computed.
+    let y = split_over_threads(batch * channels, plane, |first, chunk| {
+        shape.forward(xs, ws, first, chunk);
+        if let Some(bias) = bias {
+            add_bias_to_planes(chunk, bias, first, plane);
+        }
     });
-    if let Some(bias) = bias {
-        let bias = bias.into_contiguous();
-        add_bias(&mut y, bias.storage::<T>(), batch, channels, plane);
-    }
     FlexTensor::new(
         Bytes::from_elems(y),
         Layout::contiguous(Shape::new([batch, channels, out[0], out[1]])),

@@ -35,9 +35,9 @@
 use alloc::vec::Vec;
 
 use burn_backend::{DType, Element, TensorMetadata};
-use burn_std::{Bytes, Shape};
+use burn_std::{Bytes, ElementAdd, Shape};
 
-use super::conv_transpose::GEMM_PARALLEL_WORK;
+use super::{conv_common::add_bias_to_planes, conv_transpose::GEMM_PARALLEL_WORK};
 use crate::{FlexTensor, Layout};
 
 /// Planes of fewer values than this are multiplied several items at a time.
@@ -56,12 +56,21 @@ pub(crate) struct Matrix<'a, T> {
     pub col_stride: usize,
 }
 
-/// `A · x[b]` for each of the `batch` items of `x` (`[batch, A.cols, plane]`,
-/// contiguous), as `[batch, A.rows, plane]`, in parallel over the items.
-pub(crate) fn batched_product<T>(a: &Matrix<'_, T>, x: &[T], batch: usize, plane: usize) -> Vec<T>
+/// `A · x[b] + bias` for each of the `batch` items of `x` (`[batch, A.cols,
+/// plane]`, contiguous), as `[batch, A.rows, plane]`, in parallel over the
+/// items; `bias` (`A.rows` values, one per row) is added by the task that
+/// computed the rows (change 11).
+pub(crate) fn batched_product<T>(
+    a: &Matrix<'_, T>,
+    bias: Option<&[T]>,
+    x: &[T],
+    batch: usize,
+    plane: usize,
+) -> Vec<T>
 where
-    T: Element + bytemuck::Pod + Send + Sync,
+    T: Element + ElementAdd + bytemuck::Pod + Send + Sync,
 {
+    assert!(bias.is_none_or(|b| b.len() == a.rows));
     let (m, k) = (a.rows, a.cols);
     // What the GEMMs below read, in bounds.
     assert!(x.len() >= batch * k * plane);
@@ -86,6 +95,9 @@ where
                 product(a, x, plane, out);
             } else {
                 merged_product(a, x, items, plane, out);
+            }
+            if let Some(bias) = bias {
+                add_bias_to_planes(out, bias, 0, plane);
             }
         },
     )
@@ -186,7 +198,7 @@ pub(crate) fn input_grad(weight: &FlexTensor, output_grad: &FlexTensor) -> Optio
     }
 }
 
-fn input_grad_typed<T: Element + bytemuck::Pod + Send + Sync>(
+fn input_grad_typed<T: Element + ElementAdd + bytemuck::Pod + Send + Sync>(
     weight: &FlexTensor,
     output_grad: &FlexTensor,
 ) -> FlexTensor {
@@ -203,7 +215,7 @@ fn input_grad_typed<T: Element + bytemuck::Pod + Send + Sync>(
         row_stride: 1,
         col_stride: c_in,
     };
-    let values = batched_product(&transposed, grad.storage::<T>(), batch, plane);
+    let values = batched_product(&transposed, None, grad.storage::<T>(), batch, plane);
     FlexTensor::new(
         Bytes::from_elems(values),
         Layout::contiguous(Shape::new([batch, c_in, shape[2], shape[3]])),
