@@ -83,7 +83,7 @@ impl DeviceChoice {
 /// With two or more threads the calling thread is one of the pool's
 /// workers, so each operation's parallel loop starts and ends on it. A
 /// caller outside the pool hands every loop to the pool and sleeps until a
-/// worker wakes it: the official job's `train` took longer in 8 of 8
+/// worker wakes it: the official job's `train` took longer in 11 of 12
 /// interleaved pairs, with more system time (docs/BENCHMARKS.md). A pool of
 /// one keeps a worker of its own: a calling thread in the pool runs the
 /// pool's jobs only while it waits on the pool, so a job sent from any other

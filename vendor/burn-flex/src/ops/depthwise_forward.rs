@@ -111,6 +111,11 @@ fn convolve<T: Real + Element + ElementAdd + bytemuck::Pod>(
     let (xs, ws) = (x.storage::<T>(), weight.storage::<T>());
     let bias = bias.map(FlexTensor::into_contiguous);
     let bias = bias.as_ref().map(|b| b.storage::<T>());
+    assert!(
+        bias.is_none_or(|b| b.len() == channels),
+        "depthwise conv2d: a bias of {} values for {channels} channels",
+        bias.map_or(0, <[T]>::len)
+    );
     // Change 11: each task adds the bias to the planes it has just computed.
     let y = split_over_threads(batch * channels, plane, |first, chunk| {
         shape.forward(xs, ws, first, chunk);
